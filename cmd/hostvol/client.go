@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+)
+
+const clientUsage = `Usage: hostvol client [--endpoint EP] COMMAND [ARGS]
+
+Talks to a running hostvol (or any CSI driver) over its socket.
+EP defaults to $HOSTVOL_ENDPOINT, else unix:///csi/csi.sock.
+
+Commands:
+  info                                  plugin name, version, readiness, node, capabilities
+  create NAME [--size 1Gi] [--mode rwo|rwop|rox|rwx] [--param k=v]...
+                                        create a volume, print its ID
+  delete ID                             delete a volume
+  list                                  list volumes
+  capacity [--param k=v]...             available capacity for a class
+  stage ID STAGING_PATH                 NodeStageVolume
+  unstage ID STAGING_PATH               NodeUnstageVolume
+  publish ID TARGET [--ro] [--mode M] [--staging PATH]
+                                        bind-mount the volume at TARGET
+  unpublish ID TARGET                   unmount TARGET
+  stats ID PATH                         bytes and inodes of a published volume
+`
+
+func runClient(args []string) int {
+	if err := client(args); err != nil {
+		fmt.Fprintf(os.Stderr, "hostvol client: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+type kvFlag map[string]string
+
+func (k kvFlag) String() string { return "" }
+func (k kvFlag) Set(v string) error {
+	key, val, ok := strings.Cut(v, "=")
+	if !ok || key == "" {
+		return fmt.Errorf("want key=value, got %q", v)
+	}
+	k[key] = val
+	return nil
+}
+
+func client(args []string) error {
+	fs := flag.NewFlagSet("hostvol client", flag.ContinueOnError)
+	ep := os.Getenv("HOSTVOL_ENDPOINT")
+	if ep == "" {
+		ep = "unix:///csi/csi.sock"
+	}
+	fs.StringVar(&ep, "endpoint", ep, "CSI endpoint")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), clientUsage) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("a command is required")
+	}
+	network, addr, err := driver.ParseEndpoint(ep)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("passthrough:///hostvol",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := clients{
+		id:   csi.NewIdentityClient(conn),
+		ctrl: csi.NewControllerClient(conn),
+		node: csi.NewNodeClient(conn),
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "info":
+		return c.info(ctx)
+	case "create":
+		return c.create(ctx, rest)
+	case "delete":
+		return c.oneID(rest, func(id string) error {
+			_, err := c.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+			return err
+		})
+	case "list":
+		return c.list(ctx)
+	case "capacity":
+		return c.capacity(ctx, rest)
+	case "stage", "unstage", "unpublish", "stats":
+		if len(rest) != 2 {
+			return fmt.Errorf("%s takes ID and PATH", cmd)
+		}
+		return c.pathCmd(ctx, cmd, rest[0], rest[1])
+	case "publish":
+		return c.publish(ctx, rest)
+	default:
+		fs.Usage()
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+type clients struct {
+	id   csi.IdentityClient
+	ctrl csi.ControllerClient
+	node csi.NodeClient
+}
+
+func (c clients) oneID(args []string, f func(string) error) error {
+	if len(args) != 1 {
+		return errors.New("one volume ID is required")
+	}
+	return f(args[0])
+}
+
+func (c clients) info(ctx context.Context) error {
+	pi, err := c.id.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{})
+	if err != nil {
+		return err
+	}
+	pr, err := c.id.Probe(ctx, &csi.ProbeRequest{})
+	if err != nil {
+		return err
+	}
+	ni, err := c.node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("plugin:  %s %s\nready:   %v\nnode:    %s (max volumes %d, topology %v)\n",
+		pi.GetName(), pi.GetVendorVersion(), pr.GetReady().GetValue(), ni.GetNodeId(), ni.GetMaxVolumesPerNode(), ni.GetAccessibleTopology().GetSegments())
+	if cc, err := c.ctrl.ControllerGetCapabilities(ctx, &csi.ControllerGetCapabilitiesRequest{}); err == nil {
+		var s []string
+		for _, x := range cc.GetCapabilities() {
+			s = append(s, x.GetRpc().GetType().String())
+		}
+		fmt.Printf("controller: %s\n", strings.Join(s, " "))
+	}
+	if nc, err := c.node.NodeGetCapabilities(ctx, &csi.NodeGetCapabilitiesRequest{}); err == nil {
+		var s []string
+		for _, x := range nc.GetCapabilities() {
+			s = append(s, x.GetRpc().GetType().String())
+		}
+		fmt.Printf("node:       %s\n", strings.Join(s, " "))
+	}
+	return nil
+}
+
+var modes = map[string]csi.VolumeCapability_AccessMode_Mode{
+	"rwo":  csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER,
+	"rwop": csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER,
+	"rox":  csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY,
+	"rwx":  csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER,
+}
+
+func mountCap(mode string) (*csi.VolumeCapability, error) {
+	m, ok := modes[mode]
+	if !ok {
+		return nil, fmt.Errorf("mode %q: want rwo, rwop, rox or rwx", mode)
+	}
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: m},
+	}, nil
+}
+
+// parseSize reads 1073741824, 1Gi, 512Mi, 10Ki or 1Ti.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for suf, m := range map[string]int64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want bytes or a number with Ki, Mi, Gi or Ti", s)
+	}
+	return n * mult, nil
+}
+
+func (c clients) create(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("create", flag.ContinueOnError)
+	size := fs.String("size", "1Gi", "capacity")
+	mode := fs.String("mode", "rwo", "access mode: rwo, rwop, rox, rwx")
+	params := kvFlag{}
+	fs.Var(params, "param", "StorageClass parameter key=value (repeatable)")
+	if len(args) == 0 {
+		return errors.New("create takes a NAME")
+	}
+	name := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	n, err := parseSize(*size)
+	if err != nil {
+		return err
+	}
+	vc, err := mountCap(*mode)
+	if err != nil {
+		return err
+	}
+	resp, err := c.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name:               name,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: n},
+		VolumeCapabilities: []*csi.VolumeCapability{vc},
+		Parameters:         params,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println(resp.GetVolume().GetVolumeId())
+	return nil
+}
+
+func (c clients) list(ctx context.Context) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "VOLUME ID\tCAPACITY\tCONTEXT\tTOPOLOGY")
+	token := ""
+	for {
+		resp, err := c.ctrl.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 500, StartingToken: token})
+		if err != nil {
+			return err
+		}
+		for _, e := range resp.GetEntries() {
+			v := e.GetVolume()
+			var tops []string
+			for _, t := range v.GetAccessibleTopology() {
+				tops = append(tops, fmt.Sprint(t.GetSegments()))
+			}
+			fmt.Fprintf(w, "%s\t%d\t%v\t%s\n", v.GetVolumeId(), v.GetCapacityBytes(), v.GetVolumeContext(), strings.Join(tops, ","))
+		}
+		if token = resp.GetNextToken(); token == "" {
+			break
+		}
+	}
+	return w.Flush()
+}
+
+func (c clients) capacity(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("capacity", flag.ContinueOnError)
+	params := kvFlag{}
+	fs.Var(params, "param", "StorageClass parameter key=value (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	resp, err := c.ctrl.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: params})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("available: %d bytes\n", resp.GetAvailableCapacity())
+	return nil
+}
+
+func (c clients) pathCmd(ctx context.Context, cmd, id, path string) error {
+	vc, _ := mountCap("rwo")
+	var err error
+	switch cmd {
+	case "stage":
+		_, err = c.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: path, VolumeCapability: vc})
+	case "unstage":
+		_, err = c.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: path})
+	case "unpublish":
+		_, err = c.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: path})
+	case "stats":
+		var resp *csi.NodeGetVolumeStatsResponse
+		if resp, err = c.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: path}); err == nil {
+			for _, u := range resp.GetUsage() {
+				fmt.Printf("%-6s total=%d used=%d available=%d\n", u.GetUnit(), u.GetTotal(), u.GetUsed(), u.GetAvailable())
+			}
+		}
+	}
+	return err
+}
+
+func (c clients) publish(ctx context.Context, args []string) error {
+	if len(args) < 2 {
+		return errors.New("publish takes ID and TARGET")
+	}
+	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	ro := fs.Bool("ro", false, "read-only")
+	mode := fs.String("mode", "rwo", "access mode: rwo, rwop, rox, rwx")
+	staging := fs.String("staging", "", "staging path given to NodeStageVolume")
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	vc, err := mountCap(*mode)
+	if err != nil {
+		return err
+	}
+	_, err = c.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+		VolumeId: args[0], TargetPath: args[1], StagingTargetPath: *staging, VolumeCapability: vc, Readonly: *ro,
+	})
+	return err
+}

@@ -1,0 +1,119 @@
+// Command hostvol is the hostvol CSI driver: identity, controller and node
+// services on one socket. "hostvol client ..." talks to a running driver.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/klog/v2"
+	mount "k8s.io/mount-utils"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/options"
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "client":
+			os.Exit(runClient(os.Args[2:]))
+		case "version", "--version", "-version":
+			fmt.Println(version)
+			return
+		}
+	}
+	if err := serve(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "hostvol: %v\n", err)
+		klog.Flush()
+		os.Exit(1)
+	}
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("hostvol", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	opts := options.Defaults()
+	opts.AddFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: hostvol [flags]            serve the CSI driver\n       hostvol client [flags] CMD  talk to a running driver (hostvol client -h)\n       hostvol version\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := opts.Validate(); err != nil {
+		return fmt.Errorf("invalid options:\n%w", err)
+	}
+	defer klog.Flush()
+
+	pools := make([]*pool.Pool, 0, len(opts.Pools))
+	for _, sp := range opts.Pools {
+		p, err := pool.Open(sp)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		pools = append(pools, p)
+		klog.InfoS("Pool opened", "pool", sp.Name, "path", sp.Path, "shared", sp.Shared)
+	}
+	mgr, err := volume.New(volume.Config{
+		NodeID:   opts.NodeID,
+		StateDir: opts.StateDir,
+		Pools:    pools,
+		Mounter:  mount.New(""),
+	})
+	if err != nil {
+		return err
+	}
+	drv, err := driver.New(driver.Config{
+		Name:       opts.DriverName,
+		Version:    version,
+		NodeID:     opts.NodeID,
+		MaxVolumes: opts.MaxVolumes,
+		Manager:    mgr,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := driver.Listen(opts.Endpoint)
+	if err != nil {
+		return err
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- drv.Serve(l) }()
+	// Serve first, load second: Probe answers "not ready" and other calls
+	// UNAVAILABLE until every record is loaded and reconciled.
+	go func() {
+		if err := mgr.Load(); err != nil {
+			errc <- fmt.Errorf("load volume records: %w", err)
+		}
+	}()
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case sig := <-sigc:
+		klog.InfoS("Stopping on signal", "signal", sig.String())
+		drv.Stop()
+		return nil
+	case err := <-errc:
+		drv.Stop()
+		return err
+	}
+}

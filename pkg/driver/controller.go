@@ -1,0 +1,243 @@
+package driver
+
+import (
+	"context"
+	"errors"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+)
+
+// ControllerGetCapabilities lists the controller RPCs hostvol implements.
+func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	rpcs := []csi.ControllerServiceCapability_RPC_Type{
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	}
+	out := make([]*csi.ControllerServiceCapability, 0, len(rpcs))
+	for _, r := range rpcs {
+		out = append(out, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+			Rpc: &csi.ControllerServiceCapability_RPC{Type: r},
+		}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: out}, nil
+}
+
+// nodeSegments is this node's topology.
+func (d *Driver) nodeSegments() map[string]string {
+	return map[string]string{TopologyKey: d.cfg.NodeID}
+}
+
+// topologyAllows reports whether this node appears in a list of topologies.
+// A topology that does not mention hostvol's key constrains nothing of ours.
+func (d *Driver) topologyAllows(tops []*csi.Topology) bool {
+	for _, t := range tops {
+		v, ok := t.GetSegments()[TopologyKey]
+		if !ok || v == d.cfg.NodeID {
+			return true
+		}
+	}
+	return false
+}
+
+// accessibleTopology is where a volume of the pool can be used: this node
+// for a node-local pool, anywhere (nil) for a shared one.
+func (d *Driver) accessibleTopology(p *pool.Pool) []*csi.Topology {
+	if p != nil && p.Shared {
+		return nil
+	}
+	return []*csi.Topology{{Segments: d.nodeSegments()}}
+}
+
+func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
+	return &csi.Volume{
+		VolumeId:           v.ID,
+		CapacityBytes:      v.CapacityBytes,
+		VolumeContext:      params.Params{Type: v.Kind, Pool: v.Pool}.Context(),
+		AccessibleTopology: d.accessibleTopology(d.vols.Pool(v.Pool)),
+	}
+}
+
+// CreateVolume creates a directory volume in the pool the class names.
+func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	name := req.GetName()
+	if name == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume name is required")
+	}
+	if len(name) > maxNameLen {
+		return nil, status.Errorf(codes.InvalidArgument, "volume name is %d bytes, more than %d", len(name), maxNameLen)
+	}
+	readerOnly, err := checkCapabilities(req.GetVolumeCapabilities())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
+	}
+	if req.GetVolumeContentSource() != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: creating from a snapshot or volume is not supported", name)
+	}
+	if len(req.GetMutableParameters()) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: mutable parameters are not supported", name)
+	}
+	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
+	if required < 0 || limit < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: capacity range must not be negative", name)
+	}
+	if limit > 0 && required > limit {
+		return nil, status.Errorf(codes.OutOfRange, "volume %q: required %d bytes exceeds limit %d", name, required, limit)
+	}
+	p, err := params.Parse(req.GetParameters())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
+	}
+	pl := d.vols.Pool(p.Pool)
+	if pl == nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: pool %q is not configured on node %q", name, p.Pool, d.cfg.NodeID)
+	}
+	if !pl.Shared {
+		ar := req.GetAccessibilityRequirements()
+		if len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
+			return nil, status.Errorf(codes.ResourceExhausted, "volume %q: pool %q is local to node %q, which the requisite topology excludes", name, p.Pool, d.cfg.NodeID)
+		}
+		if len(ar.GetRequisite()) == 0 && len(ar.GetPreferred()) > 0 && !d.topologyAllows(ar.GetPreferred()) {
+			return nil, status.Errorf(codes.ResourceExhausted, "volume %q: pool %q is local to node %q, which the preferred topology excludes", name, p.Pool, d.cfg.NodeID)
+		}
+	}
+
+	id := volumeid.FromName(name)
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	v, err := d.vols.Create(volume.CreateRequest{
+		Name:          name,
+		Kind:          p.Type,
+		Pool:          p.Pool,
+		RequiredBytes: required,
+		LimitBytes:    limit,
+		DefaultBytes:  DefaultVolumeSize,
+		ReaderOnly:    readerOnly,
+		PVCName:       p.PVCName,
+		PVCNamespace:  p.PVCNamespace,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &csi.CreateVolumeResponse{Volume: d.csiVolume(v)}, nil
+}
+
+// DeleteVolume removes a volume and its data. Per the spec, a volume that
+// does not exist "MUST reply 0 OK".
+func (d *Driver) DeleteVolume(_ context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkVolumeID(id); err != nil {
+		if status.Code(err) == codes.NotFound {
+			return &csi.DeleteVolumeResponse{}, nil
+		}
+		return nil, err
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := d.vols.Delete(id); err != nil {
+		return nil, err
+	}
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// ValidateVolumeCapabilities confirms the capabilities a volume supports.
+func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume capabilities are required", id)
+	}
+	v, err := d.vols.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := params.Parse(req.GetParameters()); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	for _, c := range req.GetVolumeCapabilities() {
+		mi, err := checkCapability(c)
+		if err != nil {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+		}
+		if v.ReaderOnly && mi.writer {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: "volume was created read-only; writer access modes are not supported"}, nil
+		}
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext:      req.GetVolumeContext(),
+		VolumeCapabilities: req.GetVolumeCapabilities(),
+		Parameters:         req.GetParameters(),
+		MutableParameters:  req.GetMutableParameters(),
+	}}, nil
+}
+
+// ListVolumes pages through volumes in ID order. The token is the last ID
+// of the previous page, so volumes created or deleted between pages neither
+// break the listing nor repeat.
+func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "max_entries must not be negative")
+	}
+	after := req.GetStartingToken()
+	if after != "" && volumeid.Validate(after) != nil {
+		return nil, status.Errorf(codes.Aborted, "starting_token %q is not valid", after)
+	}
+	vols, next, err := d.vols.List(after, int(req.GetMaxEntries()))
+	if err != nil {
+		return nil, err
+	}
+	resp := &csi.ListVolumesResponse{NextToken: next}
+	for _, v := range vols {
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.csiVolume(v)})
+	}
+	return resp, nil
+}
+
+// GetCapacity reports what the class's pool can still hold on this node.
+// A pool this node does not have, or a topology that excludes it, has 0.
+func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	p, err := params.Parse(req.GetParameters())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	for _, c := range req.GetVolumeCapabilities() {
+		if _, err := checkCapability(c); err != nil {
+			return &csi.GetCapacityResponse{}, nil
+		}
+	}
+	pl := d.vols.Pool(p.Pool)
+	if pl == nil {
+		return &csi.GetCapacityResponse{}, nil
+	}
+	if t := req.GetAccessibleTopology(); t != nil && !pl.Shared && !d.topologyAllows([]*csi.Topology{t}) {
+		return &csi.GetCapacityResponse{}, nil
+	}
+	avail, err := d.vols.AvailableBytes(p.Pool)
+	if err != nil {
+		if errors.Is(err, volume.ErrPoolUnavailable) {
+			return &csi.GetCapacityResponse{}, nil
+		}
+		return nil, err
+	}
+	return &csi.GetCapacityResponse{
+		AvailableCapacity: avail,
+		MaximumVolumeSize: wrapperspb.Int64(avail),
+	}, nil
+}

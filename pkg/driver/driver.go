@@ -1,0 +1,164 @@
+// Package driver is hostvol's CSI boundary: the gRPC server, the identity,
+// controller and node services, request validation and the mapping of
+// backend errors to gRPC codes. The storage itself lives in pkg/volume.
+//
+// Every handler follows the same order: validate the request, take the
+// volume's try-lock (ABORTED if another operation holds it), then let the
+// backend check whether the work is already done and do it.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/inflight"
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+)
+
+// TopologyKey is the topology segment that pins node-local volumes.
+const TopologyKey = "topology.hostvol.csi.io/node"
+
+// DefaultVolumeSize is the capacity of a volume whose request names none.
+const DefaultVolumeSize int64 = 1 << 30
+
+// Config is what a Driver is built from.
+type Config struct {
+	Name       string // CSI driver name, e.g. hostvol.csi.io
+	Version    string
+	NodeID     string
+	MaxVolumes int64 // NodeGetInfo max_volumes_per_node; 0: no limit
+	Manager    *volume.Manager
+}
+
+// Driver implements the CSI identity, controller and node services.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedControllerServer
+	csi.UnimplementedNodeServer
+
+	cfg   Config
+	vols  *volume.Manager
+	locks inflight.Locks
+
+	mu     sync.Mutex
+	server *grpc.Server
+}
+
+// New returns a driver. It does not serve until Serve is called.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Name == "" || cfg.NodeID == "" || cfg.Manager == nil {
+		return nil, errors.New("driver name, node ID and volume manager are required")
+	}
+	return &Driver{cfg: cfg, vols: cfg.Manager}, nil
+}
+
+// lock takes the try-lock of a volume or returns ABORTED.
+func (d *Driver) lock(volID string) (func(), error) {
+	unlock, ok := d.locks.TryLock(volID)
+	if !ok {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", volID)
+	}
+	return unlock, nil
+}
+
+// ParseEndpoint splits unix:///path, unix:/path, a plain /path or
+// tcp://host:port into a network and an address.
+func ParseEndpoint(ep string) (network, addr string, err error) {
+	switch {
+	case strings.HasPrefix(ep, "unix://"):
+		network, addr = "unix", strings.TrimPrefix(ep, "unix://")
+	case strings.HasPrefix(ep, "unix:"):
+		network, addr = "unix", strings.TrimPrefix(ep, "unix:")
+	case strings.HasPrefix(ep, "tcp://"):
+		network, addr = "tcp", strings.TrimPrefix(ep, "tcp://")
+	case strings.HasPrefix(ep, "/"):
+		network, addr = "unix", ep
+	default:
+		return "", "", fmt.Errorf("endpoint %q: want unix:///path/to/csi.sock or tcp://host:port", ep)
+	}
+	if addr == "" {
+		return "", "", fmt.Errorf("endpoint %q has no address", ep)
+	}
+	if network == "unix" && !strings.HasPrefix(addr, "/") {
+		return "", "", fmt.Errorf("endpoint %q: socket path must be absolute", ep)
+	}
+	return network, addr, nil
+}
+
+// Listen opens the endpoint, replacing a stale socket file.
+func Listen(endpoint string) (net.Listener, error) {
+	network, addr, err := ParseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		if err := os.Remove(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket %s: %w", addr, err)
+		}
+	}
+	return net.Listen(network, addr)
+}
+
+// Serve serves the three CSI services on l until Stop is called.
+func (d *Driver) Serve(l net.Listener) error {
+	srv := grpc.NewServer(grpc.UnaryInterceptor(d.intercept))
+	csi.RegisterIdentityServer(srv, d)
+	csi.RegisterControllerServer(srv, d)
+	csi.RegisterNodeServer(srv, d)
+	d.mu.Lock()
+	d.server = srv
+	d.mu.Unlock()
+	klog.InfoS("Serving CSI", "driver", d.cfg.Name, "version", d.cfg.Version, "nodeID", d.cfg.NodeID, "address", l.Addr().String())
+	return srv.Serve(l)
+}
+
+// Stop stops serving, letting calls in progress finish.
+func (d *Driver) Stop() {
+	d.mu.Lock()
+	srv := d.server
+	d.mu.Unlock()
+	if srv != nil {
+		srv.GracefulStop()
+	}
+}
+
+// intercept logs each call (secrets stripped), maps backend errors to gRPC
+// codes, and logs each failure once with the method name.
+func (d *Driver) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		// A bug must cost one call, not the node's every mount.
+		if r := recover(); r != nil {
+			err = status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
+			klog.ErrorS(err, "Call panicked", "method", info.FullMethod, "stack", string(debug.Stack()))
+			resp = nil
+		}
+	}()
+	klog.V(4).InfoS("Call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
+	if !d.vols.Ready() && !strings.HasPrefix(info.FullMethod, "/csi.v1.Identity/") {
+		// Until the records are loaded and reconciled, nothing else may run.
+		err := status.Error(codes.Unavailable, "hostvol is still loading its volume records")
+		klog.ErrorS(err, "Call failed", "method", info.FullMethod, "code", codes.Unavailable.String())
+		return nil, err
+	}
+	resp, err = handler(ctx, req)
+	if err != nil {
+		err = toStatus(err)
+		klog.ErrorS(err, "Call failed", "method", info.FullMethod, "code", status.Code(err).String())
+		return resp, err
+	}
+	klog.V(5).InfoS("Call succeeded", "method", info.FullMethod, "response", protosanitizer.StripSecrets(resp))
+	return resp, nil
+}

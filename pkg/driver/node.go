@@ -1,0 +1,185 @@
+package driver
+
+import (
+	"context"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+)
+
+// NodeGetCapabilities lists the node RPCs hostvol implements. STAGE_UNSTAGE
+// is advertised for every volume kind so that loop-device volumes, which
+// need a node-wide mount, do not change the contract later.
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	rpcs := []csi.NodeServiceCapability_RPC_Type{
+		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	}
+	out := make([]*csi.NodeServiceCapability, 0, len(rpcs))
+	for _, r := range rpcs {
+		out = append(out, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
+			Rpc: &csi.NodeServiceCapability_RPC{Type: r},
+		}})
+	}
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: out}, nil
+}
+
+// NodeGetInfo returns the node ID, its volume limit and its topology.
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{
+		NodeId:             d.cfg.NodeID,
+		MaxVolumesPerNode:  d.cfg.MaxVolumes,
+		AccessibleTopology: &csi.Topology{Segments: d.nodeSegments()},
+	}, nil
+}
+
+// NodeStageVolume prepares a volume for publishing on this node.
+func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	staging, err := checkPath("staging target path", req.GetStagingTargetPath(), id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := checkCapability(req.GetVolumeCapability()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := d.vols.Stage(id, staging); err != nil {
+		return nil, err
+	}
+	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// NodeUnstageVolume undoes NodeStageVolume; it succeeds if nothing is staged.
+func (d *Driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	staging, err := checkPath("staging target path", req.GetStagingTargetPath(), id)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := d.vols.Unstage(id, staging); err != nil {
+		return nil, err
+	}
+	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+// NodePublishVolume bind-mounts the volume at the target path. The access
+// mode is enforced here: reader-only modes always mount read-only,
+// ReadWriteOncePod refuses a second target (FAILED_PRECONDITION), and a
+// volume that does not live on this node is NOT_FOUND whatever the request
+// claims.
+func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	targetPath, err := checkPath("target path", req.GetTargetPath(), id)
+	if err != nil {
+		return nil, err
+	}
+	var staging string
+	if req.GetStagingTargetPath() != "" {
+		if staging, err = checkPath("staging target path", req.GetStagingTargetPath(), id); err != nil {
+			return nil, err
+		}
+	}
+	mi, err := checkCapability(req.GetVolumeCapability())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+	}
+	flags, _ := mountFlags(req.GetVolumeCapability().GetMount().GetMountFlags())
+	readOnly := req.GetReadonly() || hasFlag(flags, "ro") || !mi.writer
+	if readOnly && hasFlag(flags, "rw") {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: mount flag rw conflicts with a read-only publish", id)
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	err = d.vols.Publish(volume.PublishRequest{
+		ID:           id,
+		TargetPath:   targetPath,
+		StagingPath:  staging,
+		ReadOnly:     readOnly,
+		Writer:       mi.writer,
+		SingleWriter: mi.singleWriter,
+		MountFlags:   withoutFlags(flags, "ro", "rw"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// withoutFlags returns flags minus the given ones.
+func withoutFlags(flags []string, drop ...string) []string {
+	var out []string
+	for _, f := range flags {
+		if !hasFlag(drop, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// NodeUnpublishVolume unmounts and removes the target path. A target that
+// is already gone succeeds.
+func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	targetPath, err := checkPath("target path", req.GetTargetPath(), id)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := d.vols.Unpublish(id, targetPath); err != nil {
+		return nil, err
+	}
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// NodeGetVolumeStats reports bytes and inodes of a volume published or
+// staged at the given path. It takes no lock: it only reads.
+func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	if req.GetVolumePath() == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", id)
+	}
+	st, err := d.vols.Stats(id, req.GetVolumePath())
+	if err != nil {
+		return nil, err
+	}
+	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{
+		{Unit: csi.VolumeUsage_BYTES, Total: st.TotalBytes, Available: st.AvailableBytes, Used: st.UsedBytes},
+		{Unit: csi.VolumeUsage_INODES, Total: st.TotalInodes, Available: st.FreeInodes, Used: st.UsedInodes},
+	}}, nil
+}

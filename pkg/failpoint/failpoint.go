@@ -1,0 +1,40 @@
+// Package failpoint lets crash tests kill the driver at a named point in the
+// middle of an operation. The driver calls Hit("create-after-intent") and so
+// on at the steps that matter for crash consistency; when the environment
+// variable HOSTVOL_FAILPOINT names that point, the process sends itself
+// SIGKILL there, exactly as an OOM kill or a power cut would end it. When
+// the variable is unset (always, in production) Hit is a string comparison.
+package failpoint
+
+import (
+	"os"
+	"syscall"
+
+	"k8s.io/klog/v2"
+)
+
+// EnvVar names the failpoint that kills the process.
+const EnvVar = "HOSTVOL_FAILPOINT"
+
+var armed = os.Getenv(EnvVar)
+
+// Points lists every failpoint the driver defines, for tests to iterate.
+var Points = []string{
+	"create-after-intent",
+	"create-after-data",
+	"create-after-ready",
+	"delete-after-intent",
+	"delete-mid-data",
+	"delete-after-data",
+}
+
+// Hit kills the process with SIGKILL if name is the armed failpoint.
+func Hit(name string) {
+	if armed == "" || armed != name {
+		return
+	}
+	klog.InfoS("Failpoint hit, killing the process", "failpoint", name)
+	klog.Flush()
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // SIGKILL is not deliverable late; never return into the operation
+}

@@ -1,0 +1,145 @@
+// Package options holds every setting of the hostvol binary in one struct,
+// with its flags and its validation.
+package options
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+)
+
+// DefaultDriverName is the CSI driver name users put in a StorageClass.
+const DefaultDriverName = "hostvol.csi.io"
+
+// Options are the settings of a hostvol node plugin.
+type Options struct {
+	// Endpoint is the CSI socket, unix:///csi/csi.sock (or tcp://host:port
+	// for development).
+	Endpoint string
+	// NodeID names this node in topology and records. Default: $NODE_NAME,
+	// else the host name.
+	NodeID string
+	// DriverName is the CSI driver name (GetPluginInfo).
+	DriverName string
+	// StateDir holds the records of node-local volumes and what this node
+	// has staged and published.
+	StateDir string
+	// Pools are the storage pools, from repeated --pool NAME=PATH[,shared].
+	Pools []pool.Spec
+	// MaxVolumes is reported as max_volumes_per_node; 0 means no limit.
+	MaxVolumes int64
+}
+
+// Defaults returns Options with every default filled in.
+func Defaults() Options {
+	return Options{
+		Endpoint:   "unix:///csi/csi.sock",
+		NodeID:     defaultNodeID(),
+		DriverName: DefaultDriverName,
+		StateDir:   "/var/lib/hostvol/state",
+	}
+}
+
+func defaultNodeID() string {
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		return n
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// poolFlag collects repeated --pool values.
+type poolFlag struct{ pools *[]pool.Spec }
+
+func (f poolFlag) String() string {
+	if f.pools == nil {
+		return ""
+	}
+	s := make([]string, 0, len(*f.pools))
+	for _, p := range *f.pools {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, " ")
+}
+
+func (f poolFlag) Set(v string) error {
+	sp, err := pool.ParseSpec(v)
+	if err != nil {
+		return err
+	}
+	*f.pools = append(*f.pools, sp)
+	return nil
+}
+
+// AddFlags registers the options' flags on fs.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "CSI endpoint: unix:///path/to/csi.sock (or tcp://host:port)")
+	fs.StringVar(&o.NodeID, "node-id", o.NodeID, "node ID (default: $NODE_NAME, else the host name)")
+	fs.StringVar(&o.DriverName, "driver-name", o.DriverName, "CSI driver name")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for volume records and node state")
+	fs.Var(poolFlag{&o.Pools}, "pool", "storage pool NAME=PATH or NAME=PATH,shared (repeatable; a pool named \"default\" serves classes that name none)")
+	fs.Int64Var(&o.MaxVolumes, "max-volumes", o.MaxVolumes, "maximum number of volumes on this node reported to Kubernetes (0: no limit)")
+}
+
+var driverNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?$`)
+
+// maxNodeIDLen is the CSI spec's bound on node_id.
+const maxNodeIDLen = 192
+
+// Validate checks every option and returns all problems at once.
+func (o *Options) Validate() error {
+	var errs []error
+	if _, _, err := driver.ParseEndpoint(o.Endpoint); err != nil {
+		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
+	}
+	if o.NodeID == "" {
+		errs = append(errs, errors.New("--node-id: empty, and neither $NODE_NAME nor the host name is set"))
+	} else if len(o.NodeID) > maxNodeIDLen || strings.ContainsAny(o.NodeID, "\x00\n") {
+		errs = append(errs, fmt.Errorf("--node-id %q: at most %d bytes, no NUL or newline", o.NodeID, maxNodeIDLen))
+	}
+	if !driverNameRE.MatchString(o.DriverName) {
+		errs = append(errs, fmt.Errorf("--driver-name %q: want a domain-like name of at most 63 characters", o.DriverName))
+	}
+	if o.StateDir == "" || !filepath.IsAbs(o.StateDir) || filepath.Clean(o.StateDir) != o.StateDir {
+		errs = append(errs, fmt.Errorf("--state-dir %q: must be an absolute, clean path", o.StateDir))
+	}
+	if o.MaxVolumes < 0 {
+		errs = append(errs, fmt.Errorf("--max-volumes %d: must not be negative", o.MaxVolumes))
+	}
+	if len(o.Pools) == 0 {
+		errs = append(errs, errors.New("--pool: at least one pool is required, e.g. --pool default=/var/lib/hostvol/pool"))
+	}
+	names := map[string]bool{}
+	for i, p := range o.Pools {
+		if err := p.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--pool: %w", err))
+			continue
+		}
+		if names[p.Name] {
+			errs = append(errs, fmt.Errorf("--pool: pool %q is given twice", p.Name))
+		}
+		names[p.Name] = true
+		if o.StateDir != "" && nested(p.Path, o.StateDir) {
+			errs = append(errs, fmt.Errorf("--pool %q: path %s and --state-dir %s must not contain each other", p.Name, p.Path, o.StateDir))
+		}
+		for _, q := range o.Pools[:i] {
+			if q.Name != p.Name && nested(p.Path, q.Path) {
+				errs = append(errs, fmt.Errorf("--pool: paths of pools %q and %q must not contain each other", q.Name, p.Name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nested reports whether a and b are the same path or one contains the other.
+func nested(a, b string) bool {
+	within := func(x, y string) bool { return x == y || strings.HasPrefix(x, y+"/") }
+	return within(a, b) || within(b, a)
+}

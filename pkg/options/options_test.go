@@ -1,0 +1,69 @@
+package options
+
+import (
+	"flag"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+)
+
+func parse(t *testing.T, args ...string) (Options, error) {
+	t.Helper()
+	o := Defaults()
+	fs := flag.NewFlagSet("hostvol", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	return o, o.Validate()
+}
+
+func TestFlagsAndValidate(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		wantErr bool
+	}{
+		{name: "minimal", args: []string{"--node-id=n1", "--pool=default=/srv/pool"}},
+		{name: "full", args: []string{"--endpoint=unix:///csi/csi.sock", "--node-id=n1", "--driver-name=hostvol.csi.io",
+			"--state-dir=/var/lib/hostvol/state", "--pool=default=/srv/a", "--pool=nfs=/mnt/nfs,shared", "--max-volumes=100"}},
+		{name: "no_pool", args: []string{"--node-id=n1"}, wantErr: true},
+		{name: "bad_pool", args: []string{"--node-id=n1", "--pool=default"}, wantErr: true},
+		{name: "relative_pool", args: []string{"--node-id=n1", "--pool=default=pool"}, wantErr: true},
+		{name: "duplicate_pool_name", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--pool=a=/srv/b"}, wantErr: true},
+		{name: "nested_pools", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--pool=b=/srv/a/b"}, wantErr: true},
+		{name: "pool_in_state_dir", args: []string{"--node-id=n1", "--state-dir=/srv", "--pool=a=/srv/a"}, wantErr: true},
+		{name: "bad_endpoint", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--endpoint=csi.sock"}, wantErr: true},
+		{name: "relative_socket", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--endpoint=unix://csi.sock"}, wantErr: true},
+		{name: "empty_node", args: []string{"--node-id=", "--pool=a=/srv/a"}, wantErr: true},
+		{name: "bad_driver_name", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--driver-name=-bad"}, wantErr: true},
+		{name: "relative_state_dir", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--state-dir=state"}, wantErr: true},
+		{name: "negative_max_volumes", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--max-volumes=-1"}, wantErr: true},
+		{name: "max_volumes_not_number", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--max-volumes=ten"}, wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parse(t, tc.args...)
+			if tc.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+}
+
+func TestPoolsParsed(t *testing.T) {
+	o, err := parse(t, "--node-id=n1", "--pool=default=/srv/a", "--pool=nfs=/mnt/nfs,shared")
+	require.NoError(t, err)
+	require.Equal(t, []pool.Spec{{Name: "default", Path: "/srv/a"}, {Name: "nfs", Path: "/mnt/nfs", Shared: true}}, o.Pools)
+}
+
+func TestNodeIDFromEnv(t *testing.T) {
+	t.Setenv("NODE_NAME", "from-env")
+	require.Equal(t, "from-env", Defaults().NodeID)
+}

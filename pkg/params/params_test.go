@@ -1,0 +1,41 @@
+package params
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+)
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      map[string]string
+		want    Params
+		wantErr bool
+	}{
+		{name: "defaults", in: nil, want: Params{Type: volume.KindDir, Pool: "default"}},
+		{name: "explicit", in: map[string]string{"type": "dir", "pool": "fast-1"}, want: Params{Type: volume.KindDir, Pool: "fast-1"}},
+		{name: "provisioner_metadata", in: map[string]string{KeyPVCName: "data", KeyPVCNamespace: "ns", KeyPVName: "pvc-1"},
+			want: Params{Type: volume.KindDir, Pool: "default", PVCName: "data", PVCNamespace: "ns"}},
+		{name: "unknown_key", in: map[string]string{"size": "1Gi"}, wantErr: true},
+		{name: "typo_key", in: map[string]string{"Pool": "default"}, wantErr: true},
+		{name: "unknown_type", in: map[string]string{"type": "nfs"}, wantErr: true},
+		{name: "empty_type", in: map[string]string{"type": ""}, wantErr: true},
+		{name: "pool_traversal", in: map[string]string{"pool": "../etc"}, wantErr: true},
+		{name: "pool_empty", in: map[string]string{"pool": ""}, wantErr: true},
+		{name: "pool_nul", in: map[string]string{"pool": "a\x00b"}, wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse(tc.in)
+			if tc.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}

@@ -1,0 +1,116 @@
+package pool
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseSpec(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      string
+		want    Spec
+		wantErr bool
+	}{
+		{name: "plain", in: "default=/var/lib/hostvol/pool", want: Spec{Name: "default", Path: "/var/lib/hostvol/pool"}},
+		{name: "shared", in: "nfs=/mnt/nfs,shared", want: Spec{Name: "nfs", Path: "/mnt/nfs", Shared: true}},
+		{name: "no_equals", in: "default", wantErr: true},
+		{name: "relative", in: "a=pool", wantErr: true},
+		{name: "unclean", in: "a=/x/../y", wantErr: true},
+		{name: "trailing_slash", in: "a=/x/", wantErr: true},
+		{name: "root", in: "a=/", wantErr: true},
+		{name: "upper_name", in: "Fast=/x", wantErr: true},
+		{name: "empty_name", in: "=/x", wantErr: true},
+		{name: "slash_in_name", in: "a/b=/x", wantErr: true},
+		{name: "unknown_option", in: "a=/x,fast", wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseSpec(tc.in)
+			if tc.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+			require.Equal(t, tc.in, got.String())
+		})
+	}
+}
+
+func TestOpenRequiresExistingPath(t *testing.T) {
+	_, err := Open(Spec{Name: "a", Path: filepath.Join(t.TempDir(), "missing")})
+	require.Error(t, err)
+}
+
+func TestDirLifecycle(t *testing.T) {
+	p, err := Open(Spec{Name: "a", Path: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	id := "hv-00000000000000000000000000000001"
+
+	ok, err := p.DirExists(id)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.NoError(t, p.CreateDir(id))
+	require.ErrorIs(t, p.CreateDir(id), os.ErrExist)
+	fi, err := os.Stat(p.DirPath(id))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o777), fi.Mode().Perm())
+
+	st, err := p.DirStats(id)
+	require.NoError(t, err)
+	require.Positive(t, st.TotalBytes)
+
+	require.NoError(t, p.RemoveDir(id))
+	require.NoError(t, p.RemoveDir(id), "removing a missing directory succeeds")
+	ok, err = p.DirExists(id)
+	require.NoError(t, err)
+	require.False(t, ok)
+}
+
+// A symlink planted inside a volume that points outside of it must not be
+// followed when the volume is removed or its statistics are read.
+func TestSymlinkInsideVolumeIsNotFollowed(t *testing.T) {
+	p, err := Open(Spec{Name: "a", Path: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	id := "hv-00000000000000000000000000000002"
+	require.NoError(t, p.CreateDir(id))
+
+	outside := t.TempDir()
+	precious := filepath.Join(outside, "precious")
+	require.NoError(t, os.WriteFile(precious, []byte("keep me"), 0o600))
+	require.NoError(t, os.MkdirAll(filepath.Join(outside, "dir"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "dir", "file"), []byte("keep me too"), 0o600))
+	require.NoError(t, os.Symlink(outside, filepath.Join(p.DirPath(id), "escape")))
+	require.NoError(t, os.Symlink(precious, filepath.Join(p.DirPath(id), "file-link")))
+	require.NoError(t, os.Symlink("../../../../..", filepath.Join(p.DirPath(id), "up")))
+
+	_, err = p.DirStats(id)
+	require.NoError(t, err)
+
+	require.NoError(t, p.RemoveDir(id))
+	data, err := os.ReadFile(precious)
+	require.NoError(t, err)
+	require.Equal(t, "keep me", string(data))
+	_, err = os.Stat(filepath.Join(outside, "dir", "file"))
+	require.NoError(t, err)
+}
+
+// If the volume directory itself is replaced by a symlink (someone with host
+// access), statistics and existence checks refuse it rather than follow it.
+func TestVolumeDirReplacedBySymlink(t *testing.T) {
+	p, err := Open(Spec{Name: "a", Path: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	id := "hv-00000000000000000000000000000003"
+	require.NoError(t, os.Symlink(t.TempDir(), p.DirPath(id)))
+	_, err = p.DirExists(id)
+	require.Error(t, err)
+	_, err = p.DirStats(id)
+	require.Error(t, err)
+}

@@ -1,0 +1,506 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/klog/v2"
+	mount "k8s.io/mount-utils"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/records"
+	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+)
+
+// Config is what a Manager is built from. Every OS touchpoint that tests
+// may replace (the mounter) is injected here; only cmd/ builds real ones.
+type Config struct {
+	NodeID   string
+	StateDir string
+	Pools    []*pool.Pool
+	Mounter  mount.Interface
+}
+
+// Manager owns the volumes of one node.
+type Manager struct {
+	nodeID  string
+	pools   map[string]*pool.Pool
+	mounter mount.Interface
+
+	// local holds the records of node-local pools; shared, one store per
+	// shared pool, lives inside that pool. nodeStates holds what this node
+	// has staged and published, per volume.
+	local      *records.Store
+	shared     map[string]*records.Store
+	nodeStates *records.Store
+
+	// index caches the records of node-local pools (the files stay the
+	// source of truth). Shared-pool records are always read from the pool,
+	// since other nodes change them.
+	mu    sync.RWMutex
+	index map[string]Volume
+
+	loaded atomic.Bool
+}
+
+// New opens the record stores. Call Load before serving.
+func New(cfg Config) (*Manager, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("node ID is required")
+	}
+	if cfg.Mounter == nil {
+		return nil, errors.New("mounter is required")
+	}
+	m := &Manager{
+		nodeID:  cfg.NodeID,
+		pools:   make(map[string]*pool.Pool, len(cfg.Pools)),
+		mounter: cfg.Mounter,
+		shared:  make(map[string]*records.Store),
+		index:   make(map[string]Volume),
+	}
+	var err error
+	if m.local, err = records.Open(filepath.Join(cfg.StateDir, "volumes")); err != nil {
+		return nil, err
+	}
+	if m.nodeStates, err = records.Open(filepath.Join(cfg.StateDir, "node")); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Pools {
+		if _, dup := m.pools[p.Name]; dup {
+			return nil, fmt.Errorf("pool %q configured twice", p.Name)
+		}
+		m.pools[p.Name] = p
+		if p.Shared {
+			s, err := records.Open(p.RecordsDir(cfg.StateDir))
+			if err != nil {
+				return nil, fmt.Errorf("pool %q: %w", p.Name, err)
+			}
+			m.shared[p.Name] = s
+		}
+	}
+	return m, nil
+}
+
+// NodeID is the node this manager serves.
+func (m *Manager) NodeID() string { return m.nodeID }
+
+// Pool returns the named pool, or nil.
+func (m *Manager) Pool(name string) *pool.Pool { return m.pools[name] }
+
+// Ready reports whether Load has finished.
+func (m *Manager) Ready() bool { return m.loaded.Load() }
+
+// store returns the record store for a pool.
+func (m *Manager) store(poolName string) *records.Store {
+	if s, ok := m.shared[poolName]; ok {
+		return s
+	}
+	return m.local
+}
+
+// Load reads every record, finishes or rolls back operations a crash
+// interrupted, reports data without a record, and marks the manager ready.
+// It is the only O(n) step, and it runs once, at start-up.
+func (m *Manager) Load() error {
+	stores := map[string]*records.Store{"": m.local}
+	for name, s := range m.shared {
+		stores[name] = s
+	}
+	known := make(map[string]bool)
+	for sharedPool, s := range stores {
+		keys, err := s.Keys()
+		if err != nil {
+			return err
+		}
+		for _, id := range keys {
+			if err := volumeid.Validate(id); err != nil {
+				klog.InfoS("Ignoring file in record directory that is not a volume record", "dir", s.Dir(), "name", id)
+				continue
+			}
+			var v Volume
+			if err := s.Get(id, &v); err != nil {
+				// Never delete what we cannot read: an admin must look.
+				klog.ErrorS(err, "Unreadable volume record left in place", "volumeID", id, "dir", s.Dir())
+				known[id] = true
+				continue
+			}
+			known[id] = true
+			if err := m.reconcile(s, sharedPool != "", v); err != nil {
+				return fmt.Errorf("reconcile volume %s: %w", id, err)
+			}
+		}
+	}
+	for _, p := range m.pools {
+		names, err := p.Entries()
+		if err != nil {
+			return fmt.Errorf("list pool %q: %w", p.Name, err)
+		}
+		for _, n := range names {
+			if !known[n] {
+				// Nothing is lost: data without a record is reported, not removed.
+				klog.InfoS("Data in pool has no volume record; leaving it in place", "pool", p.Name, "path", filepath.Join(p.Path, "volumes", n))
+			}
+		}
+	}
+	m.loaded.Store(true)
+	klog.V(2).InfoS("Volume records loaded", "volumes", m.indexLen())
+	return nil
+}
+
+func (m *Manager) indexLen() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.index)
+}
+
+func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
+	p := m.pools[v.Pool]
+	switch v.State {
+	case StateReady:
+		if !shared {
+			m.setIndex(v)
+		}
+		if p == nil {
+			klog.InfoS("Volume's pool is not configured on this node", "volumeID", v.ID, "pool", v.Pool)
+			return nil
+		}
+		if ok, err := p.DirExists(v.ID); err != nil || !ok {
+			klog.ErrorS(err, "Volume data is missing", "volumeID", v.ID, "path", p.DirPath(v.ID))
+		}
+		return nil
+	case StateCreating:
+		if shared && v.CreatedBy != m.nodeID {
+			return nil // another node may still be creating it
+		}
+		if p == nil {
+			return fmt.Errorf("%w: %q", ErrPoolUnavailable, v.Pool)
+		}
+		klog.InfoS("Rolling back a volume creation interrupted by a restart", "volumeID", v.ID, "name", v.Name)
+		return m.removeVolume(s, p, v)
+	case StateDeleting:
+		if shared && v.CreatedBy != m.nodeID {
+			return nil
+		}
+		if p == nil {
+			return fmt.Errorf("%w: %q", ErrPoolUnavailable, v.Pool)
+		}
+		klog.InfoS("Finishing a volume deletion interrupted by a restart", "volumeID", v.ID, "name", v.Name)
+		return m.removeVolume(s, p, v)
+	default:
+		return fmt.Errorf("unknown state %q", v.State)
+	}
+}
+
+// removeVolume removes the data, then the record: never a record pointing
+// at data that is gone without saying so (it says "deleting" or "creating"
+// until the data is gone).
+func (m *Manager) removeVolume(s *records.Store, p *pool.Pool, v Volume) error {
+	if err := p.RemoveDir(v.ID); err != nil {
+		return fmt.Errorf("remove data of %s: %w", v.ID, err)
+	}
+	failpoint.Hit("delete-after-data")
+	if err := s.Delete(v.ID); err != nil {
+		return err
+	}
+	m.deleteIndex(v.ID)
+	if err := m.nodeStates.Delete(v.ID); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (m *Manager) setIndex(v Volume) {
+	m.mu.Lock()
+	m.index[v.ID] = v
+	m.mu.Unlock()
+}
+
+func (m *Manager) deleteIndex(id string) {
+	m.mu.Lock()
+	delete(m.index, id)
+	m.mu.Unlock()
+}
+
+// lookup finds a volume's record in any state. id must be validated.
+func (m *Manager) lookup(id string) (Volume, *records.Store, error) {
+	m.mu.RLock()
+	v, ok := m.index[id]
+	m.mu.RUnlock()
+	if ok {
+		return v, m.local, nil
+	}
+	// Not cached: a creating/deleting local record (not indexed) or a
+	// shared-pool volume. Both are one file read per store.
+	for _, s := range append([]*records.Store{m.local}, m.sharedStores()...) {
+		var v Volume
+		err := s.Get(id, &v)
+		if err == nil {
+			return v, s, nil
+		}
+		if !errors.Is(err, records.ErrNotFound) {
+			return Volume{}, nil, err
+		}
+	}
+	return Volume{}, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+}
+
+func (m *Manager) sharedStores() []*records.Store {
+	out := make([]*records.Store, 0, len(m.shared))
+	names := make([]string, 0, len(m.shared))
+	for n := range m.shared {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		out = append(out, m.shared[n])
+	}
+	return out
+}
+
+// Get returns a ready volume. id must be validated.
+func (m *Manager) Get(id string) (Volume, error) {
+	v, _, err := m.lookup(id)
+	if err != nil {
+		return Volume{}, err
+	}
+	if v.State != StateReady {
+		return Volume{}, fmt.Errorf("%w: %s is %s", ErrNotFound, id, v.State)
+	}
+	return v, nil
+}
+
+// chooseSize picks the capacity for a request: the required size, else the
+// default capped by the limit.
+func chooseSize(req CreateRequest) (int64, error) {
+	if req.LimitBytes > 0 && req.RequiredBytes > req.LimitBytes {
+		return 0, fmt.Errorf("%w: required %d bytes exceeds limit %d", ErrInvalid, req.RequiredBytes, req.LimitBytes)
+	}
+	size := req.RequiredBytes
+	if size == 0 {
+		size = req.DefaultBytes
+		if req.LimitBytes > 0 && size > req.LimitBytes {
+			size = req.LimitBytes
+		}
+	}
+	return size, nil
+}
+
+// compatible reports whether an existing volume satisfies a create request
+// (CSI: same name, compatible capacity, capabilities and parameters).
+func compatible(v Volume, req CreateRequest) bool {
+	if v.Kind != req.Kind || v.Pool != req.Pool || v.ReaderOnly != req.ReaderOnly {
+		return false
+	}
+	if v.CapacityBytes < req.RequiredBytes {
+		return false
+	}
+	return req.LimitBytes == 0 || v.CapacityBytes <= req.LimitBytes
+}
+
+// Create makes a volume, or returns the existing one of the same name when
+// it is compatible. The caller holds the volume's lock
+// (volumeid.FromName(req.Name)).
+//
+// Order of durable steps: record "creating" -> data -> record "ready". A
+// crash after the first leaves a record that Load rolls back; a crash after
+// the last leaves a complete volume. Data never exists without a record.
+func (m *Manager) Create(req CreateRequest) (Volume, error) {
+	id := volumeid.FromName(req.Name)
+	p := m.pools[req.Pool]
+	if p == nil {
+		return Volume{}, fmt.Errorf("%w: %q", ErrPoolUnavailable, req.Pool)
+	}
+	s := m.store(req.Pool)
+	existing, es, err := m.lookup(id)
+	switch {
+	case err == nil && existing.Name != req.Name:
+		return Volume{}, fmt.Errorf("%w: ID %s is taken by volume %q", ErrAlreadyExists, id, existing.Name)
+	case err == nil && existing.State == StateReady:
+		if !compatible(existing, req) {
+			return Volume{}, fmt.Errorf("%w: %q (%s) has %d bytes in pool %q", ErrAlreadyExists, req.Name, id, existing.CapacityBytes, existing.Pool)
+		}
+		return existing, nil
+	case err == nil:
+		// An earlier attempt failed half-way in this process (its rollback
+		// failed too): finish removing it, then create afresh.
+		ep := m.pools[existing.Pool]
+		if ep == nil {
+			return Volume{}, fmt.Errorf("%w: %q", ErrPoolUnavailable, existing.Pool)
+		}
+		if err := m.removeVolume(es, ep, existing); err != nil {
+			return Volume{}, err
+		}
+	case !errors.Is(err, ErrNotFound):
+		return Volume{}, err
+	}
+
+	size, err := chooseSize(req)
+	if err != nil {
+		return Volume{}, err
+	}
+	st, err := p.Stats()
+	if err != nil {
+		return Volume{}, err
+	}
+	if size > st.AvailableBytes {
+		return Volume{}, fmt.Errorf("%w: %q needs %d bytes, pool %q has %d available", ErrNoSpace, req.Name, size, p.Name, st.AvailableBytes)
+	}
+
+	v := Volume{
+		Schema:        recordSchema,
+		ID:            id,
+		Name:          req.Name,
+		Kind:          req.Kind,
+		Pool:          p.Name,
+		CapacityBytes: size,
+		CreatedBy:     m.nodeID,
+		ReaderOnly:    req.ReaderOnly,
+		PVCName:       req.PVCName,
+		PVCNamespace:  req.PVCNamespace,
+		State:         StateCreating,
+		CreatedAt:     time.Now().UTC().Truncate(time.Second),
+	}
+	if !p.Shared {
+		v.Node = m.nodeID
+	}
+	if err := s.Put(id, v); err != nil {
+		return Volume{}, err
+	}
+	failpoint.Hit("create-after-intent")
+	if err := m.createData(p, v); err != nil {
+		if rerr := m.removeVolume(s, p, v); rerr != nil {
+			klog.ErrorS(rerr, "Rollback of failed creation incomplete; it is retried on the next create or at start-up", "volumeID", id)
+		}
+		return Volume{}, err
+	}
+	failpoint.Hit("create-after-data")
+	v.State = StateReady
+	if err := s.Put(id, v); err != nil {
+		if rerr := m.removeVolume(s, p, v); rerr != nil {
+			klog.ErrorS(rerr, "Rollback of failed creation incomplete; it is retried on the next create or at start-up", "volumeID", id)
+		}
+		return Volume{}, err
+	}
+	if !p.Shared {
+		m.setIndex(v)
+	}
+	failpoint.Hit("create-after-ready")
+	klog.V(2).InfoS("Volume created", "volumeID", id, "name", req.Name, "pool", p.Name, "capacityBytes", size)
+	return v, nil
+}
+
+func (m *Manager) createData(p *pool.Pool, v Volume) error {
+	err := p.CreateDir(v.ID)
+	if errors.Is(err, os.ErrExist) {
+		// Left by an interrupted attempt under a "creating" record: ours.
+		if err := p.RemoveDir(v.ID); err != nil {
+			return err
+		}
+		err = p.CreateDir(v.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("create data of %s: %w", v.ID, err)
+	}
+	return nil
+}
+
+// Delete removes a volume and its data. A missing volume is not an error
+// (CSI: DeleteVolume is idempotent). The caller holds the volume's lock.
+//
+// Order of durable steps: record "deleting" -> data removed -> record
+// removed. Load finishes a deletion a crash interrupted.
+func (m *Manager) Delete(id string) error {
+	v, s, err := m.lookup(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p := m.pools[v.Pool]
+	if p == nil {
+		return fmt.Errorf("%w: volume %s is in pool %q", ErrPoolUnavailable, id, v.Pool)
+	}
+	if where, err := m.inUse(id); err != nil {
+		return err
+	} else if where != "" {
+		return fmt.Errorf("%w: %s is still published or staged at %s", ErrInUse, id, where)
+	}
+	if v.State != StateDeleting {
+		v.State = StateDeleting
+		if err := s.Put(id, v); err != nil {
+			return err
+		}
+		m.deleteIndex(id)
+	}
+	failpoint.Hit("delete-after-intent")
+	if err := m.removeVolume(s, p, v); err != nil {
+		return err
+	}
+	klog.V(2).InfoS("Volume deleted", "volumeID", id, "name", v.Name)
+	return nil
+}
+
+// List returns ready volumes with IDs greater than after, in ID order, at
+// most max of them (0: all), and the token for the next page ("" at the end).
+func (m *Manager) List(after string, max int) ([]Volume, string, error) {
+	m.mu.RLock()
+	ids := make([]string, 0, len(m.index))
+	vols := make(map[string]Volume, len(m.index))
+	for id, v := range m.index {
+		if id > after {
+			ids = append(ids, id)
+			vols[id] = v
+		}
+	}
+	m.mu.RUnlock()
+	for _, s := range m.sharedStores() {
+		keys, err := s.Keys()
+		if err != nil {
+			return nil, "", err
+		}
+		for _, id := range keys {
+			if id > after && volumeid.Validate(id) == nil {
+				if _, dup := vols[id]; !dup {
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	sort.Strings(ids)
+	out := make([]Volume, 0, len(ids))
+	for _, id := range ids {
+		if max > 0 && len(out) == max {
+			return out, out[len(out)-1].ID, nil
+		}
+		v, ok := vols[id]
+		if !ok {
+			var err error
+			if v, err = m.Get(id); err != nil {
+				continue // deleted meanwhile, or not ready
+			}
+		}
+		out = append(out, v)
+	}
+	return out, "", nil
+}
+
+// AvailableBytes is what the pool can still hold.
+func (m *Manager) AvailableBytes(poolName string) (int64, error) {
+	p := m.pools[poolName]
+	if p == nil {
+		return 0, fmt.Errorf("%w: %q", ErrPoolUnavailable, poolName)
+	}
+	st, err := p.Stats()
+	if err != nil {
+		return 0, err
+	}
+	return st.AvailableBytes, nil
+}

@@ -1,0 +1,120 @@
+// Package volume is hostvol's storage backend: it creates, deletes, lists,
+// publishes and measures volumes, keeping one durable record per volume. It
+// knows nothing of gRPC; the driver package maps its sentinel errors to CSI
+// status codes.
+//
+// Callers serialize operations on one volume (the driver's per-volume
+// try-lock); the Manager itself takes only a short in-memory index lock, so
+// operations on different volumes run in parallel and none of them costs
+// more as the number of volumes grows.
+package volume
+
+import (
+	"errors"
+	"time"
+)
+
+// Kind is how a volume is stored.
+type Kind string
+
+// KindDir is a directory in a pool.
+const KindDir Kind = "dir"
+
+// State is a volume's place in its life cycle. Only StateReady volumes are
+// visible to users; the others exist so that start-up can finish or roll
+// back an operation a crash interrupted.
+type State string
+
+// Volume states, in life-cycle order.
+const (
+	// StateCreating: the record was written, the data may be partly made.
+	StateCreating State = "creating"
+	// StateReady: the data is complete.
+	StateReady State = "ready"
+	// StateDeleting: the data is being removed; the record goes last.
+	StateDeleting State = "deleting"
+)
+
+// recordSchema is the version of the Volume record layout.
+const recordSchema = 1
+
+// Volume is the durable record of one volume.
+type Volume struct {
+	Schema        int    `json:"schema"`
+	ID            string `json:"id"`
+	Name          string `json:"name"`
+	Kind          Kind   `json:"kind"`
+	Pool          string `json:"pool"`
+	CapacityBytes int64  `json:"capacityBytes"`
+	// Node is the node the volume lives on; empty for a shared pool, whose
+	// volumes are reachable from every node.
+	Node string `json:"node,omitempty"`
+	// CreatedBy is the node that created the volume (for shared pools, the
+	// one allowed to roll back a creation it did not finish).
+	CreatedBy string `json:"createdBy"`
+	// ReaderOnly is set when the volume was created with reader-only access
+	// modes only: every publish is then read-only and a writer is refused.
+	ReaderOnly bool `json:"readerOnly,omitempty"`
+	// PVCName and PVCNamespace, when the provisioner passes them, tell an
+	// admin looking at the node which claim owns the data.
+	PVCName      string    `json:"pvcName,omitempty"`
+	PVCNamespace string    `json:"pvcNamespace,omitempty"`
+	State        State     `json:"state"`
+	CreatedAt    time.Time `json:"createdAt"`
+}
+
+// Sentinel errors. The driver maps each to one gRPC code (pkg/driver/errors.go).
+var (
+	// ErrNotFound: no such volume, or not on this node.
+	ErrNotFound = errors.New("volume not found")
+	// ErrAlreadyExists: a volume of that name exists and is incompatible
+	// with the request, or a target is published incompatibly.
+	ErrAlreadyExists = errors.New("volume already exists with different properties")
+	// ErrInUse: the operation conflicts with the volume's current use
+	// (published elsewhere under single-writer mode, delete while published).
+	ErrInUse = errors.New("volume in use")
+	// ErrNotAllowed: the request exceeds the volume's capabilities (a
+	// writer publish of a reader-only volume).
+	ErrNotAllowed = errors.New("operation not allowed for this volume")
+	// ErrNoSpace: the pool cannot hold the requested capacity.
+	ErrNoSpace = errors.New("not enough space in pool")
+	// ErrPoolUnavailable: the volume's pool is not configured on this node.
+	ErrPoolUnavailable = errors.New("pool not available on this node")
+	// ErrInvalid: the request is malformed in a way only the backend sees.
+	ErrInvalid = errors.New("invalid request")
+)
+
+// CreateRequest describes a volume to create. The driver has validated and
+// parsed the CSI request into it.
+type CreateRequest struct {
+	Name          string
+	Kind          Kind
+	Pool          string
+	RequiredBytes int64 // 0: no lower bound
+	LimitBytes    int64 // 0: no upper bound
+	DefaultBytes  int64 // size when neither bound is given
+	ReaderOnly    bool
+	PVCName       string
+	PVCNamespace  string
+}
+
+// PublishRequest describes a NodePublishVolume.
+type PublishRequest struct {
+	ID          string
+	TargetPath  string
+	StagingPath string
+	// ReadOnly as asked by the CO; forced on for reader-only volumes/modes.
+	ReadOnly bool
+	// Writer is true for access modes that may write.
+	Writer bool
+	// SingleWriter is true for SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod).
+	SingleWriter bool
+	// MountFlags are extra options for the bind mount (validated).
+	MountFlags []string
+}
+
+// Stats are the figures NodeGetVolumeStats reports.
+type Stats struct {
+	TotalBytes, AvailableBytes, UsedBytes    int64
+	TotalInodes, FreeInodes, UsedInodes      int64
+}

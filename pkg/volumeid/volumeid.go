@@ -1,0 +1,74 @@
+// Package volumeid generates hostvol volume IDs and validates IDs received
+// in requests before anything derived from them can reach the filesystem.
+//
+// A volume ID is "hv-" followed by 32 lowercase hex digits: the first 128
+// bits of SHA-256 over the CSI volume name. Deriving the ID from the name
+// makes CreateVolume idempotent by name with a single O(1) record lookup and
+// no name index that could disagree with the records after a crash.
+package volumeid
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+const (
+	prefix = "hv-"
+	hexLen = 32
+	// Len is the length of every ID hostvol generates.
+	Len = len(prefix) + hexLen
+	// MaxLen is the longest ID accepted at all (the CSI spec's limit for
+	// identifiers a plugin returns is 128 bytes).
+	MaxLen = 128
+)
+
+var (
+	// ErrMalformed marks an ID that can never be valid: empty, too long, or
+	// holding characters that could be interpreted as a path ("/", "..",
+	// NUL, control characters). Callers answer INVALID_ARGUMENT.
+	ErrMalformed = errors.New("malformed volume ID")
+	// ErrForeign marks a harmless-looking ID that hostvol did not generate.
+	// No such volume can exist: callers answer NOT_FOUND (or OK for
+	// DeleteVolume, which the spec makes idempotent).
+	ErrForeign = errors.New("not a hostvol volume ID")
+)
+
+// FromName returns the volume ID for a CSI volume name.
+func FromName(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return prefix + hex.EncodeToString(sum[:hexLen/2])
+}
+
+// Validate returns nil when id has the exact form hostvol generates, and an
+// error wrapping ErrMalformed or ErrForeign otherwise. Only IDs that pass
+// Validate may be used to build paths.
+func Validate(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty", ErrMalformed)
+	}
+	if len(id) > MaxLen {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(id), MaxLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c < 0x20 || c == 0x7f || c == '/' || c == '\\' || c >= 0x80 {
+			return fmt.Errorf("%w: byte %#x at offset %d", ErrMalformed, c, i)
+		}
+	}
+	if id == "." || id == ".." || strings.Contains(id, "..") {
+		return fmt.Errorf("%w: contains \"..\"", ErrMalformed)
+	}
+	if len(id) != Len || !strings.HasPrefix(id, prefix) {
+		return fmt.Errorf("%w: %q", ErrForeign, id)
+	}
+	for i := len(prefix); i < len(id); i++ {
+		c := id[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fmt.Errorf("%w: %q", ErrForeign, id)
+		}
+	}
+	return nil
+}

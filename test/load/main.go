@@ -1,0 +1,309 @@
+// Command hostvol-load drives any CSI plugin through full volume lifecycles
+// (CreateVolume, [NodeStageVolume], NodePublishVolume, NodeUnpublishVolume,
+// [NodeUnstageVolume], DeleteVolume) and reports exact per-phase latency
+// percentiles and throughput. See README.md for usage.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0 // every RPC of the run succeeded
+	exitErrors = 1 // the run completed (or was interrupted) with errors
+	exitSetup  = 2 // bad flags, or the plugin could not be probed
+)
+
+const (
+	stageAuto   = "auto"
+	stageAlways = "always"
+	stageNever  = "never"
+
+	accessMount = "mount"
+	accessBlock = "block"
+)
+
+type config struct {
+	endpoint     string // socket path, "unix://" already stripped
+	n            int
+	c            int
+	e            int
+	keepExisting bool
+	targetDir    string
+	size         int64
+	params       map[string]string
+	accessType   string
+	fsType       string
+	stage        string
+	namePrefix   string
+	json         bool
+	timeout      time.Duration
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without os.Exit, so tests can drive the whole tool.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "hostvol-load: %v\n", err)
+		return exitSetup
+	}
+
+	// The first SIGINT/SIGTERM stops starting new cycles; in-flight cycles and
+	// the deletion of pre-existing volumes still complete. After that the
+	// default handlers are restored, so a second signal kills the process.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+
+	conn, err := dial(cfg.endpoint)
+	if err != nil {
+		fmt.Fprintf(stderr, "hostvol-load: %v\n", err)
+		return exitSetup
+	}
+	defer conn.Close()
+	cl := newClients(conn)
+
+	info, err := probe(ctx, cl, cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "hostvol-load: probe %s: %v\n", cfg.endpoint, err)
+		return exitSetup
+	}
+
+	targetDir, removeTargetDir, err := prepareTargetDir(cfg.targetDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "hostvol-load: %v\n", err)
+		return exitSetup
+	}
+	printProbe(stdout, cfg, info, targetDir)
+
+	r := newRunner(cfg, cl, info, targetDir, stderr)
+	res := r.run(ctx)
+	removeTargetDir(stderr)
+
+	printReport(stdout, res)
+	if cfg.json {
+		if err := printJSON(stdout, res); err != nil {
+			fmt.Fprintf(stderr, "hostvol-load: json: %v\n", err)
+			return exitErrors
+		}
+	}
+	if res.interrupted {
+		fmt.Fprintln(stderr, "hostvol-load: interrupted")
+		return exitErrors
+	}
+	if res.totalErrors() > 0 {
+		return exitErrors
+	}
+	return exitOK
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	cfg := &config{params: map[string]string{}}
+	size := sizeFlag(1 << 20)
+	fs := flag.NewFlagSet("hostvol-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	endpoint := fs.String("endpoint", "", "CSI endpoint: unix:///path/to.sock or a plain socket path (required)")
+	fs.IntVar(&cfg.n, "n", 1000, "number of measured volume cycles")
+	fs.IntVar(&cfg.c, "c", 1, "number of concurrent workers")
+	fs.IntVar(&cfg.e, "e", 0, "number of pre-existing volumes to create (untimed) before the measured run")
+	fs.BoolVar(&cfg.keepExisting, "keep-existing", false, "do not delete the pre-existing volumes at the end")
+	fs.StringVar(&cfg.targetDir, "target-dir", "", "directory for per-cycle staging/target paths (default: a new temp dir, removed at the end)")
+	fs.Var(&size, "size", "required_bytes per volume; accepts suffixes K, M, G, T (x1000) and Ki, Mi, Gi, Ti (x1024); 0 omits capacity_range")
+	fs.Var((*paramsFlag)(&cfg.params), "param", "StorageClass parameter k=v passed to CreateVolume (repeatable)")
+	fs.StringVar(&cfg.accessType, "access-type", accessMount, "volume access type: mount or block")
+	fs.StringVar(&cfg.fsType, "fs-type", "", "fs_type of the mount capability")
+	fs.StringVar(&cfg.stage, "stage", stageAuto, "call NodeStage/NodeUnstageVolume: auto (if the node advertises STAGE_UNSTAGE_VOLUME), always or never")
+	fs.StringVar(&cfg.namePrefix, "name-prefix", "", `volume name prefix (default "load-<random>")`)
+	fs.BoolVar(&cfg.json, "json", false, "also print the result as one JSON object")
+	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "timeout per RPC attempt")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: hostvol-load --endpoint unix:///path/csi.sock [flags]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+
+	var err error
+	if cfg.endpoint, err = parseEndpoint(*endpoint); err != nil {
+		return nil, err
+	}
+	cfg.size = int64(size)
+	switch {
+	case cfg.n < 0:
+		return nil, fmt.Errorf("--n must be >= 0")
+	case cfg.c < 1:
+		return nil, fmt.Errorf("--c must be >= 1")
+	case cfg.e < 0:
+		return nil, fmt.Errorf("--e must be >= 0")
+	case cfg.timeout <= 0:
+		return nil, fmt.Errorf("--timeout must be > 0")
+	}
+	switch cfg.accessType {
+	case accessMount:
+	case accessBlock:
+		if cfg.fsType != "" {
+			return nil, fmt.Errorf("--fs-type only applies to --access-type=mount")
+		}
+	default:
+		return nil, fmt.Errorf("--access-type must be mount or block, got %q", cfg.accessType)
+	}
+	switch cfg.stage {
+	case stageAuto, stageAlways, stageNever:
+	default:
+		return nil, fmt.Errorf("--stage must be auto, always or never, got %q", cfg.stage)
+	}
+	if cfg.namePrefix == "" {
+		b := make([]byte, 3)
+		rand.Read(b)
+		cfg.namePrefix = "load-" + hex.EncodeToString(b)
+	}
+	return cfg, nil
+}
+
+// parseEndpoint accepts unix:///abs/path, unix:/abs/path, unix://rel/path or a
+// plain path and returns the socket path.
+func parseEndpoint(ep string) (string, error) {
+	var p string
+	switch {
+	case ep == "":
+		return "", fmt.Errorf("--endpoint is required")
+	case strings.HasPrefix(ep, "unix://"):
+		p = strings.TrimPrefix(ep, "unix://")
+	case strings.HasPrefix(ep, "unix:"):
+		p = strings.TrimPrefix(ep, "unix:")
+	case strings.Contains(ep, "://"):
+		return "", fmt.Errorf("unsupported endpoint %q: only unix sockets are supported", ep)
+	default:
+		p = ep
+	}
+	if p == "" {
+		return "", fmt.Errorf("empty socket path in endpoint %q", ep)
+	}
+	return p, nil
+}
+
+// prepareTargetDir returns the absolute directory under which per-cycle
+// paths are made, and a function to clean it up. A user-supplied directory
+// is created if missing and kept; a default temp dir is removed. Removal is
+// never recursive, so a mount left behind by a failed unpublish is not
+// descended into.
+func prepareTargetDir(dir string) (string, func(io.Writer), error) {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "hostvol-load-")
+		if err != nil {
+			return "", nil, err
+		}
+		return d, func(w io.Writer) {
+			if err := os.Remove(d); err != nil {
+				fmt.Fprintf(w, "hostvol-load: warning: temp target dir not removed: %v\n", err)
+			}
+		}, nil
+	}
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.MkdirAll(d, 0o750); err != nil {
+		return "", nil, err
+	}
+	return d, func(io.Writer) {}, nil
+}
+
+// paramsFlag collects repeated --param k=v.
+type paramsFlag map[string]string
+
+func (p *paramsFlag) String() string {
+	if p == nil {
+		return ""
+	}
+	return formatMap(*p)
+}
+
+func (p *paramsFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want k=v, got %q", s)
+	}
+	(*p)[k] = v
+	return nil
+}
+
+// formatMap renders a map as sorted k=v pairs joined by commas.
+func formatMap(m map[string]string) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// sizeFlag is a byte count with optional decimal or binary suffix.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+// parseSize parses "1048576", "1Mi", "10M", "2Gi" etc. into bytes.
+func parseSize(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		// Binary suffixes first so "Mi" is not taken as "M" + "i".
+		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
+		{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
+	}
+	num, mult := v, int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			num, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q", v)
+	}
+	if n > 0 && mult > 1 && n > (1<<63-1)/mult {
+		return 0, fmt.Errorf("size %q overflows int64", v)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,422 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+type phase int
+
+// Measured phases come first, in cycle order; phCycle is the whole cycle.
+// The existing-* phases only account for the untimed setup/teardown of
+// pre-existing volumes.
+const (
+	phCreate phase = iota
+	phStage
+	phPublish
+	phUnpublish
+	phUnstage
+	phDelete
+	phCycle
+	phExistingCreate
+	phExistingDelete
+	numPhases
+)
+
+var phaseNames = [numPhases]string{
+	"create", "stage", "publish", "unpublish", "unstage", "delete", "cycle",
+	"existing-create", "existing-delete",
+}
+
+func (p phase) String() string { return phaseNames[p] }
+
+const (
+	maxAbortedRetries = 5
+	retryBackoff      = 10 * time.Millisecond // doubled per retry: 10ms .. 160ms
+	maxLoggedErrors   = 20
+)
+
+// runner holds what every cycle shares: clients, config and the request
+// pieces that do not change per volume (proto messages are safe for
+// concurrent marshalling).
+type runner struct {
+	cfg       *config
+	cl        *clients
+	info      *pluginInfo
+	targetDir string
+	volCap    *csi.VolumeCapability
+	capRange  *csi.CapacityRange
+	topo      *csi.TopologyRequirement
+	log       *errLog
+}
+
+func newRunner(cfg *config, cl *clients, info *pluginInfo, targetDir string, stderr io.Writer) *runner {
+	r := &runner{
+		cfg:       cfg,
+		cl:        cl,
+		info:      info,
+		targetDir: targetDir,
+		log:       &errLog{w: stderr},
+		volCap: &csi.VolumeCapability{
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		},
+	}
+	if cfg.accessType == accessBlock {
+		r.volCap.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
+	} else {
+		r.volCap.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: cfg.fsType}}
+	}
+	if cfg.size > 0 {
+		r.capRange = &csi.CapacityRange{RequiredBytes: cfg.size}
+	}
+	if len(info.topology) > 0 {
+		t := &csi.Topology{Segments: info.topology}
+		r.topo = &csi.TopologyRequirement{Requisite: []*csi.Topology{t}, Preferred: []*csi.Topology{t}}
+	}
+	return r
+}
+
+// result is the merged outcome of a run.
+type result struct {
+	cfg         *config
+	info        *pluginInfo
+	wall        time.Duration // wall time of the measured section only
+	stats       [numPhases]phaseStats
+	localErrors int // filesystem errors of the tool itself (mkdir)
+	leftovers   int // target paths still present after a successful unpublish
+	interrupted bool
+}
+
+func (res *result) merge(ws []*worker) {
+	for _, w := range ws {
+		for p := range w.stats {
+			res.stats[p].merge(&w.stats[p])
+		}
+		res.localErrors += w.localErrors
+		res.leftovers += w.leftovers
+	}
+}
+
+// totalErrors counts failed RPCs and local errors. Failed cycles are not
+// added on top: each is already counted by the phase that failed.
+func (res *result) totalErrors() int {
+	n := res.localErrors
+	for p := range res.stats {
+		if phase(p) != phCycle {
+			n += res.stats[p].failed
+		}
+	}
+	return n
+}
+
+func (res *result) totalRetries() int {
+	n := 0
+	for p := range res.stats {
+		n += res.stats[p].retries
+	}
+	return n
+}
+
+// run creates the pre-existing volumes, runs the measured cycles and
+// deletes the pre-existing volumes again. Cancelling ctx stops new work from
+// being started; cycles in flight still finish and clean up, and
+// pre-existing volumes are still deleted.
+func (r *runner) run(ctx context.Context) *result {
+	res := &result{cfg: r.cfg, info: r.info}
+
+	// Pre-existing volumes are untimed; their stats only feed error counts.
+	existing := make([]*csi.Volume, r.cfg.e)
+	existingName := func(i int) string { return fmt.Sprintf("%s-e%d", r.cfg.namePrefix, i) }
+	res.merge(r.pool(ctx, r.cfg.e, func(w *worker, i int) {
+		existing[i] = w.create(phExistingCreate, existingName(i))
+	}))
+
+	if ctx.Err() == nil {
+		start := time.Now()
+		ws := r.pool(ctx, r.cfg.n, func(w *worker, i int) {
+			w.cycle(fmt.Sprintf("%s-%d", r.cfg.namePrefix, i))
+		})
+		res.wall = time.Since(start)
+		res.merge(ws)
+	}
+
+	var created []int // indexes into existing
+	for i, vol := range existing {
+		if vol != nil {
+			created = append(created, i)
+		}
+	}
+	if r.cfg.keepExisting {
+		if len(created) > 0 {
+			fmt.Fprintf(r.log.w, "hostvol-load: keeping %d pre-existing volumes named %s-e<i>\n", len(created), r.cfg.namePrefix)
+		}
+	} else {
+		res.merge(r.pool(context.Background(), len(created), func(w *worker, k int) {
+			i := created[k]
+			w.deleteVolume(phExistingDelete, existingName(i), existing[i].GetVolumeId())
+		}))
+	}
+
+	res.interrupted = ctx.Err() != nil
+	return res
+}
+
+// pool runs fn for i in [0, n) on up to cfg.c workers, each with its own
+// stats, and returns the workers. It stops handing out work once ctx is done.
+func (r *runner) pool(ctx context.Context, n int, fn func(w *worker, i int)) []*worker {
+	ws := make([]*worker, min(r.cfg.c, n))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for k := range ws {
+		w := &worker{r: r}
+		ws[k] = w
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(w, i)
+			}
+		})
+	}
+	wg.Wait()
+	return ws
+}
+
+// worker accumulates stats without locking; results are merged at the end.
+type worker struct {
+	r           *runner
+	stats       [numPhases]phaseStats
+	localErrors int
+	leftovers   int
+}
+
+// call runs one RPC for phase p, retrying codes.Aborted with exponential
+// backoff. The recorded latency spans all attempts, as a CO would see it.
+// RPC contexts derive from context.Background so an interrupt never cuts a
+// cycle short and leaves volumes behind.
+func (w *worker) call(p phase, name string, fn func(ctx context.Context) error) error {
+	st := &w.stats[p]
+	start := time.Now()
+	var err error
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), w.r.cfg.timeout)
+		err = fn(ctx)
+		cancel()
+		if status.Code(err) != codes.Aborted || attempt >= maxAbortedRetries {
+			break
+		}
+		st.retries++
+		time.Sleep(retryBackoff << attempt)
+	}
+	if err != nil {
+		s := status.Convert(err)
+		st.addError(s.Code(), s.Message())
+		w.r.log.printf("error: phase=%s volume=%s code=%s: %s", p, name, s.Code(), s.Message())
+		return err
+	}
+	st.samples.Add(time.Since(start))
+	return nil
+}
+
+// undo makes one untimed, unrecorded attempt to revert a step that failed,
+// in case it took effect anyway (e.g. a timeout after the mount was made).
+func (w *worker) undo(fn func(ctx context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.r.cfg.timeout)
+	defer cancel()
+	_ = fn(ctx)
+}
+
+func (w *worker) localError(name string, err error) {
+	w.localErrors++
+	w.r.log.printf("error: volume=%s local: %v", name, err)
+}
+
+// create calls CreateVolume and returns the volume, or nil on failure.
+func (w *worker) create(p phase, name string) *csi.Volume {
+	r := w.r
+	var vol *csi.Volume
+	w.call(p, name, func(ctx context.Context) error {
+		resp, err := r.cl.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+			Name:                      name,
+			CapacityRange:             r.capRange,
+			VolumeCapabilities:        []*csi.VolumeCapability{r.volCap},
+			Parameters:                r.cfg.params,
+			AccessibilityRequirements: r.topo,
+		})
+		if err != nil {
+			return err
+		}
+		if resp.GetVolume().GetVolumeId() == "" {
+			return status.Error(codes.Internal, "hostvol-load: CreateVolume returned an empty volume_id")
+		}
+		vol = resp.GetVolume()
+		return nil
+	})
+	return vol
+}
+
+func (w *worker) deleteVolume(p phase, name, id string) error {
+	return w.call(p, name, func(ctx context.Context) error {
+		_, err := w.r.cl.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+		return err
+	})
+}
+
+// cycle runs one full volume lifecycle; its latency is recorded only if
+// every step succeeded.
+func (w *worker) cycle(name string) {
+	start := time.Now()
+	ok := false
+	if vol := w.create(phCreate, name); vol != nil {
+		ok = w.nodeCycle(name, vol)
+		if err := w.deleteVolume(phDelete, name, vol.GetVolumeId()); err != nil {
+			ok = false
+		}
+	}
+	if ok {
+		w.stats[phCycle].samples.Add(time.Since(start))
+	} else {
+		w.stats[phCycle].failed++
+	}
+}
+
+// targetName is the last element of the publish target path. Neither is
+// created by the tool: per CSI the plugin creates the target, the CO only
+// its parent directory.
+func targetName(accessType string) string {
+	if accessType == accessBlock {
+		return "block"
+	}
+	return "mnt"
+}
+
+// nodeCycle optionally stages, then publishes, unpublishes and unstages vol
+// under <target-dir>/<name>/. After a failure it skips the steps that depend
+// on the failed one but still reverts everything that succeeded.
+func (w *worker) nodeCycle(name string, vol *csi.Volume) bool {
+	r := w.r
+	id, vctx := vol.GetVolumeId(), vol.GetVolumeContext()
+	dir := filepath.Join(r.targetDir, name)
+	target := filepath.Join(dir, targetName(r.cfg.accessType))
+	staging := ""
+
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		w.localError(name, err)
+		return false
+	}
+	defer func() { w.removePaths(target, staging, dir) }()
+
+	stage := func(ctx context.Context) error {
+		_, err := r.cl.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+			VolumeId:          id,
+			StagingTargetPath: staging,
+			VolumeCapability:  r.volCap,
+			VolumeContext:     vctx,
+		})
+		return err
+	}
+	unstage := func(ctx context.Context) error {
+		_, err := r.cl.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{
+			VolumeId:          id,
+			StagingTargetPath: staging,
+		})
+		return err
+	}
+	publish := func(ctx context.Context) error {
+		_, err := r.cl.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+			VolumeId:          id,
+			StagingTargetPath: staging,
+			TargetPath:        target,
+			VolumeCapability:  r.volCap,
+			VolumeContext:     vctx,
+		})
+		return err
+	}
+	unpublish := func(ctx context.Context) error {
+		_, err := r.cl.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{
+			VolumeId:   id,
+			TargetPath: target,
+		})
+		return err
+	}
+
+	if r.info.useStage {
+		// The CO creates the staging directory (CSI spec).
+		staging = filepath.Join(dir, "staging")
+		if err := os.Mkdir(staging, 0o750); err != nil {
+			w.localError(name, err)
+			return false
+		}
+		if err := w.call(phStage, name, stage); err != nil {
+			w.undo(unstage)
+			return false
+		}
+	}
+
+	ok := true
+	if err := w.call(phPublish, name, publish); err != nil {
+		ok = false
+		w.undo(unpublish)
+	} else if err := w.call(phUnpublish, name, unpublish); err != nil {
+		ok = false
+	} else if _, err := os.Lstat(target); err == nil {
+		// CSI: NodeUnpublishVolume must delete what it created at target_path.
+		w.leftovers++
+		w.r.log.printf("warning: volume=%s target %s still exists after NodeUnpublishVolume", name, target)
+	}
+
+	if r.info.useStage {
+		if err := w.call(phUnstage, name, unstage); err != nil {
+			ok = false
+		}
+	}
+	return ok
+}
+
+// removePaths removes the per-cycle paths, deepest first. os.Remove is not
+// recursive, so a path that is still a mount point (after a failed
+// unpublish, say) fails with EBUSY instead of having its contents deleted.
+func (w *worker) removePaths(paths ...string) {
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			w.r.log.printf("warning: not removed: %v", err)
+		}
+	}
+}
+
+// errLog prints the first maxLoggedErrors errors/warnings to stderr; the
+// summary at the end has the full counts.
+type errLog struct {
+	mu sync.Mutex
+	w  io.Writer
+	n  int
+}
+
+func (l *errLog) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	switch {
+	case l.n <= maxLoggedErrors:
+		fmt.Fprintf(l.w, "hostvol-load: "+format+"\n", args...)
+	case l.n == maxLoggedErrors+1:
+		fmt.Fprintln(l.w, "hostvol-load: further errors and warnings are only counted; see the summary")
+	}
+}
