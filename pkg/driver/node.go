@@ -40,8 +40,8 @@ func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 // NodeStageVolume prepares a volume for publishing on this node.
 func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkVolumeID(id); err != nil {
-		return nil, err
+	if id == "" {
+		return nil, errNoVolumeID
 	}
 	staging, err := checkPath("staging target path", req.GetStagingTargetPath(), id)
 	if err != nil {
@@ -49,6 +49,9 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	}
 	if _, err := checkCapability(req.GetVolumeCapability()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+	}
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
 	}
 	unlock, err := d.lock(id)
 	if err != nil {
@@ -64,11 +67,14 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 // NodeUnstageVolume undoes NodeStageVolume; it succeeds if nothing is staged.
 func (d *Driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkVolumeID(id); err != nil {
-		return nil, err
+	if id == "" {
+		return nil, errNoVolumeID
 	}
 	staging, err := checkPath("staging target path", req.GetStagingTargetPath(), id)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
 	unlock, err := d.lock(id)
@@ -89,8 +95,8 @@ func (d *Driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolume
 // claims.
 func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkVolumeID(id); err != nil {
-		return nil, err
+	if id == "" {
+		return nil, errNoVolumeID
 	}
 	targetPath, err := checkPath("target path", req.GetTargetPath(), id)
 	if err != nil {
@@ -105,6 +111,9 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	mi, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+	}
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
 	}
 	flags, _ := mountFlags(req.GetVolumeCapability().GetMount().GetMountFlags())
 	readOnly := req.GetReadonly() || hasFlag(flags, "ro") || !mi.writer
@@ -146,11 +155,14 @@ func withoutFlags(flags []string, drop ...string) []string {
 // is already gone succeeds.
 func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkVolumeID(id); err != nil {
-		return nil, err
+	if id == "" {
+		return nil, errNoVolumeID
 	}
 	targetPath, err := checkPath("target path", req.GetTargetPath(), id)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
 	unlock, err := d.lock(id)
@@ -168,11 +180,14 @@ func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVo
 // staged at the given path. It takes no lock: it only reads.
 func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkVolumeID(id); err != nil {
-		return nil, err
+	if id == "" {
+		return nil, errNoVolumeID
 	}
 	if req.GetVolumePath() == "" {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", id)
+	}
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
 	}
 	st, err := d.vols.Stats(id, req.GetVolumePath())
 	if err != nil {

@@ -19,6 +19,11 @@ const maxNameLen = 1024
 // maxPathLen bounds target and staging paths (Linux PATH_MAX).
 const maxPathLen = 4096
 
+// errNoVolumeID answers a request without a volume ID. Handlers check that
+// every required field is present before judging the ID's format, so a
+// missing field is INVALID_ARGUMENT whatever the ID.
+var errNoVolumeID = status.Error(codes.InvalidArgument, "volume ID is required")
+
 // checkVolumeID validates a volume ID from a request: missing or malformed
 // IDs are INVALID_ARGUMENT, IDs hostvol never generates are NOT_FOUND.
 func checkVolumeID(id string) error {

@@ -115,6 +115,6 @@ type PublishRequest struct {
 
 // Stats are the figures NodeGetVolumeStats reports.
 type Stats struct {
-	TotalBytes, AvailableBytes, UsedBytes    int64
-	TotalInodes, FreeInodes, UsedInodes      int64
+	TotalBytes, AvailableBytes, UsedBytes int64
+	TotalInodes, FreeInodes, UsedInodes   int64
 }

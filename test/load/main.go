@@ -76,9 +76,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// default handlers are restored, so a second signal kills the process.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	done := make(chan struct{})
+	defer close(done) // runs before stop, so a normal return is not reported
 	go func() {
-		<-ctx.Done()
-		stop()
+		select {
+		case <-ctx.Done():
+			stop()
+			fmt.Fprintln(stderr, "hostvol-load: interrupted: finishing in-flight cycles and cleaning up; interrupt again to abort")
+		case <-done:
+		}
 	}()
 
 	conn, err := dial(cfg.endpoint)

@@ -1,0 +1,20 @@
+// Package real runs csi-sanity against hostvol with the real mounter: every
+// publish is a real bind mount. Needs root.
+package real
+
+import (
+	"testing"
+
+	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
+	mount "k8s.io/mount-utils"
+
+	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
+	"github.com/seed3e7d50b2/hostvol/test/testutil"
+)
+
+func TestSanityRealMounts(t *testing.T) {
+	testutil.RequireRoot(t)
+	env := testutil.StartDriver(t, testutil.Options{Mounter: mount.New("")})
+	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
+	sanity.Test(t, hvsanity.Config(t, env.Endpoint))
+}
