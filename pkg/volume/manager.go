@@ -352,6 +352,13 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	if size > st.AvailableBytes {
 		return Volume{}, fmt.Errorf("%w: %q needs %d bytes, pool %q has %d available", ErrNoSpace, req.Name, size, p.Name, st.AvailableBytes)
 	}
+	// Data without any record is not ours to reuse or remove (Load reports
+	// it and leaves it in place): only DeleteVolume removes data.
+	if ok, err := p.DirExists(id); err != nil {
+		return Volume{}, err
+	} else if ok {
+		return Volume{}, fmt.Errorf("%w: data for %q already exists at %s without a volume record; an admin must restore or remove it", ErrAlreadyExists, req.Name, p.DirPath(id))
+	}
 
 	v := Volume{
 		Schema:        recordSchema,

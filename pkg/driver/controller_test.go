@@ -1,0 +1,563 @@
+package driver_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+	"github.com/seed3e7d50b2/hostvol/test/testutil"
+)
+
+// twoPools starts a driver with the default pool and a second node-local
+// pool named "second".
+func twoPools(t *testing.T) *harness {
+	t.Helper()
+	base := t.TempDir()
+	var specs []pool.Spec
+	for _, name := range []string{pool.DefaultName, "second"} {
+		p := filepath.Join(base, name)
+		require.NoError(t, os.Mkdir(p, 0o755))
+		specs = append(specs, pool.Spec{Name: name, Path: p})
+	}
+	return start(t, testutil.Options{PoolSpecs: specs})
+}
+
+// requireNoVolumes asserts that no record and no data exist.
+func requireNoVolumes(t *testing.T, h *harness) {
+	t.Helper()
+	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "node")))
+	for _, p := range h.Pools {
+		entries, err := p.Entries()
+		require.NoError(t, err)
+		require.Empty(t, entries, "pool %s", p.Name)
+	}
+}
+
+func nodeTopology(node string) []*csi.Topology {
+	return []*csi.Topology{{Segments: map[string]string{driver.TopologyKey: node}}}
+}
+
+func TestCreateVolumeInvalid(t *testing.T) {
+	h := twoPools(t)
+	cases := []struct {
+		name   string
+		modify func(*csi.CreateVolumeRequest)
+		code   codes.Code
+	}{
+		{name: "no_name", modify: func(r *csi.CreateVolumeRequest) { r.Name = "" }, code: codes.InvalidArgument},
+		{name: "unknown_parameter", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"fstype": "ext4"} }, code: codes.InvalidArgument},
+		{name: "parameter_key_case", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"Type": "dir"} }, code: codes.InvalidArgument},
+		{name: "bad_type", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"type": "loop"} }, code: codes.InvalidArgument},
+		{name: "empty_type", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"type": ""} }, code: codes.InvalidArgument},
+		{name: "unknown_pool", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"pool": "nope"} }, code: codes.InvalidArgument},
+		{name: "pool_name_traversal", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"pool": "../second"} }, code: codes.InvalidArgument},
+		{name: "required_above_limit", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: 2 * mib, LimitBytes: mib}
+		}, code: codes.OutOfRange},
+		{name: "negative_required", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: -1}
+		}, code: codes.InvalidArgument},
+		{name: "negative_limit", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{LimitBytes: -mib}
+		}, code: codes.InvalidArgument},
+		{name: "no_capabilities", modify: func(r *csi.CreateVolumeRequest) { r.VolumeCapabilities = nil }, code: codes.InvalidArgument},
+		{name: "capability_without_access_mode", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}}}}
+		}, code: codes.InvalidArgument},
+		{name: "capability_without_access_type", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{{AccessMode: &csi.VolumeCapability_AccessMode{Mode: snw}}}
+		}, code: codes.InvalidArgument},
+		{name: "unknown_access_mode", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_UNKNOWN)}
+		}, code: codes.InvalidArgument},
+		{name: "block_access", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{blockCap(snw)}
+		}, code: codes.InvalidArgument},
+		{name: "block_among_mount", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = append(r.VolumeCapabilities, blockCap(snw))
+		}, code: codes.InvalidArgument},
+		{name: "unsupported_mount_flag", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{mountCap(snw, "suid")}
+		}, code: codes.InvalidArgument},
+		{name: "snapshot_source", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+				Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: "snap"},
+			}}
+		}, code: codes.InvalidArgument},
+		{name: "volume_source", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
+				Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: volumeid.FromName("other")},
+			}}
+		}, code: codes.InvalidArgument},
+		{name: "mutable_parameters", modify: func(r *csi.CreateVolumeRequest) {
+			r.MutableParameters = map[string]string{"iops": "100"}
+		}, code: codes.InvalidArgument},
+		{name: "bigger_than_pool_filesystem", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: 1 << 60}
+		}, code: codes.ResourceExhausted},
+		{name: "bigger_than_second_pool_filesystem", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: 1 << 60}
+			r.Parameters = map[string]string{"pool": "second"}
+		}, code: codes.ResourceExhausted},
+		{name: "requisite_names_another_node", modify: func(r *csi.CreateVolumeRequest) {
+			r.AccessibilityRequirements = &csi.TopologyRequirement{Requisite: nodeTopology("other-node")}
+		}, code: codes.ResourceExhausted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := createReq("vol-" + tc.name)
+			tc.modify(req)
+			_, err := h.ctrl.CreateVolume(t.Context(), req)
+			requireCode(t, tc.code, err)
+			requireNoVolumes(t, h)
+		})
+	}
+}
+
+func TestCreateVolume(t *testing.T) {
+	h := twoPools(t)
+	here := nodeTopology(testNode)
+	cases := []struct {
+		name         string
+		modify       func(*csi.CreateVolumeRequest)
+		wantCapacity int64
+		wantPool     string
+	}{
+		{name: "defaults", modify: func(*csi.CreateVolumeRequest) {}, wantCapacity: mib, wantPool: pool.DefaultName},
+		{name: "explicit_parameters", modify: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{
+				"type": "dir", "pool": "second",
+				"csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "ns",
+				"csi.storage.k8s.io/pv/name": "pv-1",
+			}
+		}, wantCapacity: mib, wantPool: "second"},
+		{name: "limit_caps_default_size", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{LimitBytes: 2 * mib}
+		}, wantCapacity: 2 * mib, wantPool: pool.DefaultName},
+		{name: "required_equals_limit", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: 3 * mib, LimitBytes: 3 * mib}
+		}, wantCapacity: 3 * mib, wantPool: pool.DefaultName},
+		{name: "requisite_includes_this_node", modify: func(r *csi.CreateVolumeRequest) {
+			r.AccessibilityRequirements = &csi.TopologyRequirement{
+				Requisite: append(nodeTopology("other-node"), here...),
+				Preferred: nodeTopology("other-node"),
+			}
+		}, wantCapacity: mib, wantPool: pool.DefaultName},
+		{name: "requisite_of_foreign_key", modify: func(r *csi.CreateVolumeRequest) {
+			r.AccessibilityRequirements = &csi.TopologyRequirement{
+				Requisite: []*csi.Topology{{Segments: map[string]string{"topology.kubernetes.io/zone": "a"}}},
+			}
+		}, wantCapacity: mib, wantPool: pool.DefaultName},
+		{name: "reader_only", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
+		}, wantCapacity: mib, wantPool: pool.DefaultName},
+		{name: "allowed_mount_flags", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{mountCap(snw, "noexec", "nosuid,nodev")}
+		}, wantCapacity: mib, wantPool: pool.DefaultName},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := createReq("vol-" + tc.name)
+			tc.modify(req)
+			resp, err := h.ctrl.CreateVolume(t.Context(), req)
+			require.NoError(t, err)
+			v := resp.GetVolume()
+			require.Equal(t, volumeid.FromName(req.GetName()), v.GetVolumeId())
+			require.Equal(t, tc.wantCapacity, v.GetCapacityBytes())
+			require.Equal(t, map[string]string{"type": "dir", "pool": tc.wantPool}, v.GetVolumeContext())
+			require.Len(t, v.GetAccessibleTopology(), 1)
+			require.Equal(t, map[string]string{driver.TopologyKey: testNode}, v.GetAccessibleTopology()[0].GetSegments())
+			var dataPool *pool.Pool
+			for _, p := range h.Pools {
+				if p.Name == tc.wantPool {
+					dataPool = p
+				}
+			}
+			fi, err := os.Stat(dataPool.DirPath(v.GetVolumeId()))
+			require.NoError(t, err)
+			require.True(t, fi.IsDir())
+			require.FileExists(t, filepath.Join(h.StateDir, "volumes", v.GetVolumeId()+".json"))
+		})
+	}
+}
+
+func TestCreateVolumeIdempotent(t *testing.T) {
+	h := twoPools(t)
+	base := createReq("vol")
+	base.CapacityRange = &csi.CapacityRange{RequiredBytes: 2 * mib}
+	first, err := h.ctrl.CreateVolume(t.Context(), base)
+	require.NoError(t, err)
+	id := first.GetVolume().GetVolumeId()
+
+	cases := []struct {
+		name   string
+		modify func(*csi.CreateVolumeRequest)
+		code   codes.Code
+	}{
+		{name: "same_parameters", modify: func(*csi.CreateVolumeRequest) {}, code: codes.OK},
+		{name: "explicit_defaults", modify: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"type": "dir", "pool": pool.DefaultName}
+		}, code: codes.OK},
+		{name: "smaller_required_fits", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: mib}
+		}, code: codes.OK},
+		{name: "limit_above_capacity", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: mib, LimitBytes: 4 * mib}
+		}, code: codes.OK},
+		{name: "larger_capacity", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: 3 * mib}
+		}, code: codes.AlreadyExists},
+		{name: "limit_below_capacity", modify: func(r *csi.CreateVolumeRequest) {
+			r.CapacityRange = &csi.CapacityRange{LimitBytes: mib}
+		}, code: codes.AlreadyExists},
+		{name: "different_pool", modify: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"pool": "second"}
+		}, code: codes.AlreadyExists},
+		{name: "reader_only_capabilities", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
+		}, code: codes.AlreadyExists},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := createReq("vol")
+			req.CapacityRange = &csi.CapacityRange{RequiredBytes: 2 * mib}
+			tc.modify(req)
+			resp, err := h.ctrl.CreateVolume(t.Context(), req)
+			requireCode(t, tc.code, err)
+			if tc.code == codes.OK {
+				require.Equal(t, id, resp.GetVolume().GetVolumeId())
+				require.Equal(t, 2*mib, resp.GetVolume().GetCapacityBytes())
+			}
+			// Never a second record or a copy of the data.
+			require.Equal(t, []string{id + ".json"}, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+			for _, p := range h.Pools {
+				entries, err := p.Entries()
+				require.NoError(t, err)
+				if p.Name == pool.DefaultName {
+					require.Equal(t, []string{id}, entries)
+				} else {
+					require.Empty(t, entries)
+				}
+			}
+		})
+	}
+}
+
+// sharedPool starts a driver for node with a node-local default pool and a
+// shared pool at sharedPath, on its own state directory.
+func sharedPool(t *testing.T, node, sharedPath string) *harness {
+	t.Helper()
+	local := filepath.Join(t.TempDir(), "local")
+	require.NoError(t, os.Mkdir(local, 0o755))
+	return start(t, testutil.Options{NodeID: node, PoolSpecs: []pool.Spec{
+		{Name: pool.DefaultName, Path: local},
+		{Name: "shared", Path: sharedPath, Shared: true},
+	}})
+}
+
+func TestSharedPool(t *testing.T) {
+	sharedPath := t.TempDir()
+	a := sharedPool(t, "node-a", sharedPath)
+	b := sharedPool(t, "node-b", sharedPath)
+	params := map[string]string{"pool": "shared"}
+
+	req := createReq("shared-vol")
+	req.Parameters = params
+	req.AccessibilityRequirements = &csi.TopologyRequirement{
+		Requisite: nodeTopology("node-b"),
+		Preferred: nodeTopology("node-b"),
+	}
+	resp, err := a.ctrl.CreateVolume(t.Context(), req)
+	require.NoError(t, err, "a shared pool ignores requisite topology of other nodes")
+	id := resp.GetVolume().GetVolumeId()
+	require.Empty(t, resp.GetVolume().GetAccessibleTopology(), "a shared volume is reachable from every node")
+	require.DirExists(t, filepath.Join(sharedPath, "volumes", id))
+	require.Empty(t, recordFiles(t, filepath.Join(a.StateDir, "volumes")), "shared records live in the pool")
+
+	t.Run("other_node_sees_it", func(t *testing.T) {
+		again, err := b.ctrl.CreateVolume(t.Context(), req)
+		require.NoError(t, err)
+		require.Equal(t, id, again.GetVolume().GetVolumeId())
+		list, err := b.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
+		require.NoError(t, err)
+		require.Len(t, list.GetEntries(), 1)
+		require.Equal(t, id, list.GetEntries()[0].GetVolume().GetVolumeId())
+		require.Empty(t, list.GetEntries()[0].GetVolume().GetAccessibleTopology())
+	})
+	t.Run("other_node_publishes_it", func(t *testing.T) {
+		target := filepath.Join(b.Dir, "target")
+		b.publish(t, id, target)
+		mp, ok := b.mountAt(t, target)
+		require.True(t, ok)
+		require.Equal(t, filepath.Join(sharedPath, "volumes", id), mp.Device)
+		_, err := b.node.NodeUnpublishVolume(t.Context(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+		require.NoError(t, err)
+	})
+	t.Run("capacity_for_any_node", func(t *testing.T) {
+		capResp, err := a.ctrl.GetCapacity(t.Context(), &csi.GetCapacityRequest{
+			Parameters:         params,
+			AccessibleTopology: nodeTopology("node-b")[0],
+		})
+		require.NoError(t, err)
+		require.Positive(t, capResp.GetAvailableCapacity())
+	})
+	t.Run("local_pool_still_pinned", func(t *testing.T) {
+		r := createReq("local-vol")
+		r.AccessibilityRequirements = &csi.TopologyRequirement{Requisite: nodeTopology("node-b")}
+		_, err := a.ctrl.CreateVolume(t.Context(), r)
+		requireCode(t, codes.ResourceExhausted, err)
+	})
+	t.Run("delete", func(t *testing.T) {
+		_, err := b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+		require.NoError(t, err)
+		require.NoDirExists(t, filepath.Join(sharedPath, "volumes", id))
+		list, err := a.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
+		require.NoError(t, err)
+		require.Empty(t, list.GetEntries())
+	})
+}
+
+// listAll pages through ListVolumes with maxEntries, calling between(page)
+// after each page, and returns the IDs in order and the page sizes.
+func listAll(t *testing.T, h *harness, maxEntries int32, between func(page int)) (ids []string, pages []int) {
+	t.Helper()
+	token := ""
+	for page := 0; ; page++ {
+		require.Less(t, page, 100, "ListVolumes does not terminate")
+		resp, err := h.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{MaxEntries: maxEntries, StartingToken: token})
+		require.NoError(t, err)
+		if maxEntries > 0 {
+			require.LessOrEqual(t, len(resp.GetEntries()), int(maxEntries))
+		}
+		pages = append(pages, len(resp.GetEntries()))
+		for _, e := range resp.GetEntries() {
+			ids = append(ids, e.GetVolume().GetVolumeId())
+		}
+		token = resp.GetNextToken()
+		if token == "" {
+			return ids, pages
+		}
+		if between != nil {
+			between(page)
+		}
+	}
+}
+
+func TestListVolumesPagination(t *testing.T) {
+	h := start(t, testutil.Options{})
+	var all []string
+	for i := range 25 {
+		all = append(all, h.create(t, createReq(fmt.Sprintf("vol-%02d", i))))
+	}
+	slices.Sort(all)
+
+	cases := []struct {
+		name       string
+		maxEntries int32
+		wantPages  []int
+	}{
+		{name: "pages_of_7", maxEntries: 7, wantPages: []int{7, 7, 7, 4}},
+		{name: "pages_of_5_exact_multiple", maxEntries: 5, wantPages: []int{5, 5, 5, 5, 5}},
+		{name: "one_page_exactly", maxEntries: 25, wantPages: []int{25}},
+		{name: "more_than_all", maxEntries: 1000, wantPages: []int{25}},
+		{name: "no_limit", maxEntries: 0, wantPages: []int{25}},
+		{name: "pages_of_1", maxEntries: 1, wantPages: slices.Repeat([]int{1}, 25)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ids, pages := listAll(t, h, tc.maxEntries, nil)
+			require.Equal(t, all, ids, "every volume exactly once, in order")
+			require.Equal(t, tc.wantPages, pages)
+		})
+	}
+
+	t.Run("entries_describe_volumes", func(t *testing.T) {
+		resp, err := h.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{MaxEntries: 1})
+		require.NoError(t, err)
+		v := resp.GetEntries()[0].GetVolume()
+		require.Equal(t, mib, v.GetCapacityBytes())
+		require.Equal(t, nodeTopology(testNode)[0].GetSegments(), v.GetAccessibleTopology()[0].GetSegments())
+	})
+
+	t.Run("deleted_between_pages", func(t *testing.T) {
+		deleteVol := func(id string) {
+			_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+			require.NoError(t, err)
+		}
+		// After the first page: delete the volume the token names (the
+		// page's last) and one a later page would have returned.
+		tokenVol, laterVol := all[6], all[15]
+		ids, _ := listAll(t, h, 7, func(page int) {
+			if page == 0 {
+				deleteVol(tokenVol)
+				deleteVol(laterVol)
+			}
+		})
+		want := slices.DeleteFunc(slices.Clone(all), func(id string) bool { return id == laterVol })
+		require.Equal(t, want, ids)
+	})
+}
+
+func TestListVolumesInvalid(t *testing.T) {
+	h := start(t, testutil.Options{})
+	h.create(t, createReq("vol"))
+	cases := []struct {
+		name string
+		req  *csi.ListVolumesRequest
+		code codes.Code
+	}{
+		{name: "garbage_token", req: &csi.ListVolumesRequest{StartingToken: "garbage"}, code: codes.Aborted},
+		{name: "traversal_token", req: &csi.ListVolumesRequest{StartingToken: "../.."}, code: codes.Aborted},
+		{name: "nul_token", req: &csi.ListVolumesRequest{StartingToken: "hv-\x00"}, code: codes.Aborted},
+		{name: "negative_max_entries", req: &csi.ListVolumesRequest{MaxEntries: -1}, code: codes.InvalidArgument},
+		{name: "token_of_unknown_volume", req: &csi.ListVolumesRequest{StartingToken: volumeid.FromName("gone")}, code: codes.OK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.ctrl.ListVolumes(t.Context(), tc.req)
+			requireCode(t, tc.code, err)
+		})
+	}
+}
+
+func TestGetCapacity(t *testing.T) {
+	h := twoPools(t)
+	cases := []struct {
+		name     string
+		req      *csi.GetCapacityRequest
+		code     codes.Code
+		wantZero bool
+	}{
+		{name: "default_pool", req: &csi.GetCapacityRequest{}},
+		{name: "explicit_pool", req: &csi.GetCapacityRequest{Parameters: map[string]string{"type": "dir", "pool": "second"}}},
+		{name: "with_capabilities", req: &csi.GetCapacityRequest{VolumeCapabilities: []*csi.VolumeCapability{mountCap(snw)}}},
+		{name: "this_node", req: &csi.GetCapacityRequest{AccessibleTopology: nodeTopology(testNode)[0]}},
+		{name: "foreign_topology_key", req: &csi.GetCapacityRequest{AccessibleTopology: &csi.Topology{Segments: map[string]string{"zone": "a"}}}},
+		{name: "unknown_pool", req: &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "nope"}}, wantZero: true},
+		{name: "another_node", req: &csi.GetCapacityRequest{AccessibleTopology: nodeTopology("other-node")[0]}, wantZero: true},
+		{name: "block_capability", req: &csi.GetCapacityRequest{VolumeCapabilities: []*csi.VolumeCapability{blockCap(snw)}}, wantZero: true},
+		{name: "unknown_parameter", req: &csi.GetCapacityRequest{Parameters: map[string]string{"foo": "bar"}}, code: codes.InvalidArgument},
+		{name: "bad_type", req: &csi.GetCapacityRequest{Parameters: map[string]string{"type": "loop"}}, code: codes.InvalidArgument},
+		{name: "malformed_pool_name", req: &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "../x"}}, code: codes.InvalidArgument},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := h.ctrl.GetCapacity(t.Context(), tc.req)
+			requireCode(t, tc.code, err)
+			if tc.code != codes.OK {
+				return
+			}
+			if tc.wantZero {
+				require.Zero(t, resp.GetAvailableCapacity())
+				return
+			}
+			require.Positive(t, resp.GetAvailableCapacity())
+			require.Equal(t, resp.GetAvailableCapacity(), resp.GetMaximumVolumeSize().GetValue())
+		})
+	}
+}
+
+func TestValidateVolumeCapabilities(t *testing.T) {
+	h := start(t, testutil.Options{})
+	rw := h.create(t, createReq("rw"))
+	roReq := createReq("ro")
+	roReq.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
+	ro := h.create(t, roReq)
+
+	cases := []struct {
+		name      string
+		id        string
+		caps      []*csi.VolumeCapability
+		params    map[string]string
+		code      codes.Code
+		confirmed bool
+	}{
+		{name: "writer", id: rw, caps: []*csi.VolumeCapability{mountCap(snw)}, confirmed: true},
+		{name: "several_modes", id: rw, caps: []*csi.VolumeCapability{mountCap(snsw), mountCap(mnro, "noexec")}, confirmed: true},
+		{name: "reader_on_reader_only", id: ro, caps: []*csi.VolumeCapability{mountCap(snro)}, confirmed: true},
+		{name: "writer_on_reader_only", id: ro, caps: []*csi.VolumeCapability{mountCap(snw)}},
+		{name: "block", id: rw, caps: []*csi.VolumeCapability{blockCap(snw)}},
+		{name: "bad_mount_flag", id: rw, caps: []*csi.VolumeCapability{mountCap(snw, "suid")}},
+		{name: "unknown_parameter", id: rw, caps: []*csi.VolumeCapability{mountCap(snw)}, params: map[string]string{"foo": "bar"}},
+		{name: "no_capabilities", id: rw, code: codes.InvalidArgument},
+		{name: "unknown_volume", id: volumeid.FromName("nope"), caps: []*csi.VolumeCapability{mountCap(snw)}, code: codes.NotFound},
+		{name: "no_volume_id", caps: []*csi.VolumeCapability{mountCap(snw)}, code: codes.InvalidArgument},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := h.ctrl.ValidateVolumeCapabilities(t.Context(), &csi.ValidateVolumeCapabilitiesRequest{
+				VolumeId: tc.id, VolumeCapabilities: tc.caps, Parameters: tc.params,
+			})
+			requireCode(t, tc.code, err)
+			if tc.code != codes.OK {
+				return
+			}
+			if tc.confirmed {
+				require.NotNil(t, resp.GetConfirmed())
+				require.Len(t, resp.GetConfirmed().GetVolumeCapabilities(), len(tc.caps))
+			} else {
+				require.Nil(t, resp.GetConfirmed())
+				require.NotEmpty(t, resp.GetMessage())
+			}
+		})
+	}
+}
+
+func TestDeleteVolume(t *testing.T) {
+	h := start(t, testutil.Options{})
+	id := h.create(t, createReq("vol"))
+	require.NoError(t, os.WriteFile(filepath.Join(h.dataDir(id), "file"), []byte("data"), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(h.dataDir(id), "a", "b"), 0o755))
+
+	_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+	require.NoError(t, err)
+	require.NoDirExists(t, h.dataDir(id))
+	requireNoVolumes(t, h)
+
+	cases := []struct {
+		name string
+		id   string
+		code codes.Code
+	}{
+		{name: "again", id: id, code: codes.OK},
+		{name: "never_existed", id: volumeid.FromName("never"), code: codes.OK},
+		{name: "no_volume_id", id: "", code: codes.InvalidArgument},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: tc.id})
+			requireCode(t, tc.code, err)
+		})
+	}
+
+	// The name can be used again afterwards.
+	require.Equal(t, id, h.create(t, createReq("vol")))
+}
+
+// TestCreateVolumeKeepsDataWithoutRecord: data in the pool that has no
+// record (an admin's restore, a lost state directory) is never reused or
+// removed by CreateVolume: only DeleteVolume removes data.
+func TestCreateVolumeKeepsDataWithoutRecord(t *testing.T) {
+	h := start(t, testutil.Options{})
+	id := volumeid.FromName("vol")
+	require.NoError(t, os.Mkdir(h.dataDir(id), 0o777))
+	precious := filepath.Join(h.dataDir(id), "precious")
+	require.NoError(t, os.WriteFile(precious, []byte("data"), 0o644))
+
+	_, err := h.ctrl.CreateVolume(t.Context(), createReq("vol"))
+	requireCode(t, codes.AlreadyExists, err)
+	b, err := os.ReadFile(precious)
+	require.NoError(t, err)
+	require.Equal(t, "data", string(b))
+	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+}
