@@ -106,9 +106,9 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		if len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
 			return nil, status.Errorf(codes.ResourceExhausted, "volume %q: pool %q is local to node %q, which the requisite topology excludes", name, p.Pool, d.cfg.NodeID)
 		}
-		if len(ar.GetRequisite()) == 0 && len(ar.GetPreferred()) > 0 && !d.topologyAllows(ar.GetPreferred()) {
-			return nil, status.Errorf(codes.ResourceExhausted, "volume %q: pool %q is local to node %q, which the preferred topology excludes", name, p.Pool, d.cfg.NodeID)
-		}
+		// Without requisite topology the spec lets the SP choose any
+		// topology: preferred terms are a hint, and this node is the only
+		// place a node-local volume can be.
 	}
 
 	id := volumeid.FromName(name)

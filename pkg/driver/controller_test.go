@@ -153,6 +153,10 @@ func TestCreateVolume(t *testing.T) {
 				Preferred: nodeTopology("other-node"),
 			}
 		}, wantCapacity: mib, wantPool: pool.DefaultName},
+		{name: "only_preferred_excludes_this_node", modify: func(r *csi.CreateVolumeRequest) {
+			// Without requisite terms the SP may choose any topology.
+			r.AccessibilityRequirements = &csi.TopologyRequirement{Preferred: nodeTopology("other-node")}
+		}, wantCapacity: mib, wantPool: pool.DefaultName},
 		{name: "requisite_of_foreign_key", modify: func(r *csi.CreateVolumeRequest) {
 			r.AccessibilityRequirements = &csi.TopologyRequirement{
 				Requisite: []*csi.Topology{{Segments: map[string]string{"topology.kubernetes.io/zone": "a"}}},
@@ -284,6 +288,22 @@ func TestSharedPool(t *testing.T) {
 	require.DirExists(t, filepath.Join(sharedPath, "volumes", id))
 	require.Empty(t, recordFiles(t, filepath.Join(a.StateDir, "volumes")), "shared records live in the pool")
 
+	t.Run("create_in_progress_on_other_node_is_aborted", func(t *testing.T) {
+		// node-a crashed (or is still working) half-way through a create:
+		// node-b must not roll back or take over node-a's volume.
+		busy := createReq("shared-busy")
+		busy.Parameters = params
+		busyID := volumeid.FromName(busy.GetName())
+		rec := fmt.Sprintf(`{"schema":1,"id":%q,"name":"shared-busy","kind":"dir","pool":"shared","capacityBytes":%d,"createdBy":"node-a","state":"creating"}`, busyID, mib)
+		recPath := filepath.Join(sharedPath, ".hostvol", "records", busyID+".json")
+		require.NoError(t, os.WriteFile(recPath, []byte(rec), 0o600))
+		_, err := b.ctrl.CreateVolume(t.Context(), busy)
+		requireCode(t, codes.Aborted, err)
+		_, err = b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: busyID})
+		requireCode(t, codes.Aborted, err)
+		require.FileExists(t, recPath)
+		require.NoError(t, os.Remove(recPath))
+	})
 	t.Run("other_node_sees_it", func(t *testing.T) {
 		again, err := b.ctrl.CreateVolume(t.Context(), req)
 		require.NoError(t, err)

@@ -27,6 +27,8 @@ func codeFor(err error) codes.Code {
 	case errors.Is(err, volume.ErrInUse), errors.Is(err, volume.ErrNotAllowed),
 		errors.Is(err, volume.ErrPoolUnavailable):
 		return codes.FailedPrecondition
+	case errors.Is(err, volume.ErrBusy):
+		return codes.Aborted
 	case errors.Is(err, volume.ErrNoSpace):
 		return codes.ResourceExhausted
 	case errors.Is(err, records.ErrCorrupt):

@@ -315,8 +315,13 @@ func TestDeleteVolumeInUse(t *testing.T) {
 		require.NoError(t, err)
 		_, err = h.node.NodeStageVolume(t.Context(), stage)
 		require.NoError(t, err, "staging again at the same path is idempotent")
+		// A staging counts as use only while something is mounted there
+		// (directory volumes stage without a mount; loop volumes mount).
+		require.NoError(t, os.MkdirAll(staging, 0o750))
+		require.NoError(t, h.mounter.Mount("/dev/loop-fake", staging, "ext4", nil))
 		requireCode(t, codes.FailedPrecondition, deleteVol(t, id))
 		require.DirExists(t, h.dataDir(id))
+		require.NoError(t, h.mounter.Unmount(staging))
 
 		unstage := &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}
 		_, err = h.node.NodeUnstageVolume(t.Context(), unstage)
@@ -356,8 +361,11 @@ func TestNodeStageVolume(t *testing.T) {
 	t.Run("unstage_other_path", func(t *testing.T) {
 		_, err := h.node.NodeUnstageVolume(t.Context(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging + "2"})
 		require.NoError(t, err)
+		// Still recorded as staged at the real path, but a directory
+		// volume's staging holds no mount, so it does not block deletion.
 		_, err = h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
-		requireCode(t, codes.FailedPrecondition, err) // still staged at the real path
+		require.NoError(t, err)
+		require.NoDirExists(t, h.dataDir(id))
 	})
 }
 
@@ -400,6 +408,15 @@ func TestNodeUnpublishVolume(t *testing.T) {
 		h.unpublish(t, id, other)
 		_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
 		requireCode(t, codes.FailedPrecondition, err) // still published at target
+	})
+	t.Run("other_volume_at_this_target_leaves_the_mount", func(t *testing.T) {
+		// Unpublishing volume B at volume A's target must not unmount A.
+		other := h.create(t, createReq("other-vol"))
+		_, err := h.node.NodeUnpublishVolume(t.Context(), &csi.NodeUnpublishVolumeRequest{VolumeId: other, TargetPath: target})
+		requireCode(t, codes.FailedPrecondition, err)
+		_, ok := h.mountAt(t, target)
+		require.True(t, ok, "volume A's mount is untouched")
+		require.DirExists(t, target)
 	})
 }
 

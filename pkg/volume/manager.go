@@ -327,6 +327,10 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 			return Volume{}, fmt.Errorf("%w: %q (%s) has %d bytes in pool %q", ErrAlreadyExists, req.Name, id, existing.CapacityBytes, existing.Pool)
 		}
 		return existing, nil
+	case err == nil && existing.CreatedBy != m.nodeID:
+		// A shared-pool volume another node is creating or deleting: only
+		// that node may finish or roll it back.
+		return Volume{}, fmt.Errorf("%w: %q (%s) is %s by node %q", ErrBusy, req.Name, id, existing.State, existing.CreatedBy)
 	case err == nil:
 		// An earlier attempt failed half-way in this process (its rollback
 		// failed too): finish removing it, then create afresh.
@@ -434,6 +438,9 @@ func (m *Manager) Delete(id string) error {
 	p := m.pools[v.Pool]
 	if p == nil {
 		return fmt.Errorf("%w: volume %s is in pool %q", ErrPoolUnavailable, id, v.Pool)
+	}
+	if v.State == StateCreating && v.CreatedBy != m.nodeID {
+		return fmt.Errorf("%w: %s is being created by node %q", ErrBusy, id, v.CreatedBy)
 	}
 	if where, err := m.inUse(id); err != nil {
 		return err

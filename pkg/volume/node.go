@@ -98,8 +98,15 @@ func (m *Manager) inUse(id string) (string, error) {
 		where = append(where, t)
 	}
 	sort.Strings(where)
+	// A staging counts only while something is mounted there: directory
+	// volumes stage without a mount, and after a reboot a staging mount is
+	// gone; neither must block DeleteVolume forever.
 	if ns.StagingPath != "" {
-		where = append(where, ns.StagingPath+" (staged)")
+		if ok, err := m.isMounted(ns.StagingPath); err != nil {
+			return "", err
+		} else if ok {
+			where = append(where, ns.StagingPath+" (staged)")
+		}
 	}
 	return strings.Join(where, ", "), nil
 }
@@ -229,9 +236,21 @@ func (m *Manager) Unpublish(id, targetPath string) error {
 	}
 	_, recorded := ns.Targets[targetPath]
 	if !recorded {
-		// Not ours: only a volume this node knows may be unpublished.
-		if _, err := m.Get(id); err != nil {
+		// Not a target this node recorded for the volume: only a volume
+		// this node knows may be unpublished, and a mount found there is
+		// removed only if it shows this volume's data, so unpublishing
+		// volume B at volume A's target never unmounts A.
+		v, err := m.Get(id)
+		if err != nil {
 			return err
+		}
+		if mounted, err := m.isMounted(targetPath); err != nil {
+			return err
+		} else if mounted {
+			p := m.pools[v.Pool]
+			if p == nil || !sameFile(targetPath, p.DirPath(v.ID)) {
+				return fmt.Errorf("%w: %s is a mount of something other than volume %s; leaving it alone", ErrInUse, targetPath, id)
+			}
 		}
 	}
 	if err := mount.CleanupMountPoint(targetPath, m.mounter, true); err != nil {
@@ -276,4 +295,18 @@ func (m *Manager) Stats(id, path string) (Stats, error) {
 		FreeInodes:     fs.FreeInodes,
 		UsedInodes:     fs.TotalInodes - fs.FreeInodes,
 	}, nil
+}
+
+// sameFile reports whether two paths name the same inode (a bind mount's
+// target and its source directory do).
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(fa, fb)
 }

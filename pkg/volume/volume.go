@@ -73,6 +73,9 @@ var (
 	// ErrInUse: the operation conflicts with the volume's current use
 	// (published elsewhere under single-writer mode, delete while published).
 	ErrInUse = errors.New("volume in use")
+	// ErrBusy: another node is in the middle of an operation on this
+	// shared-pool volume; the CO should retry.
+	ErrBusy = errors.New("volume busy")
 	// ErrNotAllowed: the request exceeds the volume's capabilities (a
 	// writer publish of a reader-only volume).
 	ErrNotAllowed = errors.New("operation not allowed for this volume")
