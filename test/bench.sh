@@ -31,7 +31,7 @@ cleanup() {
     kill -TERM "$driver_pid"; wait "$driver_pid" 2>/dev/null || true
   fi
   # Anything a failed run left mounted under the work directory.
-  findmnt -rn -o TARGET | grep "^$work/" | sort -r | xargs -r -n1 umount -l
+  findmnt -rn -o TARGET | { grep "^$work/" || true; } | sort -r | xargs -r -n1 umount -l
   [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
