@@ -25,48 +25,49 @@ go build -o bin/hostvol-load ./test/load
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/hostvol-bench.XXXXXX)}
 out="$work/results"
 mkdir -p "$out"
-driver_pid=""
+declare -A driver_pid=()
 cleanup() {
-  if [ -n "$driver_pid" ] && kill -0 "$driver_pid" 2>/dev/null; then
-    kill -TERM "$driver_pid"; wait "$driver_pid" 2>/dev/null || true
-  fi
+  for pid in "${driver_pid[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
+  done
   # Anything a failed run left mounted under the work directory.
   findmnt -rn -o TARGET | { grep "^$work/" || true; } | sort -r | xargs -r -n1 umount -l
   [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
-start_driver() { # $1: run directory
-  mkdir -p "$1/pool" "$1/state" "$1/targets"
-  bin/hostvol --endpoint "unix://$1/csi.sock" --state-dir "$1/state" \
-    --pool "default=$1/pool" --node-id bench-node -v 1 2>"$1/driver.log" &
-  driver_pid=$!
+start_driver() { # $1: key, $2: run directory
+  mkdir -p "$2/pool" "$2/state" "$2/targets"
+  bin/hostvol --endpoint "unix://$2/csi.sock" --state-dir "$2/state" \
+    --pool "default=$2/pool" --node-id bench-node -v 1 2>"$2/driver.log" &
+  driver_pid[$1]=$!
   for _ in $(seq 100); do
-    bin/hostvol client --endpoint "unix://$1/csi.sock" info >/dev/null 2>&1 && return 0
+    bin/hostvol client --endpoint "unix://$2/csi.sock" info >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  echo "bench: driver did not start; see $1/driver.log" >&2
+  echo "bench: driver did not start; see $2/driver.log" >&2
   exit 1
-}
-stop_driver() {
-  kill -TERM "$driver_pid"; wait "$driver_pid" 2>/dev/null || true; driver_pid=""
 }
 
 echo "bench: N=$N cycles per run, R=$R runs, existing volumes: $EXISTING, workers: $WORKERS, disk: $(df -h --output=source,fstype "$work" | tail -1)"
+# One driver per E, all running at once, each with its own pool and state
+# on the same disk, populated with E volumes (untimed) that stay for every
+# measured run. Runs are interleaved (E=10, E=5000, E=10, ...) so that drift
+# in the machine's speed over time hits every E alike.
 for e in $EXISTING; do
-  run="$work/e$e"
-  start_driver "$run"
-  # Populate E volumes (untimed) and keep them for every measured run.
-  bin/hostvol-load --endpoint "unix://$run/csi.sock" --n 1 --c 8 --e "$e" --keep-existing \
-    --name-prefix "existing" --target-dir "$run/targets" >"$out/populate-e$e.txt"
+  start_driver "$e" "$work/e$e"
+  bin/hostvol-load --endpoint "unix://$work/e$e/csi.sock" --n 1 --c 8 --e "$e" --keep-existing \
+    --name-prefix "existing" --target-dir "$work/e$e/targets" >"$out/populate-e$e.txt"
+done
+for r in $(seq "$R"); do
   for c in $WORKERS; do
-    for r in $(seq "$R"); do
+    for e in $EXISTING; do
+      run="$work/e$e"
       bin/hostvol-load --endpoint "unix://$run/csi.sock" --n "$N" --c "$c" \
         --name-prefix "e$e-c$c-r$r" --target-dir "$run/targets" >"$out/e$e-c$c-r$r.txt"
-      echo "  E=$e C=$c run $r: $(grep '^summary' "$out/e$e-c$c-r$r.txt")"
+      echo "  run $r E=$e C=$c: $(grep '^summary' "$out/e$e-c$c-r$r.txt")"
     done
   done
-  stop_driver
 done
 
 # Median over runs of each phase's p50, p99 and ops/s.
