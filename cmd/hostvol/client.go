@@ -26,14 +26,17 @@ EP defaults to $HOSTVOL_ENDPOINT, else unix:///csi/csi.sock.
 
 Commands:
   info                                  plugin name, version, readiness, node, capabilities
-  create NAME [--size 1Gi] [--mode rwo|rwop|rox|rwx] [--param k=v]...
-                                        create a volume, print its ID
+  create NAME [--size 1Gi] [--mode rwo|rwop|rox|rwx] [--block] [--fs-type ext4|xfs] [--param k=v]...
+                                        create a volume, print its ID (--param type=loop
+                                        for a filesystem on a loop device, --block for raw block)
   delete ID                             delete a volume
   list                                  list volumes
   capacity [--param k=v]...             available capacity for a class
-  stage ID STAGING_PATH                 NodeStageVolume
+  stage ID STAGING_PATH [--block]       NodeStageVolume (loop: attach and mount)
   unstage ID STAGING_PATH               NodeUnstageVolume
-  publish ID TARGET [--ro] [--mode M] [--staging PATH]
+  expand ID SIZE                        ControllerExpandVolume
+  node-expand ID PATH                   NodeExpandVolume (grow device and filesystem)
+  publish ID TARGET [--ro] [--mode M] [--staging PATH] [--block]
                                         bind-mount the volume at TARGET
   unpublish ID TARGET                   unmount TARGET
   stats ID PATH                         bytes and inodes of a published volume
@@ -112,11 +115,30 @@ func client(args []string) error {
 		return c.list(ctx)
 	case "capacity":
 		return c.capacity(ctx, rest)
-	case "stage", "unstage", "unpublish", "stats":
-		if len(rest) != 2 {
+	case "stage", "unstage", "unpublish", "stats", "node-expand":
+		if len(rest) < 2 {
 			return fmt.Errorf("%s takes ID and PATH", cmd)
 		}
-		return c.pathCmd(ctx, cmd, rest[0], rest[1])
+		sfs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		block := sfs.Bool("block", false, "raw block volume (stage)")
+		if err := sfs.Parse(rest[2:]); err != nil {
+			return err
+		}
+		return c.pathCmd(ctx, cmd, rest[0], rest[1], *block)
+	case "expand":
+		if len(rest) != 2 {
+			return errors.New("expand takes ID and SIZE")
+		}
+		n, err := parseSize(rest[1])
+		if err != nil {
+			return err
+		}
+		resp, err := c.ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: rest[0], CapacityRange: &csi.CapacityRange{RequiredBytes: n}})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("capacity: %d bytes, node expansion required: %v\n", resp.GetCapacityBytes(), resp.GetNodeExpansionRequired())
+		return nil
 	case "publish":
 		return c.publish(ctx, rest)
 	default:
@@ -177,15 +199,21 @@ var modes = map[string]csi.VolumeCapability_AccessMode_Mode{
 	"rwx":  csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER,
 }
 
-func mountCap(mode string) (*csi.VolumeCapability, error) {
+func mountCap(mode string) (*csi.VolumeCapability, error) { return volCap(mode, false, "") }
+
+// volCap builds a capability: block access, or mount access with fsType.
+func volCap(mode string, block bool, fsType string) (*csi.VolumeCapability, error) {
 	m, ok := modes[mode]
 	if !ok {
 		return nil, fmt.Errorf("mode %q: want rwo, rwop, rox or rwx", mode)
 	}
-	return &csi.VolumeCapability{
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: m},
-	}, nil
+	c := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: m}}
+	if block {
+		c.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
+	} else {
+		c.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fsType}}
+	}
+	return c, nil
 }
 
 // parseSize reads 1073741824, 1Gi, 512Mi, 10Ki or 1Ti.
@@ -208,6 +236,8 @@ func (c clients) create(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("create", flag.ContinueOnError)
 	size := fs.String("size", "1Gi", "capacity")
 	mode := fs.String("mode", "rwo", "access mode: rwo, rwop, rox, rwx")
+	block := fs.Bool("block", false, "raw block volume")
+	fsType := fs.String("fs-type", "", "filesystem of a loop volume (ext4, xfs)")
 	params := kvFlag{}
 	fs.Var(params, "param", "StorageClass parameter key=value (repeatable)")
 	if len(args) == 0 {
@@ -221,7 +251,7 @@ func (c clients) create(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	vc, err := mountCap(*mode)
+	vc, err := volCap(*mode, *block, *fsType)
 	if err != nil {
 		return err
 	}
@@ -277,10 +307,15 @@ func (c clients) capacity(ctx context.Context, args []string) error {
 	return nil
 }
 
-func (c clients) pathCmd(ctx context.Context, cmd, id, path string) error {
-	vc, _ := mountCap("rwo")
+func (c clients) pathCmd(ctx context.Context, cmd, id, path string, block bool) error {
+	vc, _ := volCap("rwo", block, "")
 	var err error
 	switch cmd {
+	case "node-expand":
+		var resp *csi.NodeExpandVolumeResponse
+		if resp, err = c.node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: path}); err == nil {
+			fmt.Printf("capacity: %d bytes\n", resp.GetCapacityBytes())
+		}
 	case "stage":
 		_, err = c.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: path, VolumeCapability: vc})
 	case "unstage":
@@ -306,10 +341,11 @@ func (c clients) publish(ctx context.Context, args []string) error {
 	ro := fs.Bool("ro", false, "read-only")
 	mode := fs.String("mode", "rwo", "access mode: rwo, rwop, rox, rwx")
 	staging := fs.String("staging", "", "staging path given to NodeStageVolume")
+	block := fs.Bool("block", false, "raw block volume")
 	if err := fs.Parse(args[2:]); err != nil {
 		return err
 	}
-	vc, err := mountCap(*mode)
+	vc, err := volCap(*mode, *block, "")
 	if err != nil {
 		return err
 	}

@@ -9,11 +9,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
+	utilexec "k8s.io/utils/exec"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/options"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -77,6 +81,8 @@ func serve(args []string) error {
 		StateDir: opts.StateDir,
 		Pools:    pools,
 		Mounter:  mount.New(""),
+		Loop:     loop.New(),
+		FS:       fsutil.New(utilexec.New()),
 	})
 	if err != nil {
 		return err
@@ -100,10 +106,16 @@ func serve(args []string) error {
 	go func() { errc <- drv.Serve(l) }()
 	// Serve first, load second: Probe answers "not ready" and other calls
 	// UNAVAILABLE until every record is loaded and reconciled.
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		if err := mgr.Load(); err != nil {
 			errc <- fmt.Errorf("load volume records: %w", err)
+			return
 		}
+		// Images fill up as pods write: re-read what they occupy so that
+		// GetCapacity's promised space follows.
+		mgr.RefreshEvery(30*time.Second, stop)
 	}()
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)

@@ -3,12 +3,14 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -22,6 +24,7 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 	}
 	out := make([]*csi.ControllerServiceCapability, 0, len(rpcs))
 	for _, r := range rpcs {
@@ -62,7 +65,7 @@ func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
 	return &csi.Volume{
 		VolumeId:           v.ID,
 		CapacityBytes:      v.CapacityBytes,
-		VolumeContext:      params.Params{Type: v.Kind, Pool: v.Pool}.Context(),
+		VolumeContext:      params.Context(v.Kind, v.Pool, v.FsType),
 		AccessibleTopology: d.accessibleTopology(d.vols.Pool(v.Pool)),
 	}
 }
@@ -76,7 +79,7 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if len(name) > maxNameLen {
 		return nil, status.Errorf(codes.InvalidArgument, "volume name is %d bytes, more than %d", len(name), maxNameLen)
 	}
-	readerOnly, err := checkCapabilities(req.GetVolumeCapabilities())
+	shape, err := checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
 	}
@@ -94,6 +97,10 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		return nil, status.Errorf(codes.OutOfRange, "volume %q: required %d bytes exceeds limit %d", name, required, limit)
 	}
 	p, err := params.Parse(req.GetParameters())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
+	}
+	kind, fsType, err := volumeKind(p, shape)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
 	}
@@ -119,12 +126,13 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	defer unlock()
 	v, err := d.vols.Create(volume.CreateRequest{
 		Name:          name,
-		Kind:          p.Type,
+		Kind:          kind,
+		FsType:        fsType,
 		Pool:          p.Pool,
 		RequiredBytes: required,
 		LimitBytes:    limit,
 		DefaultBytes:  DefaultVolumeSize,
-		ReaderOnly:    readerOnly,
+		ReaderOnly:    shape.readerOnly,
 		PVCName:       p.PVCName,
 		PVCNamespace:  p.PVCNamespace,
 	})
@@ -132,6 +140,34 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		return nil, err
 	}
 	return &csi.CreateVolumeResponse{Volume: d.csiVolume(v)}, nil
+}
+
+// volumeKind decides what a CreateVolume makes: block access makes a raw
+// block volume (an image, never formatted) whatever the class's type; mount
+// access makes what the class's type says. A loop volume's filesystem comes
+// from the capability or the fstype parameter (ext4 by default); directory
+// volumes ignore fs_type.
+func volumeKind(p params.Params, sh volumeShape) (volume.Kind, string, error) {
+	if sh.block {
+		if sh.multiNode && !p.AllowBlockRWX {
+			return "", "", fmt.Errorf("raw block volumes with a multi-node writer mode are refused unless the StorageClass sets %s: \"true\"", params.KeyAllowBlockRWX)
+		}
+		return volume.KindBlock, "", nil
+	}
+	if p.Type != volume.KindLoop {
+		return volume.KindDir, "", nil
+	}
+	fsType := p.FsType
+	if sh.fsType != "" {
+		if fsType != "" && fsType != sh.fsType {
+			return "", "", fmt.Errorf("fstype parameter %s conflicts with the capability's %s", fsType, sh.fsType)
+		}
+		fsType = sh.fsType
+	}
+	if fsType == "" {
+		fsType = fsutil.Ext4
+	}
+	return volume.KindLoop, fsType, nil
 }
 
 // DeleteVolume removes a volume and its data. Per the spec, a volume that
@@ -172,12 +208,18 @@ func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
 	for _, c := range req.GetVolumeCapabilities() {
-		mi, err := checkCapability(c)
+		ci, err := checkCapability(c)
 		if err != nil {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 		}
-		if v.ReaderOnly && mi.writer {
+		if v.ReaderOnly && ci.writer {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: "volume was created read-only; writer access modes are not supported"}, nil
+		}
+		if ci.block != (v.Kind == volume.KindBlock) {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: fmt.Sprintf("volume is a %s volume; %s access is not supported", v.Kind, accessName(ci.block))}, nil
+		}
+		if v.Kind == volume.KindLoop && ci.fsType != "" && ci.fsType != v.FsType {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: fmt.Sprintf("volume has a %s filesystem, not %s", v.FsType, ci.fsType)}, nil
 		}
 	}
 	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
@@ -186,6 +228,48 @@ func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 		Parameters:         req.GetParameters(),
 		MutableParameters:  req.GetMutableParameters(),
 	}}, nil
+}
+
+func accessName(block bool) string {
+	if block {
+		return "block"
+	}
+	return "mount"
+}
+
+// ControllerExpandVolume grows a volume. Loop and block volumes grow their
+// sparse image and need the node to follow (node_expansion_required);
+// directory volumes only record the new size here. Shrinking is OUT_OF_RANGE.
+func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if id == "" {
+		return nil, errNoVolumeID
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range is required", id)
+	}
+	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
+	if required < 0 || limit < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", id)
+	}
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	if c := req.GetVolumeCapability(); c != nil {
+		if _, err := checkCapability(c); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+		}
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	size, nodeExpansion, err := d.vols.Expand(id, required, limit)
+	if err != nil {
+		return nil, err
+	}
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: size, NodeExpansionRequired: nodeExpansion}, nil
 }
 
 // ListVolumes pages through volumes in ID order. The token is the last ID

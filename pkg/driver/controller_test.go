@@ -57,7 +57,7 @@ func TestCreateVolumeInvalid(t *testing.T) {
 		{name: "no_name", modify: func(r *csi.CreateVolumeRequest) { r.Name = "" }, code: codes.InvalidArgument},
 		{name: "unknown_parameter", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"fstype": "ext4"} }, code: codes.InvalidArgument},
 		{name: "parameter_key_case", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"Type": "dir"} }, code: codes.InvalidArgument},
-		{name: "bad_type", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"type": "loop"} }, code: codes.InvalidArgument},
+		{name: "bad_type", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"type": "nfs"} }, code: codes.InvalidArgument},
 		{name: "empty_type", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"type": ""} }, code: codes.InvalidArgument},
 		{name: "unknown_pool", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"pool": "nope"} }, code: codes.InvalidArgument},
 		{name: "pool_name_traversal", modify: func(r *csi.CreateVolumeRequest) { r.Parameters = map[string]string{"pool": "../second"} }, code: codes.InvalidArgument},
@@ -80,9 +80,27 @@ func TestCreateVolumeInvalid(t *testing.T) {
 		{name: "unknown_access_mode", modify: func(r *csi.CreateVolumeRequest) {
 			r.VolumeCapabilities = []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_UNKNOWN)}
 		}, code: codes.InvalidArgument},
-		{name: "block_access", modify: func(r *csi.CreateVolumeRequest) {
-			r.VolumeCapabilities = []*csi.VolumeCapability{blockCap(snw)}
+		{name: "block_multi_node_writer_without_opt_in", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)}
 		}, code: codes.InvalidArgument},
+		{name: "loop_unknown_fstype", modify: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"type": "loop"}
+			r.VolumeCapabilities = []*csi.VolumeCapability{{
+				AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "vfat"}},
+				AccessMode: &csi.VolumeCapability_AccessMode{Mode: snw},
+			}}
+		}, code: codes.InvalidArgument},
+		{name: "loop_fstype_conflict", modify: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "xfs"}
+			r.VolumeCapabilities = []*csi.VolumeCapability{{
+				AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
+				AccessMode: &csi.VolumeCapability_AccessMode{Mode: snw},
+			}}
+		}, code: codes.InvalidArgument},
+		{name: "loop_xfs_under_minimum_within_limit", modify: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "xfs"}
+			r.CapacityRange = &csi.CapacityRange{RequiredBytes: mib, LimitBytes: 100 * mib}
+		}, code: codes.OutOfRange},
 		{name: "block_among_mount", modify: func(r *csi.CreateVolumeRequest) {
 			r.VolumeCapabilities = append(r.VolumeCapabilities, blockCap(snw))
 		}, code: codes.InvalidArgument},
@@ -465,9 +483,9 @@ func TestGetCapacity(t *testing.T) {
 		{name: "foreign_topology_key", req: &csi.GetCapacityRequest{AccessibleTopology: &csi.Topology{Segments: map[string]string{"zone": "a"}}}},
 		{name: "unknown_pool", req: &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "nope"}}, wantZero: true},
 		{name: "another_node", req: &csi.GetCapacityRequest{AccessibleTopology: nodeTopology("other-node")[0]}, wantZero: true},
-		{name: "block_capability", req: &csi.GetCapacityRequest{VolumeCapabilities: []*csi.VolumeCapability{blockCap(snw)}}, wantZero: true},
+		{name: "block_capability", req: &csi.GetCapacityRequest{VolumeCapabilities: []*csi.VolumeCapability{blockCap(snw)}}},
 		{name: "unknown_parameter", req: &csi.GetCapacityRequest{Parameters: map[string]string{"foo": "bar"}}, code: codes.InvalidArgument},
-		{name: "bad_type", req: &csi.GetCapacityRequest{Parameters: map[string]string{"type": "loop"}}, code: codes.InvalidArgument},
+		{name: "bad_type", req: &csi.GetCapacityRequest{Parameters: map[string]string{"type": "nfs"}}, code: codes.InvalidArgument},
 		{name: "malformed_pool_name", req: &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "../x"}}, code: codes.InvalidArgument},
 	}
 	for _, tc := range cases {

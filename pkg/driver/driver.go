@@ -24,7 +24,6 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/inflight"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -49,9 +48,8 @@ type Driver struct {
 	csi.UnimplementedControllerServer
 	csi.UnimplementedNodeServer
 
-	cfg   Config
-	vols  *volume.Manager
-	locks inflight.Locks
+	cfg  Config
+	vols *volume.Manager
 
 	mu     sync.Mutex
 	server *grpc.Server
@@ -67,7 +65,7 @@ func New(cfg Config) (*Driver, error) {
 
 // lock takes the try-lock of a volume or returns ABORTED.
 func (d *Driver) lock(volID string) (func(), error) {
-	unlock, ok := d.locks.TryLock(volID)
+	unlock, ok := d.vols.TryLock(volID)
 	if !ok {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", volID)
 	}

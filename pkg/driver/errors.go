@@ -25,10 +25,12 @@ func codeFor(err error) codes.Code {
 	case errors.Is(err, volume.ErrAlreadyExists):
 		return codes.AlreadyExists
 	case errors.Is(err, volume.ErrInUse), errors.Is(err, volume.ErrNotAllowed),
-		errors.Is(err, volume.ErrPoolUnavailable):
+		errors.Is(err, volume.ErrPoolUnavailable), errors.Is(err, volume.ErrNotStaged):
 		return codes.FailedPrecondition
 	case errors.Is(err, volume.ErrBusy):
 		return codes.Aborted
+	case errors.Is(err, volume.ErrOutOfRange):
+		return codes.OutOfRange
 	case errors.Is(err, volume.ErrNoSpace):
 		return codes.ResourceExhausted
 	case errors.Is(err, records.ErrCorrupt):

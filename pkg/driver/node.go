@@ -18,6 +18,7 @@ func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRe
 		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
 		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
 	}
 	out := make([]*csi.NodeServiceCapability, 0, len(rpcs))
 	for _, r := range rpcs {
@@ -47,7 +48,8 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	if err != nil {
 		return nil, err
 	}
-	if _, err := checkCapability(req.GetVolumeCapability()); err != nil {
+	ci, err := checkCapability(req.GetVolumeCapability())
+	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
 	}
 	if err := checkVolumeID(id); err != nil {
@@ -58,7 +60,14 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 		return nil, err
 	}
 	defer unlock()
-	if err := d.vols.Stage(id, staging); err != nil {
+	err = d.vols.Stage(volume.StageRequest{
+		ID:          id,
+		StagingPath: staging,
+		Block:       ci.block,
+		FsType:      ci.fsType,
+		MountFlags:  withoutFlags(ci.flags, "ro", "rw"),
+	})
+	if err != nil {
 		return nil, err
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
@@ -108,15 +117,15 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 			return nil, err
 		}
 	}
-	mi, err := checkCapability(req.GetVolumeCapability())
+	ci, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	flags, _ := mountFlags(req.GetVolumeCapability().GetMount().GetMountFlags())
-	readOnly := req.GetReadonly() || hasFlag(flags, "ro") || !mi.writer
+	flags := onlyBindFlags(ci.flags)
+	readOnly := req.GetReadonly() || hasFlag(flags, "ro") || !ci.writer
 	if readOnly && hasFlag(flags, "rw") {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: mount flag rw conflicts with a read-only publish", id)
 	}
@@ -130,9 +139,10 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 		TargetPath:   targetPath,
 		StagingPath:  staging,
 		ReadOnly:     readOnly,
-		Writer:       mi.writer,
-		SingleWriter: mi.singleWriter,
+		Writer:       ci.writer,
+		SingleWriter: ci.singleWriter,
 		MountFlags:   withoutFlags(flags, "ro", "rw"),
+		Block:        ci.block,
 	})
 	if err != nil {
 		return nil, err
@@ -193,8 +203,48 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	if err != nil {
 		return nil, err
 	}
+	if st.TotalInodes == 0 && st.AvailableBytes == 0 {
+		// A raw block volume: only its size is known.
+		return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{
+			{Unit: csi.VolumeUsage_BYTES, Total: st.TotalBytes},
+		}}, nil
+	}
 	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{
 		{Unit: csi.VolumeUsage_BYTES, Total: st.TotalBytes, Available: st.AvailableBytes, Used: st.UsedBytes},
 		{Unit: csi.VolumeUsage_INODES, Total: st.TotalInodes, Available: st.FreeInodes, Used: st.UsedInodes},
 	}}, nil
+}
+
+// NodeExpandVolume makes the node follow ControllerExpandVolume: the loop
+// device picks up the grown image and the mounted filesystem grows online
+// (resize2fs, xfs_growfs); a block volume's device only grows.
+func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if id == "" {
+		return nil, errNoVolumeID
+	}
+	if req.GetVolumePath() == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", id)
+	}
+	if c := req.GetVolumeCapability(); c != nil {
+		if _, err := checkCapability(c); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+		}
+	}
+	if err := checkVolumeID(id); err != nil {
+		return nil, err
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	size, err := d.vols.NodeExpand(ctx, id, req.GetVolumePath())
+	if err != nil {
+		return nil, err
+	}
+	if lim := req.GetCapacityRange().GetLimitBytes(); lim > 0 && size > lim {
+		return nil, status.Errorf(codes.OutOfRange, "volume %s has %d bytes, more than the limit %d", id, size, lim)
+	}
+	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 }

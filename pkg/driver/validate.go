@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
@@ -75,64 +76,107 @@ func accessMode(m csi.VolumeCapability_AccessMode_Mode) (modeInfo, error) {
 	}
 }
 
-// checkCapability validates one volume capability for a directory volume
-// and returns its access mode's properties.
-func checkCapability(c *csi.VolumeCapability) (modeInfo, error) {
+// capInfo is what a validated volume capability says.
+type capInfo struct {
+	modeInfo
+	block  bool
+	fsType string   // as asked (mount only); "" if none
+	flags  []string // validated mount flags
+}
+
+// checkCapability validates one volume capability.
+func checkCapability(c *csi.VolumeCapability) (capInfo, error) {
 	if c == nil {
-		return modeInfo{}, fmt.Errorf("volume capability is required")
+		return capInfo{}, fmt.Errorf("volume capability is required")
 	}
 	if c.GetAccessMode() == nil {
-		return modeInfo{}, fmt.Errorf("access mode is required")
+		return capInfo{}, fmt.Errorf("access mode is required")
 	}
 	mi, err := accessMode(c.GetAccessMode().GetMode())
 	if err != nil {
-		return modeInfo{}, err
+		return capInfo{}, err
 	}
+	ci := capInfo{modeInfo: mi}
 	switch at := c.GetAccessType().(type) {
 	case *csi.VolumeCapability_Mount:
-		// Directory volumes have no filesystem of their own: fs_type is
-		// ignored (the pool's filesystem is what the pod sees).
-		if _, err := mountFlags(at.Mount.GetMountFlags()); err != nil {
-			return modeInfo{}, err
+		if ci.flags, err = mountFlags(at.Mount.GetMountFlags()); err != nil {
+			return capInfo{}, err
+		}
+		if t := at.Mount.GetFsType(); t != "" {
+			// Directory volumes ignore it (the pool's filesystem is what
+			// the pod sees); loop volumes are made with it.
+			if _, err := fsutil.Check(t); err != nil {
+				return capInfo{}, err
+			}
+			ci.fsType = t
 		}
 	case *csi.VolumeCapability_Block:
-		return modeInfo{}, fmt.Errorf("block access is not supported for directory volumes")
+		ci.block = true
 	default:
-		return modeInfo{}, fmt.Errorf("access type (mount or block) is required")
+		return capInfo{}, fmt.Errorf("access type (mount or block) is required")
 	}
-	return mi, nil
+	return ci, nil
 }
 
-// checkCapabilities validates a list of capabilities (CreateVolume,
-// ValidateVolumeCapabilities) and reports whether they are all reader-only.
-func checkCapabilities(caps []*csi.VolumeCapability) (readerOnly bool, err error) {
+// volumeShape is what CreateVolume's capabilities ask for.
+type volumeShape struct {
+	readerOnly bool   // only reader-only modes
+	block      bool   // raw block access
+	multiNode  bool   // some multi-node writer mode
+	fsType     string // from the mount capabilities ("" if none)
+}
+
+// checkCapabilities validates the capabilities of a CreateVolume (or
+// ValidateVolumeCapabilities): all mount or all block, one fs_type.
+func checkCapabilities(caps []*csi.VolumeCapability) (volumeShape, error) {
 	if len(caps) == 0 {
-		return false, fmt.Errorf("volume capabilities are required")
+		return volumeShape{}, fmt.Errorf("volume capabilities are required")
 	}
-	readerOnly = true
-	for _, c := range caps {
-		mi, err := checkCapability(c)
+	sh := volumeShape{readerOnly: true}
+	for i, c := range caps {
+		ci, err := checkCapability(c)
 		if err != nil {
-			return false, err
+			return volumeShape{}, err
 		}
-		if mi.writer {
-			readerOnly = false
+		if i > 0 && ci.block != sh.block {
+			return volumeShape{}, fmt.Errorf("block and mount access cannot be mixed in one volume")
+		}
+		sh.block = ci.block
+		if ci.writer {
+			sh.readerOnly = false
+		}
+		switch c.GetAccessMode().GetMode() {
+		case csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, csi.VolumeCapability_AccessMode_MULTI_NODE_SINGLE_WRITER:
+			sh.multiNode = true
+		}
+		if ci.fsType != "" {
+			if sh.fsType != "" && sh.fsType != ci.fsType {
+				return volumeShape{}, fmt.Errorf("capabilities ask for two filesystems, %s and %s", sh.fsType, ci.fsType)
+			}
+			sh.fsType = ci.fsType
 		}
 	}
-	return readerOnly, nil
+	return sh, nil
 }
 
-// allowedMountFlags are the per-mount options a bind mount can honour. Any
-// other option (or one that would undo read-only) is refused: a StorageClass
-// must not be able to pass arbitrary options to mount(8).
-var allowedMountFlags = map[string]bool{
+// bindFlags are the per-mount options a bind mount can honour.
+var bindFlags = map[string]bool{
 	"ro": true, "rw": true,
 	"nosuid": true, "nodev": true, "noexec": true, "exec": true,
 	"noatime": true, "nodiratime": true, "relatime": true, "strictatime": true,
 	"nosymfollow": true,
 }
 
-// mountFlags validates mount flags; each may also be a comma-separated list.
+// fsFlags are the further options accepted for mounting a loop volume's
+// filesystem at the staging path.
+var fsFlags = map[string]bool{
+	"discard": true, "nodiscard": true, "lazytime": true, "nolazytime": true,
+	"sync": true, "dirsync": true,
+}
+
+// mountFlags validates mount flags; each may also be a comma-separated
+// list. Anything outside the whitelist is refused: a StorageClass must not
+// pass arbitrary options (or suid/dev) to mount(8).
 func mountFlags(in []string) ([]string, error) {
 	var out []string
 	for _, f := range in {
@@ -141,13 +185,24 @@ func mountFlags(in []string) ([]string, error) {
 			if o == "" || o == "bind" {
 				continue
 			}
-			if !allowedMountFlags[o] {
-				return nil, fmt.Errorf("mount flag %q is not supported (supported: ro, rw, nosuid, nodev, noexec, exec, noatime, nodiratime, relatime, strictatime, nosymfollow)", o)
+			if !bindFlags[o] && !fsFlags[o] {
+				return nil, fmt.Errorf("mount flag %q is not supported (supported: ro, rw, nosuid, nodev, noexec, exec, noatime, nodiratime, relatime, strictatime, nosymfollow, discard, nodiscard, lazytime, nolazytime, sync, dirsync)", o)
 			}
 			out = append(out, o)
 		}
 	}
 	return out, nil
+}
+
+// onlyBindFlags keeps the flags a bind mount applies.
+func onlyBindFlags(flags []string) []string {
+	var out []string
+	for _, f := range flags {
+		if bindFlags[f] {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // hasFlag reports whether flags contain f.

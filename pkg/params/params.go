@@ -8,8 +8,10 @@ package params
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
@@ -18,6 +20,13 @@ import (
 const (
 	KeyType = "type"
 	KeyPool = "pool"
+	// KeyAllowBlockRWX lets raw block volumes be created with a
+	// multi-node writer access mode (ReadWriteMany). Off by default: two
+	// writers on one block device need an application that coordinates.
+	KeyAllowBlockRWX = "allowBlockRWX"
+	// KeyFsType is the filesystem of a loop volume. The external-provisioner
+	// passes it in the volume capability; other clients may pass it here.
+	KeyFsType = "csi.storage.k8s.io/fstype"
 )
 
 // Keys the external-provisioner adds with --extra-create-metadata.
@@ -29,13 +38,15 @@ const (
 
 // Params are the parsed parameters of a volume.
 type Params struct {
-	Type         volume.Kind
-	Pool         string
-	PVCName      string
-	PVCNamespace string
+	Type          volume.Kind // KindDir or KindLoop; block is chosen by the access type
+	Pool          string
+	FsType        string
+	AllowBlockRWX bool
+	PVCName       string
+	PVCNamespace  string
 }
 
-var known = []string{KeyType, KeyPool, KeyPVCName, KeyPVCNamespace, KeyPVName}
+var known = []string{KeyType, KeyPool, KeyAllowBlockRWX, KeyFsType, KeyPVCName, KeyPVCNamespace, KeyPVName}
 
 // Parse validates and parses a parameter map. Defaults: type dir, pool
 // "default".
@@ -51,16 +62,28 @@ func Parse(m map[string]string) (Params, error) {
 		switch k {
 		case KeyType:
 			switch volume.Kind(v) {
-			case volume.KindDir:
-				p.Type = volume.KindDir
+			case volume.KindDir, volume.KindLoop:
+				p.Type = volume.Kind(v)
 			default:
-				return Params{}, fmt.Errorf("parameter %q: unknown volume type %q (supported: %s)", k, v, volume.KindDir)
+				return Params{}, fmt.Errorf("parameter %q: unknown volume type %q (supported: %s, %s)", k, v, volume.KindDir, volume.KindLoop)
 			}
 		case KeyPool:
 			if err := (pool.Spec{Name: v, Path: "/x"}).Validate(); err != nil {
 				return Params{}, fmt.Errorf("parameter %q: %v", k, err)
 			}
 			p.Pool = v
+		case KeyAllowBlockRWX:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return Params{}, fmt.Errorf("parameter %q: want true or false, got %q", k, v)
+			}
+			p.AllowBlockRWX = b
+		case KeyFsType:
+			t, err := fsutil.Check(v)
+			if err != nil {
+				return Params{}, fmt.Errorf("parameter %q: %v", k, err)
+			}
+			p.FsType = t
 		case KeyPVCName:
 			p.PVCName = v
 		case KeyPVCNamespace:
@@ -74,8 +97,12 @@ func Parse(m map[string]string) (Params, error) {
 	return p, nil
 }
 
-// Context is the volume_context returned with a volume: what a node or an
-// admin reading the PV may want to know.
-func (p Params) Context() map[string]string {
-	return map[string]string{KeyType: string(p.Type), KeyPool: p.Pool}
+// Context is the volume_context returned with a volume: what an admin
+// reading the PV may want to know. The node reads its own record, never this.
+func Context(kind volume.Kind, poolName, fsType string) map[string]string {
+	c := map[string]string{KeyType: string(kind), KeyPool: poolName}
+	if fsType != "" {
+		c["fsType"] = fsType
+	}
+	return c
 }

@@ -1,10 +1,11 @@
 // Package pool describes the storage pools of a node and their on-disk
 // layout. A pool is a directory on a local (or, if shared, a cluster-wide)
-// filesystem; hostvol keeps its volumes under <pool>/volumes/<volume ID>.
+// filesystem; hostvol keeps directory volumes under <pool>/volumes/<ID> and
+// the image files of loop and block volumes under <pool>/images/<ID>.img.
 //
 // All operations on a volume's data go through an os.Root opened on the
-// pool's volumes directory, so no path built from a request, and no symlink
-// planted inside a volume, can make hostvol touch anything outside the pool.
+// pool, so no path built from a request, and no symlink planted inside a
+// volume, can make hostvol touch anything outside the pool.
 package pool
 
 import (
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -22,6 +24,8 @@ import (
 
 const (
 	volumesDir = "volumes"
+	imagesDir  = "images"
+	imageExt   = ".img"
 	// sharedRecordsDir holds the records of a shared pool inside the pool
 	// itself, so that every node mounting the pool can find them.
 	sharedRecordsDir = ".hostvol/records"
@@ -91,7 +95,7 @@ func (s Spec) Validate() error {
 // Pool is an opened pool.
 type Pool struct {
 	Spec
-	root *os.Root // the volumes directory
+	root *os.Root // the pool directory
 }
 
 // Open creates the pool's layout if needed and opens it. The pool path
@@ -108,11 +112,12 @@ func Open(s Spec) (*Pool, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("pool %q: %s is not a directory", s.Name, s.Path)
 	}
-	vd := filepath.Join(s.Path, volumesDir)
-	if err := os.Mkdir(vd, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("pool %q: %w", s.Name, err)
+	for _, d := range []string{volumesDir, imagesDir} {
+		if err := os.Mkdir(filepath.Join(s.Path, d), 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("pool %q: %w", s.Name, err)
+		}
 	}
-	root, err := os.OpenRoot(vd)
+	root, err := os.OpenRoot(s.Path)
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", s.Name, err)
 	}
@@ -140,14 +145,15 @@ func (p *Pool) DirPath(id string) string {
 // CreateDir creates the data directory of a directory volume and makes the
 // creation durable. An existing directory is an error wrapping os.ErrExist.
 func (p *Pool) CreateDir(id string) error {
-	if err := p.root.Mkdir(id, dirMode); err != nil {
+	name := filepath.Join(volumesDir, id)
+	if err := p.root.Mkdir(name, dirMode); err != nil {
 		return err
 	}
 	// Mkdir is subject to the umask; pods of any UID must be able to write.
-	if err := p.root.Chmod(id, dirMode|os.ModeDir); err != nil {
+	if err := p.root.Chmod(name, dirMode|os.ModeDir); err != nil {
 		return err
 	}
-	return p.syncVolumesDir()
+	return p.syncDir(volumesDir)
 }
 
 // RemoveDir removes a volume's data without following any symlink inside
@@ -156,7 +162,8 @@ func (p *Pool) RemoveDir(id string) error {
 	// Remove the top-level entries one by one (each with RemoveAll, which
 	// never follows symlinks and stays inside the root), so that a crash
 	// test can stop the process with the removal half done.
-	d, err := p.root.OpenFile(id, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	name := filepath.Join(volumesDir, id)
+	d, err := p.root.OpenFile(name, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -167,7 +174,7 @@ func (p *Pool) RemoveDir(id string) error {
 			return rerr
 		}
 		for i, n := range names {
-			if err := p.root.RemoveAll(filepath.Join(id, n)); err != nil {
+			if err := p.root.RemoveAll(filepath.Join(name, n)); err != nil {
 				return err
 			}
 			if i == 0 {
@@ -177,16 +184,16 @@ func (p *Pool) RemoveDir(id string) error {
 	}
 	// Either the directory is now empty, or id is not a directory (a
 	// symlink or file someone put there): RemoveAll removes the entry itself.
-	if err := p.root.RemoveAll(id); err != nil {
+	if err := p.root.RemoveAll(name); err != nil {
 		return err
 	}
-	return p.syncVolumesDir()
+	return p.syncDir(volumesDir)
 }
 
 // DirExists reports whether the volume's data directory exists and is a
 // real directory (not a symlink).
 func (p *Pool) DirExists(id string) (bool, error) {
-	fi, err := p.root.Lstat(id)
+	fi, err := p.root.Lstat(filepath.Join(volumesDir, id))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -199,22 +206,38 @@ func (p *Pool) DirExists(id string) (bool, error) {
 	return true, nil
 }
 
-// Entries lists the names in the pool's volumes directory (for start-up
-// reconciliation).
+// Entries lists the volume IDs that have data in the pool: directories in
+// volumes/ and images in images/ (for start-up reconciliation).
 func (p *Pool) Entries() ([]string, error) {
-	f, err := p.root.Open(".")
-	if err != nil {
-		return nil, err
+	var out []string
+	for _, d := range []string{volumesDir, imagesDir} {
+		f, err := p.root.Open(d)
+		if err != nil {
+			return nil, err
+		}
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			if d == imagesDir {
+				if !strings.HasSuffix(n, imageExt) {
+					continue
+				}
+				n = strings.TrimSuffix(n, imageExt)
+			}
+			out = append(out, n)
+		}
 	}
-	defer f.Close()
-	return f.Readdirnames(-1)
+	return out, nil
 }
 
 // DirStats returns the statistics of the filesystem holding a volume's data
 // directory, read through a descriptor opened inside the pool without
 // following symlinks.
 func (p *Pool) DirStats(id string) (FSStats, error) {
-	f, err := p.root.OpenFile(id, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	f, err := p.root.OpenFile(filepath.Join(volumesDir, id), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return FSStats{}, err
 	}
@@ -235,8 +258,8 @@ func (p *Pool) Stats() (FSStats, error) {
 	return fromStatfs(&st), nil
 }
 
-func (p *Pool) syncVolumesDir() error {
-	f, err := p.root.Open(".")
+func (p *Pool) syncDir(name string) error {
+	f, err := p.root.Open(name)
 	if err != nil {
 		return err
 	}
@@ -244,11 +267,112 @@ func (p *Pool) syncVolumesDir() error {
 	return f.Sync()
 }
 
+// ImagePath is the host path of a loop or block volume's image file. id
+// must be a validated volume ID.
+func (p *Pool) ImagePath(id string) string {
+	return filepath.Join(p.Path, imagesDir, id+imageExt)
+}
+
+func imageName(id string) string { return filepath.Join(imagesDir, id+imageExt) }
+
+// CreateImage creates a sparse image file of size bytes and makes it
+// durable. An existing image is an error wrapping os.ErrExist.
+func (p *Pool) CreateImage(id string, size int64) error {
+	f, err := p.root.OpenFile(imageName(id), os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return p.syncDir(imagesDir)
+}
+
+// OpenImage opens a volume's image read-write without following symlinks.
+func (p *Pool) OpenImage(id string) (*os.File, error) {
+	f, err := p.root.OpenFile(imageName(id), os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("image of %s in pool %q is not a regular file", id, p.Name)
+	}
+	return f, nil
+}
+
+// GrowImage extends a volume's image to size bytes (sparse) and makes it
+// durable. It never shrinks: a smaller size is an error.
+func (p *Pool) GrowImage(id string, size int64) error {
+	f, err := p.OpenImage(id)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if size < fi.Size() {
+		return fmt.Errorf("image of %s is %d bytes; refusing to shrink it to %d", id, fi.Size(), size)
+	}
+	if size == fi.Size() {
+		return nil
+	}
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// ImageUsage returns an image's apparent size and the bytes it occupies on
+// the pool's filesystem.
+func (p *Pool) ImageUsage(id string) (size, allocated int64, err error) {
+	fi, err := p.root.Lstat(imageName(id))
+	if err != nil {
+		return 0, 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.Mode().IsRegular() {
+		return 0, 0, fmt.Errorf("image of %s in pool %q is not a regular file", id, p.Name)
+	}
+	return fi.Size(), st.Blocks * 512, nil
+}
+
+// ImageExists reports whether a volume's image exists.
+func (p *Pool) ImageExists(id string) (bool, error) {
+	_, _, err := p.ImageUsage(id)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// RemoveImage removes a volume's image and makes the removal durable. A
+// missing image is not an error.
+func (p *Pool) RemoveImage(id string) error {
+	if err := p.root.Remove(imageName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return p.syncDir(imagesDir)
+}
+
 // FSStats are a filesystem's figures in bytes and inodes.
 type FSStats struct {
 	TotalBytes, FreeBytes, AvailableBytes int64
 	TotalInodes, FreeInodes               int64
 }
+
+// FSStatsOf converts statfs figures.
+func FSStatsOf(st *unix.Statfs_t) FSStats { return fromStatfs(st) }
 
 func fromStatfs(st *unix.Statfs_t) FSStats {
 	bs := int64(st.Bsize)

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,9 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/inflight"
+	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
@@ -26,6 +30,10 @@ type Config struct {
 	StateDir string
 	Pools    []*pool.Pool
 	Mounter  mount.Interface
+	// Loop attaches images to loop devices; FS formats and grows their
+	// filesystems. Without them, loop and block volumes are refused.
+	Loop loop.Manager
+	FS   fsutil.Interface
 }
 
 // Manager owns the volumes of one node.
@@ -33,6 +41,12 @@ type Manager struct {
 	nodeID  string
 	pools   map[string]*pool.Pool
 	mounter mount.Interface
+	loop    loop.Manager
+	fs      fsutil.Interface
+
+	// locks are the per-volume try-locks every operation takes.
+	locks    inflight.Locks
+	promises *promises
 
 	// local holds the records of node-local pools; shared, one store per
 	// shared pool, lives inside that pool. nodeStates holds what this node
@@ -59,11 +73,14 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("mounter is required")
 	}
 	m := &Manager{
-		nodeID:  cfg.NodeID,
-		pools:   make(map[string]*pool.Pool, len(cfg.Pools)),
-		mounter: cfg.Mounter,
-		shared:  make(map[string]*records.Store),
-		index:   make(map[string]Volume),
+		nodeID:   cfg.NodeID,
+		pools:    make(map[string]*pool.Pool, len(cfg.Pools)),
+		mounter:  cfg.Mounter,
+		loop:     cfg.Loop,
+		fs:       cfg.FS,
+		promises: newPromises(),
+		shared:   make(map[string]*records.Store),
+		index:    make(map[string]Volume),
 	}
 	var err error
 	if m.local, err = records.Open(filepath.Join(cfg.StateDir, "volumes")); err != nil {
@@ -87,6 +104,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	return m, nil
 }
+
+// TryLock takes a volume's lock without waiting (see pkg/inflight).
+func (m *Manager) TryLock(id string) (func(), bool) { return m.locks.TryLock(id) }
 
 // NodeID is the node this manager serves.
 func (m *Manager) NodeID() string { return m.nodeID }
@@ -171,9 +191,10 @@ func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
 			klog.InfoS("Volume's pool is not configured on this node", "volumeID", v.ID, "pool", v.Pool)
 			return nil
 		}
-		if ok, err := p.DirExists(v.ID); err != nil || !ok {
-			klog.ErrorS(err, "Volume data is missing", "volumeID", v.ID, "path", p.DirPath(v.ID))
+		if ok, err := dataExists(p, v); err != nil || !ok {
+			klog.ErrorS(err, "Volume data is missing", "volumeID", v.ID, "pool", v.Pool, "kind", v.Kind)
 		}
+		m.promises.set(v.ID, v.Pool, unallocated(p, v))
 		return nil
 	case StateCreating:
 		if shared && v.CreatedBy != m.nodeID {
@@ -202,7 +223,13 @@ func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
 // at data that is gone without saying so (it says "deleting" or "creating"
 // until the data is gone).
 func (m *Manager) removeVolume(s *records.Store, p *pool.Pool, v Volume) error {
-	if err := p.RemoveDir(v.ID); err != nil {
+	var err error
+	if v.Kind.HasImage() {
+		err = p.RemoveImage(v.ID)
+	} else {
+		err = p.RemoveDir(v.ID)
+	}
+	if err != nil {
 		return fmt.Errorf("remove data of %s: %w", v.ID, err)
 	}
 	failpoint.Hit("delete-after-data")
@@ -210,6 +237,7 @@ func (m *Manager) removeVolume(s *records.Store, p *pool.Pool, v Volume) error {
 		return err
 	}
 	m.deleteIndex(v.ID)
+	m.promises.drop(v.ID)
 	if err := m.nodeStates.Delete(v.ID); err != nil {
 		return err
 	}
@@ -276,11 +304,26 @@ func (m *Manager) Get(id string) (Volume, error) {
 	return v, nil
 }
 
+// dataExists reports whether a volume's data (directory or image) exists.
+func dataExists(p *pool.Pool, v Volume) (bool, error) {
+	if v.Kind.HasImage() {
+		return p.ImageExists(v.ID)
+	}
+	return p.DirExists(v.ID)
+}
+
+// minBlockSize is the smallest raw block volume.
+const minBlockSize = 1 << 20
+
+// imageAlign is the granularity of image sizes (filesystem block size).
+const imageAlign = 4096
+
 // chooseSize picks the capacity for a request: the required size, else the
-// default capped by the limit.
+// default capped by the limit; images are rounded up to whole 4 KiB blocks
+// and to the filesystem's minimum, within the limit.
 func chooseSize(req CreateRequest) (int64, error) {
 	if req.LimitBytes > 0 && req.RequiredBytes > req.LimitBytes {
-		return 0, fmt.Errorf("%w: required %d bytes exceeds limit %d", ErrInvalid, req.RequiredBytes, req.LimitBytes)
+		return 0, fmt.Errorf("%w: required %d bytes exceeds limit %d", ErrOutOfRange, req.RequiredBytes, req.LimitBytes)
 	}
 	size := req.RequiredBytes
 	if size == 0 {
@@ -289,13 +332,32 @@ func chooseSize(req CreateRequest) (int64, error) {
 			size = req.LimitBytes
 		}
 	}
+	if !req.Kind.HasImage() {
+		return size, nil
+	}
+	minSize := int64(minBlockSize)
+	if req.Kind == KindLoop {
+		minSize = fsutil.MinSize[req.FsType]
+	}
+	size = max(size, minSize)
+	size = (size + imageAlign - 1) / imageAlign * imageAlign
+	if req.LimitBytes > 0 && size > req.LimitBytes {
+		return 0, fmt.Errorf("%w: a %s volume needs at least %d bytes (whole 4 KiB blocks), the limit is %d", ErrOutOfRange, kindName(req.Kind, req.FsType), size, req.LimitBytes)
+	}
 	return size, nil
+}
+
+func kindName(k Kind, fsType string) string {
+	if k == KindLoop {
+		return "loop " + fsType
+	}
+	return string(k)
 }
 
 // compatible reports whether an existing volume satisfies a create request
 // (CSI: same name, compatible capacity, capabilities and parameters).
 func compatible(v Volume, req CreateRequest) bool {
-	if v.Kind != req.Kind || v.Pool != req.Pool || v.ReaderOnly != req.ReaderOnly {
+	if v.Kind != req.Kind || v.Pool != req.Pool || v.ReaderOnly != req.ReaderOnly || v.FsType != req.FsType {
 		return false
 	}
 	if v.CapacityBytes < req.RequiredBytes {
@@ -345,24 +407,39 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 		return Volume{}, err
 	}
 
+	if req.Kind.HasImage() && (m.loop == nil || m.fs == nil) {
+		return Volume{}, fmt.Errorf("%w: %s volumes need loop devices, which this node does not offer", ErrInvalid, req.Kind)
+	}
+	if req.Kind == KindLoop {
+		if _, err := fsutil.Check(req.FsType); err != nil || req.FsType == "" {
+			return Volume{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
 	size, err := chooseSize(req)
 	if err != nil {
 		return Volume{}, err
+	}
+	// Data without any record is not ours to reuse or remove (Load reports
+	// it and leaves it in place): only DeleteVolume removes data.
+	probe := Volume{ID: id, Kind: req.Kind}
+	if ok, err := dataExists(p, probe); err != nil {
+		return Volume{}, err
+	} else if ok {
+		return Volume{}, fmt.Errorf("%w: data for %q already exists in pool %q without a volume record; an admin must restore or remove it", ErrAlreadyExists, req.Name, p.Name)
 	}
 	st, err := p.Stats()
 	if err != nil {
 		return Volume{}, err
 	}
-	if size > st.AvailableBytes {
-		return Volume{}, fmt.Errorf("%w: %q needs %d bytes, pool %q has %d available", ErrNoSpace, req.Name, size, p.Name, st.AvailableBytes)
+	if err := m.promises.reserve(id, p.Name, st.AvailableBytes, size); err != nil {
+		return Volume{}, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
-	// Data without any record is not ours to reuse or remove (Load reports
-	// it and leaves it in place): only DeleteVolume removes data.
-	if ok, err := p.DirExists(id); err != nil {
-		return Volume{}, err
-	} else if ok {
-		return Volume{}, fmt.Errorf("%w: data for %q already exists at %s without a volume record; an admin must restore or remove it", ErrAlreadyExists, req.Name, p.DirPath(id))
-	}
+	reserved := true
+	defer func() {
+		if reserved {
+			m.promises.drop(id)
+		}
+	}()
 
 	v := Volume{
 		Schema:        recordSchema,
@@ -371,6 +448,7 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 		Kind:          req.Kind,
 		Pool:          p.Name,
 		CapacityBytes: size,
+		FsType:        req.FsType,
 		CreatedBy:     m.nodeID,
 		ReaderOnly:    req.ReaderOnly,
 		PVCName:       req.PVCName,
@@ -402,12 +480,17 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	if !p.Shared {
 		m.setIndex(v)
 	}
+	reserved = false
+	m.promises.set(id, p.Name, unallocated(p, v))
 	failpoint.Hit("create-after-ready")
 	klog.V(2).InfoS("Volume created", "volumeID", id, "name", req.Name, "pool", p.Name, "capacityBytes", size)
 	return v, nil
 }
 
 func (m *Manager) createData(p *pool.Pool, v Volume) error {
+	if v.Kind.HasImage() {
+		return m.createImage(p, v)
+	}
 	err := p.CreateDir(v.ID)
 	if errors.Is(err, os.ErrExist) {
 		// Left by an interrupted attempt under a "creating" record: ours.
@@ -418,6 +501,30 @@ func (m *Manager) createData(p *pool.Pool, v Volume) error {
 	}
 	if err != nil {
 		return fmt.Errorf("create data of %s: %w", v.ID, err)
+	}
+	return nil
+}
+
+// createImage makes the sparse image of a loop or block volume and, for a
+// loop volume, formats it: mkfs works on the file directly, so no loop
+// device is needed until the volume is staged.
+func (m *Manager) createImage(p *pool.Pool, v Volume) error {
+	err := p.CreateImage(v.ID, v.CapacityBytes)
+	if errors.Is(err, os.ErrExist) {
+		if err := p.RemoveImage(v.ID); err != nil {
+			return err
+		}
+		err = p.CreateImage(v.ID, v.CapacityBytes)
+	}
+	if err != nil {
+		return fmt.Errorf("create image of %s: %w", v.ID, err)
+	}
+	if v.Kind == KindLoop {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if err := m.fs.Format(ctx, v.FsType, p.ImagePath(v.ID)); err != nil {
+			return fmt.Errorf("format %s: %w", v.ID, err)
+		}
 	}
 	return nil
 }
@@ -442,7 +549,7 @@ func (m *Manager) Delete(id string) error {
 	if v.State == StateCreating && v.CreatedBy != m.nodeID {
 		return fmt.Errorf("%w: %s is being created by node %q", ErrBusy, id, v.CreatedBy)
 	}
-	if where, err := m.inUse(id); err != nil {
+	if where, err := m.inUse(v); err != nil {
 		return err
 	} else if where != "" {
 		return fmt.Errorf("%w: %s is still published or staged at %s", ErrInUse, id, where)
@@ -504,17 +611,4 @@ func (m *Manager) List(after string, max int) ([]Volume, string, error) {
 		out = append(out, v)
 	}
 	return out, "", nil
-}
-
-// AvailableBytes is what the pool can still hold.
-func (m *Manager) AvailableBytes(poolName string) (int64, error) {
-	p := m.pools[poolName]
-	if p == nil {
-		return 0, fmt.Errorf("%w: %q", ErrPoolUnavailable, poolName)
-	}
-	st, err := p.Stats()
-	if err != nil {
-		return 0, err
-	}
-	return st.AvailableBytes, nil
 }

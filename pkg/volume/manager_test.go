@@ -141,7 +141,7 @@ func TestCreateSize(t *testing.T) {
 		{name: "required", required: 3 * mib, want: 3 * mib},
 		{name: "limit_below_default", limit: 2 * mib, want: 2 * mib},
 		{name: "limit_above_default", limit: 16 * mib, want: 8 * mib},
-		{name: "required_above_limit", required: 2 * mib, limit: mib, wantErr: volume.ErrInvalid},
+		{name: "required_above_limit", required: 2 * mib, limit: mib, wantErr: volume.ErrOutOfRange},
 		{name: "bigger_than_pool", required: 1 << 60, wantErr: volume.ErrNoSpace},
 	}
 	for _, tc := range cases {
@@ -409,7 +409,7 @@ func TestPublish(t *testing.T) {
 		id := volumeid.FromName("nope")
 		require.ErrorIs(t, m.Publish(publishReq(id, target("x"))), volume.ErrNotFound)
 		require.ErrorIs(t, m.Unpublish(id, target("x")), volume.ErrNotFound)
-		require.ErrorIs(t, m.Stage(id, target("s")), volume.ErrNotFound)
+		require.ErrorIs(t, m.Stage(volume.StageRequest{ID: id, StagingPath: target("s")}), volume.ErrNotFound)
 		_, err := m.Stats(id, target("x"))
 		require.ErrorIs(t, err, volume.ErrNotFound)
 	})
@@ -428,7 +428,7 @@ func TestPublish(t *testing.T) {
 		require.NoError(t, other.Load())
 		err := other.Publish(publishReq(rw.ID, target("o")))
 		require.True(t, errors.Is(err, volume.ErrNotFound), "error: %v", err)
-		require.ErrorIs(t, other.Stage(rw.ID, target("o")), volume.ErrNotFound)
+		require.ErrorIs(t, other.Stage(volume.StageRequest{ID: rw.ID, StagingPath: target("o")}), volume.ErrNotFound)
 		require.NoDirExists(t, target("o"))
 	})
 }

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,9 +9,12 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/loop"
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
 )
 
@@ -20,9 +24,13 @@ import (
 // enforcement and delete protection survive restarts), and entries whose
 // mount has gone (a reboot) are dropped when next looked at.
 type nodeState struct {
-	ID          string            `json:"id"`
-	StagingPath string            `json:"stagingPath,omitempty"`
-	Targets     map[string]target `json:"targets,omitempty"`
+	ID          string `json:"id"`
+	StagingPath string `json:"stagingPath,omitempty"`
+	// Device is the loop device the image was last attached to: a hint
+	// checked first, never trusted (after a reboot it names another image
+	// or nothing).
+	Device  string            `json:"device,omitempty"`
+	Targets map[string]target `json:"targets,omitempty"`
 }
 
 type target struct {
@@ -77,10 +85,10 @@ func (m *Manager) liveTargets(ns *nodeState) (changed bool, err error) {
 	return changed, nil
 }
 
-// inUse returns where a volume is still staged or published on this node,
-// or "".
-func (m *Manager) inUse(id string) (string, error) {
-	ns, err := m.getNodeState(id)
+// inUse returns where a volume is still published, staged (mounted) or
+// attached on this node, or "".
+func (m *Manager) inUse(v Volume) (string, error) {
+	ns, err := m.getNodeState(v.ID)
 	if err != nil {
 		return "", err
 	}
@@ -108,7 +116,79 @@ func (m *Manager) inUse(id string) (string, error) {
 			where = append(where, ns.StagingPath+" (staged)")
 		}
 	}
+	if v.Kind.HasImage() && m.loop != nil {
+		if p := m.pools[v.Pool]; p != nil {
+			dev, err := m.findDevice(p, v, ns.Device)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return "", err
+			}
+			if dev != "" {
+				where = append(where, dev+" (attached)")
+			}
+		}
+	}
 	return strings.Join(where, ", "), nil
+}
+
+// findDevice returns the loop device the volume's image is attached to, or
+// "". An image that does not exist is an error wrapping os.ErrNotExist.
+func (m *Manager) findDevice(p *pool.Pool, v Volume, hint string) (string, error) {
+	f, err := p.OpenImage(v.ID)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	img, err := loop.ImageOf(f)
+	if err != nil {
+		return "", err
+	}
+	return m.loop.Find(img, hint)
+}
+
+// attach returns the loop device of the volume's image, attaching it if it
+// is not attached yet: never two devices on one image (two writers on one
+// ext4 image corrupt it). The caller holds the volume's lock.
+func (m *Manager) attach(p *pool.Pool, v Volume, hint string) (string, error) {
+	f, err := p.OpenImage(v.ID)
+	if err != nil {
+		return "", fmt.Errorf("open image of %s: %w", v.ID, err)
+	}
+	defer f.Close()
+	img, err := loop.ImageOf(f)
+	if err != nil {
+		return "", err
+	}
+	dev, err := m.loop.Find(img, hint)
+	if err != nil || dev != "" {
+		return dev, err
+	}
+	dev, err = m.loop.Attach(f, loop.AttachOptions{DirectIO: true})
+	if err != nil {
+		return "", fmt.Errorf("attach image of %s: %w", v.ID, err)
+	}
+	klog.V(2).InfoS("Image attached", "volumeID", v.ID, "device", dev)
+	return dev, nil
+}
+
+// mountedDevice reports whether path is a mount point and, if so, whether
+// dev is what is mounted there. It reads the mount table, so it is used only
+// when path is already a mount point (a repeated stage), never on the
+// common path.
+func (m *Manager) mountedDevice(path, dev string) (mounted, ours bool, err error) {
+	mounted, err = m.isMounted(path)
+	if err != nil || !mounted {
+		return mounted, false, err
+	}
+	mps, err := m.mounter.List()
+	if err != nil {
+		return true, false, err
+	}
+	for _, mp := range mps {
+		if mp.Path == path {
+			ours = mp.Device == dev
+		}
+	}
+	return true, ours, nil
 }
 
 // onThisNode returns the ready volume if this node may serve it: it lives
@@ -127,43 +207,175 @@ func (m *Manager) onThisNode(id string) (Volume, error) {
 	return v, nil
 }
 
-// Stage records that a volume is staged at path. Directory volumes need no
-// node-wide mount: each publish binds the data directory directly.
-func (m *Manager) Stage(id, stagingPath string) error {
-	if _, err := m.onThisNode(id); err != nil {
-		return err
+// checkAccessType refuses a block request for a filesystem volume and the
+// reverse.
+func checkAccessType(v Volume, block bool) error {
+	if block && v.Kind != KindBlock {
+		return fmt.Errorf("%w: %s is a %s volume; block access needs a volume created for block access", ErrInvalid, v.ID, v.Kind)
 	}
-	ns, err := m.getNodeState(id)
+	if !block && v.Kind == KindBlock {
+		return fmt.Errorf("%w: %s is a raw block volume; it has no filesystem to mount", ErrInvalid, v.ID)
+	}
+	return nil
+}
+
+// Stage prepares a volume on this node: for a loop volume, attach its image
+// and mount the filesystem at the staging path; for a block volume, attach
+// it; for a directory, only remember the staging path (each publish binds
+// the data directory directly). After a reboot (no loop device, no mount)
+// staging again re-attaches and re-mounts from the record.
+func (m *Manager) Stage(req StageRequest) error {
+	v, err := m.onThisNode(req.ID)
 	if err != nil {
 		return err
 	}
-	if ns.StagingPath == stagingPath {
-		return nil // CSI: already staged at this path, reply OK
+	if err := checkAccessType(v, req.Block); err != nil {
+		return err
 	}
-	if ns.StagingPath != "" {
-		return fmt.Errorf("%w: %s is already staged at %s", ErrAlreadyExists, id, ns.StagingPath)
+	if v.Kind == KindLoop && req.FsType != "" && req.FsType != v.FsType {
+		return fmt.Errorf("%w: %s has a %s filesystem, %s was asked", ErrInvalid, v.ID, v.FsType, req.FsType)
 	}
-	ns.StagingPath = stagingPath
-	return m.putNodeState(ns)
+	ns, err := m.getNodeState(req.ID)
+	if err != nil {
+		return err
+	}
+	if ns.StagingPath != "" && ns.StagingPath != req.StagingPath {
+		live := v.Kind != KindLoop
+		if v.Kind == KindLoop {
+			if live, err = m.isMounted(ns.StagingPath); err != nil {
+				return err
+			}
+		}
+		if live {
+			return fmt.Errorf("%w: %s is already staged at %s", ErrAlreadyExists, v.ID, ns.StagingPath)
+		}
+	}
+	if !v.Kind.HasImage() {
+		if ns.StagingPath == req.StagingPath {
+			return nil // CSI: already staged at this path, reply OK
+		}
+		ns.StagingPath = req.StagingPath
+		return m.putNodeState(ns)
+	}
+
+	p := m.pools[v.Pool]
+	dev, err := m.attach(p, v, ns.Device)
+	if err != nil {
+		return err
+	}
+	if ns.StagingPath != req.StagingPath || ns.Device != dev {
+		ns.StagingPath, ns.Device = req.StagingPath, dev
+		if err := m.putNodeState(ns); err != nil {
+			return err
+		}
+	}
+	if v.NodeExpandPending {
+		if err := m.loop.Refresh(dev); err != nil {
+			return fmt.Errorf("refresh size of %s: %w", dev, err)
+		}
+	}
+	if v.Kind == KindLoop {
+		mounted, ours, err := m.mountedDevice(req.StagingPath, dev)
+		if err != nil {
+			return err
+		}
+		if mounted && !ours {
+			return fmt.Errorf("%w: something other than %s is mounted at %s", ErrAlreadyExists, v.ID, req.StagingPath)
+		}
+		grown := false
+		if !mounted && v.NodeExpandPending {
+			// ext4 grows best unmounted (no CAP_SYS_RESOURCE needed).
+			if grown, err = m.fs.GrowOffline(context.Background(), v.FsType, dev); err != nil {
+				return fmt.Errorf("grow filesystem of %s: %w", v.ID, err)
+			}
+		}
+		if !mounted {
+			if err := os.MkdirAll(req.StagingPath, 0o750); err != nil {
+				return fmt.Errorf("create staging path: %w", err)
+			}
+			opts := append([]string{}, req.MountFlags...)
+			if err := m.mounter.Mount(dev, req.StagingPath, v.FsType, opts); err != nil {
+				return fmt.Errorf("mount %s (%s) at %s: %w", dev, v.ID, req.StagingPath, err)
+			}
+			klog.V(2).InfoS("Volume staged", "volumeID", v.ID, "device", dev, "stagingPath", req.StagingPath)
+		}
+		if v.NodeExpandPending && !grown {
+			if err := m.fs.Grow(context.Background(), v.FsType, dev, req.StagingPath); err != nil {
+				return err
+			}
+		}
+	}
+	if v.NodeExpandPending {
+		return m.clearExpandPending(v)
+	}
+	return nil
 }
 
-// Unstage forgets a staging. Unknown volumes and paths succeed (idempotent).
+// Unstage undoes Stage: unmount the staging path and detach the image's
+// loop device. A volume that is not staged there succeeds (idempotent).
 func (m *Manager) Unstage(id, stagingPath string) error {
 	ns, err := m.getNodeState(id)
 	if err != nil {
 		return err
 	}
 	if ns.StagingPath != stagingPath {
+		if _, err := m.Get(id); err != nil {
+			return err
+		}
 		return nil
 	}
-	ns.StagingPath = ""
+	v, err := m.Get(id)
+	if err != nil {
+		return err
+	}
+	if v.Kind.HasImage() {
+		changed, err := m.liveTargets(&ns)
+		if err != nil {
+			return err
+		}
+		if changed {
+			if err := m.putNodeState(ns); err != nil {
+				return err
+			}
+		}
+		if len(ns.Targets) > 0 {
+			return fmt.Errorf("%w: %s is still published; unpublish it before unstaging", ErrInUse, id)
+		}
+		if v.Kind == KindLoop {
+			if mounted, err := m.isMounted(stagingPath); err != nil {
+				return err
+			} else if mounted {
+				if err := m.mounter.Unmount(stagingPath); err != nil {
+					return fmt.Errorf("unmount %s: %w", stagingPath, err)
+				}
+			}
+		}
+		if p := m.pools[v.Pool]; p != nil {
+			dev, err := m.findDevice(p, v, ns.Device)
+			if err != nil {
+				return err
+			}
+			if dev != "" {
+				if err := m.loop.Detach(dev); err != nil {
+					return fmt.Errorf("detach %s: %w", dev, err)
+				}
+				klog.V(2).InfoS("Image detached", "volumeID", v.ID, "device", dev)
+			}
+		}
+	}
+	ns.StagingPath, ns.Device = "", ""
 	return m.putNodeState(ns)
 }
 
-// Publish bind-mounts a volume at the target path, enforcing its access mode.
+// Publish bind-mounts a volume at the target path, enforcing its access mode:
+// a directory's data, a loop volume's staging mount, or a block volume's
+// loop device (onto a file at the target path).
 func (m *Manager) Publish(req PublishRequest) error {
 	v, err := m.onThisNode(req.ID)
 	if err != nil {
+		return err
+	}
+	if err := checkAccessType(v, req.Block); err != nil {
 		return err
 	}
 	if v.ReaderOnly && req.Writer {
@@ -190,11 +402,9 @@ func (m *Manager) Publish(req PublishRequest) error {
 			return fmt.Errorf("%w: %s uses single-writer access (ReadWriteOncePod) and is already published at %s", ErrInUse, req.ID, t)
 		}
 	}
-
-	p := m.pools[v.Pool]
-	source := p.DirPath(v.ID)
-	if ok, err := p.DirExists(v.ID); err != nil || !ok {
-		return fmt.Errorf("data of %s is missing at %s: %v", req.ID, source, err)
+	source, err := m.publishSource(v, ns)
+	if err != nil {
+		return err
 	}
 	// Record first, mount second: a crash in between leaves an entry that
 	// liveTargets drops, never a mount this node does not know about.
@@ -202,7 +412,7 @@ func (m *Manager) Publish(req PublishRequest) error {
 	if err := m.putNodeState(ns); err != nil {
 		return err
 	}
-	if err := m.bindMount(source, req.TargetPath, readOnly, req.MountFlags); err != nil {
+	if err := m.bindMount(source, req.TargetPath, v.Kind == KindBlock, readOnly, req.MountFlags); err != nil {
 		delete(ns.Targets, req.TargetPath)
 		if perr := m.putNodeState(ns); perr != nil {
 			klog.ErrorS(perr, "Could not drop the record of a failed publish", "volumeID", req.ID)
@@ -213,8 +423,53 @@ func (m *Manager) Publish(req PublishRequest) error {
 	return nil
 }
 
-func (m *Manager) bindMount(source, targetPath string, readOnly bool, flags []string) error {
-	if err := os.MkdirAll(targetPath, 0o750); err != nil {
+// publishSource is what a publish binds at the target: the data directory,
+// the staging mount, or the loop device. Loop and block volumes must be
+// staged first.
+func (m *Manager) publishSource(v Volume, ns nodeState) (string, error) {
+	p := m.pools[v.Pool]
+	switch v.Kind {
+	case KindLoop:
+		if ns.StagingPath == "" {
+			return "", fmt.Errorf("%w: %s must be staged before it is published", ErrNotStaged, v.ID)
+		}
+		mounted, err := m.isMounted(ns.StagingPath)
+		if err != nil {
+			return "", err
+		}
+		if !mounted {
+			return "", fmt.Errorf("%w: %s is not mounted at its staging path %s (stage it again)", ErrNotStaged, v.ID, ns.StagingPath)
+		}
+		return ns.StagingPath, nil
+	case KindBlock:
+		dev, err := m.findDevice(p, v, ns.Device)
+		if err != nil {
+			return "", err
+		}
+		if dev == "" {
+			return "", fmt.Errorf("%w: %s has no loop device attached (stage it again)", ErrNotStaged, v.ID)
+		}
+		return dev, nil
+	default:
+		if ok, err := p.DirExists(v.ID); err != nil || !ok {
+			return "", fmt.Errorf("data of %s is missing at %s: %v", v.ID, p.DirPath(v.ID), err)
+		}
+		return p.DirPath(v.ID), nil
+	}
+}
+
+func (m *Manager) bindMount(source, targetPath string, block, readOnly bool, flags []string) error {
+	if block {
+		// A block device is bind-mounted onto a file.
+		if err := os.MkdirAll(filepath.Dir(targetPath), 0o750); err != nil {
+			return fmt.Errorf("create parent of target %s: %w", targetPath, err)
+		}
+		f, err := os.OpenFile(targetPath, os.O_CREATE|os.O_RDONLY, 0o640)
+		if err != nil {
+			return fmt.Errorf("create target %s: %w", targetPath, err)
+		}
+		f.Close()
+	} else if err := os.MkdirAll(targetPath, 0o750); err != nil {
 		return fmt.Errorf("create target %s: %w", targetPath, err)
 	}
 	opts := append([]string{"bind"}, flags...)
@@ -247,8 +502,8 @@ func (m *Manager) Unpublish(id, targetPath string) error {
 		if mounted, err := m.isMounted(targetPath); err != nil {
 			return err
 		} else if mounted {
-			p := m.pools[v.Pool]
-			if p == nil || !sameFile(targetPath, p.DirPath(v.ID)) {
+			source, err := m.publishSource(v, ns)
+			if err != nil || !sameFile(targetPath, source) {
 				return fmt.Errorf("%w: %s is a mount of something other than volume %s; leaving it alone", ErrInUse, targetPath, id)
 			}
 		}
@@ -266,26 +521,38 @@ func (m *Manager) Unpublish(id, targetPath string) error {
 	return nil
 }
 
-// Stats measures a volume that is published or staged at path.
+// Stats measures a volume that is published or staged at path: the
+// filesystem of a directory's pool or of a loop volume, the size of a block
+// volume.
 func (m *Manager) Stats(id, path string) (Stats, error) {
-	v, err := m.onThisNode(id)
+	v, ns, clean, err := m.usedAt(id, path)
 	if err != nil {
 		return Stats{}, err
 	}
-	ns, err := m.getNodeState(id)
-	if err != nil {
-		return Stats{}, err
-	}
-	clean := filepath.Clean(path)
-	if _, ok := ns.Targets[clean]; !ok && clean != ns.StagingPath {
-		return Stats{}, fmt.Errorf("%w: %s is not published or staged at %s", ErrNotFound, id, path)
-	}
-	if _, err := os.Lstat(clean); err != nil {
-		return Stats{}, fmt.Errorf("%w: %s: %v", ErrNotFound, path, err)
-	}
-	fs, err := m.pools[v.Pool].DirStats(v.ID)
-	if err != nil {
-		return Stats{}, fmt.Errorf("stat data of %s: %w", id, err)
+	p := m.pools[v.Pool]
+	var fs pool.FSStats
+	switch v.Kind {
+	case KindBlock:
+		size, _, err := p.ImageUsage(v.ID)
+		if err != nil {
+			return Stats{}, err
+		}
+		if dev, err := m.findDevice(p, v, ns.Device); err == nil && dev != "" {
+			if s, err := m.loop.Size(dev); err == nil {
+				size = s
+			}
+		}
+		return Stats{TotalBytes: size}, nil
+	case KindLoop:
+		var st unix.Statfs_t
+		if err := unix.Statfs(clean, &st); err != nil {
+			return Stats{}, fmt.Errorf("statfs %s: %w", clean, err)
+		}
+		fs = pool.FSStatsOf(&st)
+	default:
+		if fs, err = p.DirStats(v.ID); err != nil {
+			return Stats{}, fmt.Errorf("stat data of %s: %w", id, err)
+		}
 	}
 	return Stats{
 		TotalBytes:     fs.TotalBytes,
@@ -295,6 +562,29 @@ func (m *Manager) Stats(id, path string) (Stats, error) {
 		FreeInodes:     fs.FreeInodes,
 		UsedInodes:     fs.TotalInodes - fs.FreeInodes,
 	}, nil
+}
+
+// usedAt checks that a volume of this node is published or staged at path
+// (and that path exists) and returns it with its node state and the clean
+// path. Any other path is NOT_FOUND: stats and expansion never touch paths
+// hostvol did not mount.
+func (m *Manager) usedAt(id, path string) (Volume, nodeState, string, error) {
+	v, err := m.onThisNode(id)
+	if err != nil {
+		return Volume{}, nodeState{}, "", err
+	}
+	ns, err := m.getNodeState(id)
+	if err != nil {
+		return Volume{}, nodeState{}, "", err
+	}
+	clean := filepath.Clean(path)
+	if _, ok := ns.Targets[clean]; !ok && clean != ns.StagingPath {
+		return Volume{}, nodeState{}, "", fmt.Errorf("%w: %s is not published or staged at %s", ErrNotFound, id, path)
+	}
+	if _, err := os.Lstat(clean); err != nil {
+		return Volume{}, nodeState{}, "", fmt.Errorf("%w: %s: %v", ErrNotFound, path, err)
+	}
+	return v, ns, clean, nil
 }
 
 // sameFile reports whether two paths name the same inode (a bind mount's

@@ -17,8 +17,20 @@ import (
 // Kind is how a volume is stored.
 type Kind string
 
-// KindDir is a directory in a pool.
-const KindDir Kind = "dir"
+// Volume kinds.
+const (
+	// KindDir is a directory in a pool.
+	KindDir Kind = "dir"
+	// KindLoop is a filesystem in a sparse image file, attached to a loop
+	// device at stage and mounted at the staging path.
+	KindLoop Kind = "loop"
+	// KindBlock is a sparse image file attached to a loop device and handed
+	// to pods as a raw block device; it is never formatted.
+	KindBlock Kind = "block"
+)
+
+// HasImage reports whether volumes of the kind live in an image file.
+func (k Kind) HasImage() bool { return k == KindLoop || k == KindBlock }
 
 // State is a volume's place in its life cycle. Only StateReady volumes are
 // visible to users; the others exist so that start-up can finish or roll
@@ -46,6 +58,11 @@ type Volume struct {
 	Kind          Kind   `json:"kind"`
 	Pool          string `json:"pool"`
 	CapacityBytes int64  `json:"capacityBytes"`
+	// FsType is the filesystem of a loop volume (ext4, xfs).
+	FsType string `json:"fsType,omitempty"`
+	// NodeExpandPending is set when the image grew and the loop device
+	// and filesystem still have to follow (NodeExpandVolume or next stage).
+	NodeExpandPending bool `json:"nodeExpandPending,omitempty"`
 	// Node is the node the volume lives on; empty for a shared pool, whose
 	// volumes are reachable from every node.
 	Node string `json:"node,omitempty"`
@@ -85,6 +102,11 @@ var (
 	ErrPoolUnavailable = errors.New("pool not available on this node")
 	// ErrInvalid: the request is malformed in a way only the backend sees.
 	ErrInvalid = errors.New("invalid request")
+	// ErrOutOfRange: a capacity the volume cannot have (shrinking, under
+	// the filesystem's minimum within the limit).
+	ErrOutOfRange = errors.New("capacity out of range")
+	// ErrNotStaged: a publish or expansion needs the volume staged first.
+	ErrNotStaged = errors.New("volume not staged")
 )
 
 // CreateRequest describes a volume to create. The driver has validated and
@@ -92,6 +114,7 @@ var (
 type CreateRequest struct {
 	Name          string
 	Kind          Kind
+	FsType        string // loop volumes: ext4 (default) or xfs
 	Pool          string
 	RequiredBytes int64 // 0: no lower bound
 	LimitBytes    int64 // 0: no upper bound
@@ -113,6 +136,20 @@ type PublishRequest struct {
 	// SingleWriter is true for SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod).
 	SingleWriter bool
 	// MountFlags are extra options for the bind mount (validated).
+	MountFlags []string
+	// Block is true for a raw block publish.
+	Block bool
+}
+
+// StageRequest describes a NodeStageVolume.
+type StageRequest struct {
+	ID          string
+	StagingPath string
+	// Block is true for the raw block access type.
+	Block bool
+	// FsType as the CO asks ("" accepts the volume's own).
+	FsType string
+	// MountFlags are options for mounting a loop volume's filesystem.
 	MountFlags []string
 }
 

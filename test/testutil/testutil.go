@@ -14,6 +14,8 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
@@ -52,6 +54,8 @@ type Options struct {
 	PoolSpecs  []pool.Spec     // default: one "default" pool in the temp dir
 	StateDir   string          // default: in the temp dir
 	MaxVolumes int64
+	Loop       loop.Manager     // default: loop.NewFake()
+	FS         fsutil.Interface // default: a new fsutil.Fake
 }
 
 // StartDriver starts a driver and stops it in t.Cleanup.
@@ -63,6 +67,12 @@ func StartDriver(t testing.TB, o Options) *Env {
 	}
 	if o.Mounter == nil {
 		o.Mounter = mount.NewFakeMounter(nil)
+	}
+	if o.Loop == nil {
+		o.Loop = loop.NewFake()
+	}
+	if o.FS == nil {
+		o.FS = &fsutil.Fake{}
 	}
 	if o.StateDir == "" {
 		o.StateDir = filepath.Join(dir, "state")
@@ -84,7 +94,7 @@ func StartDriver(t testing.TB, o Options) *Env {
 		t.Cleanup(func() { _ = p.Close() })
 		env.Pools = append(env.Pools, p)
 	}
-	mgr, err := volume.New(volume.Config{NodeID: o.NodeID, StateDir: o.StateDir, Pools: env.Pools, Mounter: o.Mounter})
+	mgr, err := volume.New(volume.Config{NodeID: o.NodeID, StateDir: o.StateDir, Pools: env.Pools, Mounter: o.Mounter, Loop: o.Loop, FS: o.FS})
 	if err != nil {
 		t.Fatal(err)
 	}
