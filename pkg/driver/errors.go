@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
@@ -27,7 +28,9 @@ func codeFor(err error) codes.Code {
 	case errors.Is(err, volume.ErrInUse), errors.Is(err, volume.ErrNotAllowed),
 		errors.Is(err, volume.ErrPoolUnavailable), errors.Is(err, volume.ErrNotStaged):
 		return codes.FailedPrecondition
-	case errors.Is(err, volume.ErrBusy):
+	case errors.Is(err, volume.ErrBusy), errors.Is(err, loop.ErrBusy):
+		// Retryable: another operation (or a last close of a loop device)
+		// is still under way.
 		return codes.Aborted
 	case errors.Is(err, volume.ErrOutOfRange):
 		return codes.OutOfRange
