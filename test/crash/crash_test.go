@@ -400,6 +400,7 @@ type record struct {
 	ID    string `json:"id"`
 	Name  string `json:"name"`
 	Pool  string `json:"pool"`
+	Kind  string `json:"kind"`
 	State string `json:"state"`
 }
 
@@ -513,6 +514,12 @@ func requireConsistent(t *testing.T, e *env, d *driverProc) map[string]record {
 		require.Equal(t, key, r.ID, "record file %s.json holds volume %q", key, r.ID)
 		require.Equal(t, "ready", r.State, "volume %s (%q) is %q after restart: %s", key, r.Name, r.State, s.describe(key))
 		require.Equal(t, "default", r.Pool, "volume %s pool", key)
+		if r.Kind == "loop" || r.Kind == "block" {
+			fi, err := os.Lstat(filepath.Join(e.poolDir, "images", key+".img"))
+			require.NoError(t, err, "ready %s volume %s (%q) has no image", r.Kind, key, r.Name)
+			require.True(t, fi.Mode().IsRegular(), "image of %s is %v, not a file", key, fi.Mode())
+			continue
+		}
 		fi, err := os.Lstat(e.dataDir(key))
 		require.NoError(t, err, "ready volume %s (%q) has no data dir", key, r.Name)
 		require.True(t, fi.IsDir(), "data of %s is %v, not a directory", key, fi.Mode())
