@@ -3,7 +3,9 @@
 #   make run     build and run the driver locally on a socket, with a data
 #                directory it creates (Ctrl-C stops it)
 #   make test    install test dependencies if missing, vet, unit tests,
-#                crash tests and both csi-sanity runs
+#                crash tests, every csi-sanity run, and the VM tests
+#                (test/vm: Debian's kernel in qemu, for what this host's
+#                kernel or capabilities cannot do)
 #   make bench   Go benchmarks and the load tool against a local driver
 #   make verify  formatting, vet, go.mod tidiness
 
@@ -15,7 +17,7 @@ BIN := bin
 RUN_DIR ?= /tmp/hostvol-run
 GO_TEST_FLAGS ?= -count=1 -timeout 10m
 
-.PHONY: all build run test unit sanity deps bench verify clean
+.PHONY: all build run test unit sanity deps bench verify clean vm-test
 
 all: build
 
@@ -44,6 +46,15 @@ test: deps
 	$(GO) test $(GO_TEST_FLAGS) -v ./test/sanity/... -args -ginkgo.no-color | \
 		grep -E '^(=== RUN|--- |PASS|FAIL|ok |Ran [0-9]+ of|SUCCESS|FAIL!|.*Passed \||  \[FAIL\]|  .*\.go:[0-9]+$$)' ; \
 		exit $${PIPESTATUS[0]}
+	$(MAKE) vm-test
+
+# Tests that need a real kernel as full root (online ext4 grow, project
+# quotas): test/vmtests in a qemu VM booting Debian's kernel. See
+# test/vm/README.md.
+vm-test:
+	@if [ "$$(id -u)" -ne 0 ] && [ -z "$${HOSTVOL_VM_CACHE:-}" ] && [ "$${HOSTVOL_REQUIRE_ROOT_TESTS:-}" != 1 ]; then \
+		echo "vm-test: skipped: needs root (qemu install, /var/cache/hostvol-vm) or HOSTVOL_VM_CACHE; HOSTVOL_REQUIRE_ROOT_TESTS=1 makes this a failure"; \
+	else test/vm/run.sh ./test/vmtests -test.v; fi
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/records/ ./pkg/volume/
