@@ -1,37 +1,65 @@
 #!/usr/bin/env bash
-# make bench: drives a freshly started hostvol through full volume cycles
-# (CreateVolume, NodeStage, NodePublish, NodeUnpublish, NodeUnstage,
-# DeleteVolume) with the load tool, at E=10 and E=5000 pre-existing volumes,
-# with C=1 and C=8 workers, R runs each, and prints the median of each
-# phase's p50/p99 over the runs plus the E=5000/E=10 ratio.
+# make bench: drives freshly started hostvol drivers with the load tool
+# (test/load) and prints medians over several runs. Two modes, MODE="dir
+# loop" by default (both, in that order); MODE=dir or MODE=loop runs one.
 #
-# Needs root (real bind mounts). Knobs: N (cycles per run, 1000), R (runs,
-# 3), EXISTING ("10 5000"), WORKERS ("1 8"), BENCH_DIR (a directory on the
-# disk to measure, default a new one under /var/tmp).
+# dir: full cycles of directory volumes (CreateVolume, NodeStage,
+# NodePublish, NodeUnpublish, NodeUnstage, DeleteVolume) at E=10 and E=5000
+# pre-existing volumes, with C=1 and C=8 workers, R runs each; prints the
+# median of each phase's p50/p99 over the runs plus the E=5000/E=10 ratio.
+#
+# loop: 1 GiB ext4 loop volumes (--param type=loop), C=1, against the raw
+# floor: the same node work done directly (sparse image, the same mkfs,
+# losetup, mount, bind mount, and back; hostvol-load --floor) on the same
+# disk. R rounds, each one hostvol run and one floor run of N cycles, in
+# alternating order; prints the median over the rounds of each run's p50 of
+# up (create+stage+publish), down (unpublish+unstage+delete), cycle and each
+# step, hostvol beside the floor, and the ratio hostvol/floor.
+#
+# Needs root (real mounts, loop devices). Knobs: MODE ("dir loop"), N
+# (cycles per run: 1000 dir, 50 loop), R (runs: 3 dir, 5 loop), EXISTING
+# ("10 5000", dir), WORKERS ("1 8", dir), LOOP_SIZE (1Gi), LOOP_FS (ext4),
+# BENCH_DIR (a directory on the disk to measure, default a new one under
+# /var/tmp; kept if given). Exit status 1 if any run had errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N=${N:-1000}
-R=${R:-3}
+MODE=${MODE:-"dir loop"}
 EXISTING=${EXISTING:-"10 5000"}
 WORKERS=${WORKERS:-"1 8"}
+LOOP_SIZE=${LOOP_SIZE:-1Gi}
+LOOP_FS=${LOOP_FS:-ext4}
+for m in $MODE; do
+  case $m in
+    dir | loop) ;;
+    *) echo "bench: MODE must be dir, loop or both (\"dir loop\"), got \"$MODE\"" >&2; exit 2 ;;
+  esac
+done
 if [ "$(id -u)" -ne 0 ]; then
-  echo "bench: needs root (every cycle makes a real bind mount)" >&2
+  echo "bench: needs root (every cycle makes real mounts)" >&2
   exit 1
 fi
 
 go build -o bin/hostvol ./cmd/hostvol
 go build -o bin/hostvol-load ./test/load
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/hostvol-bench.XXXXXX)}
-out="$work/results"
-mkdir -p "$out"
+mkdir -p "$work"
+work=$(cd "$work" && pwd -P)
 declare -A driver_pid=()
-cleanup() {
-  for pid in "${driver_pid[@]}"; do
+failed=0
+
+stop_drivers() {
+  for key in "${!driver_pid[@]}"; do
+    pid=${driver_pid[$key]}
     if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
+    unset "driver_pid[$key]"
   done
-  # Anything a failed run left mounted under the work directory.
+}
+cleanup() {
+  stop_drivers
+  # Anything a failed run left mounted or attached under the work directory.
   findmnt -rn -o TARGET | { grep "^$work/" || true; } | sort -r | xargs -r -n1 umount -l
+  losetup -l -n -O NAME,BACK-FILE | awk -v w="$work/" 'index($2, w) == 1 {print $1}' | xargs -r -n1 losetup -d
   [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -49,54 +77,164 @@ start_driver() { # $1: key, $2: run directory
   exit 1
 }
 
-echo "bench: N=$N cycles per run, R=$R runs, existing volumes: $EXISTING, workers: $WORKERS, disk: $(df -h --output=source,fstype "$work" | tail -1)"
-# One driver per E, all running at once, each with its own pool and state
-# on the same disk, populated with E volumes (untimed) that stay for every
-# measured run. Runs are interleaved (E=10, E=5000, E=10, ...) so that drift
-# in the machine's speed over time hits every E alike.
-for e in $EXISTING; do
-  start_driver "$e" "$work/e$e"
-  bin/hostvol-load --endpoint "unix://$work/e$e/csi.sock" --n 1 --c 8 --e "$e" --keep-existing \
-    --name-prefix "existing" --target-dir "$work/e$e/targets" >"$out/populate-e$e.txt"
-done
-for r in $(seq "$R"); do
-  for c in $WORKERS; do
-    for e in $EXISTING; do
-      run="$work/e$e"
-      bin/hostvol-load --endpoint "unix://$run/csi.sock" --n "$N" --c "$c" \
-        --name-prefix "e$e-c$c-r$r" --target-dir "$run/targets" >"$out/e$e-c$c-r$r.txt"
-      echo "  run $r E=$e C=$c: $(grep '^summary' "$out/e$e-c$c-r$r.txt")"
-    done
-  done
-done
+# load OUT ARGS...: one hostvol-load run, its report in OUT. A run with
+# errors is reported and remembered (exit status 1 at the end), not fatal.
+load() {
+  local file=$1
+  shift
+  local rc=0
+  bin/hostvol-load "$@" >"$file" 2>"$file.err" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    failed=1
+    echo "bench: hostvol-load $* exited $rc; see $file and $file.err:" >&2
+    grep -E '^(error|summary)' "$file" >&2 || true
+    tail -5 "$file.err" >&2
+  fi
+}
 
-# Median over runs of each phase's p50, p99 and ops/s.
+# Median of the numbers on stdin ("-" if none).
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"} else if (NR%2) {print a[(NR+1)/2]} else {printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}}'; }
 field() { # $1 file, $2 phase, $3 key
   awk -v ph="phase=$2" -v k="$3" '$1==ph {for (i=2;i<=NF;i++) {split($i,kv,"="); if (kv[1]==k) print kv[2]}}' "$1"
 }
-echo
-echo "| E | C | phase | p50 ms | p99 ms | ops/s |"
-echo "|---|---|---|---|---|---|"
-for e in $EXISTING; do
-  for c in $WORKERS; do
-    for ph in create stage publish unpublish unstage delete cycle; do
-      p50=$(for r in $(seq "$R"); do field "$out/e$e-c$c-r$r.txt" "$ph" p50_ms; done | median)
-      p99=$(for r in $(seq "$R"); do field "$out/e$e-c$c-r$r.txt" "$ph" p99_ms; done | median)
-      ops=$(for r in $(seq "$R"); do field "$out/e$e-c$c-r$r.txt" "$ph" ops_per_s; done | median)
-      echo "| $e | $c | $ph | $p50 | $p99 | $ops |"
-      echo "$e $c $ph $p50" >>"$out/p50.txt"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0 > 0 && b != "-") printf "%.2f", b/a; else printf "-"}'; }
+
+bench_dir() {
+  local N=${N:-1000} R=${R:-3}
+  local out="$work/results"
+  mkdir -p "$out"
+  rm -f "$out/p50.txt"
+  echo "bench dir: N=$N cycles per run, R=$R runs, existing volumes: $EXISTING, workers: $WORKERS, disk: $(df -h --output=source,fstype "$work" | tail -1)"
+  # One driver per E, all running at once, each with its own pool and state
+  # on the same disk, populated with E volumes (untimed) that stay for every
+  # measured run. Runs are interleaved (E=10, E=5000, E=10, ...) so that drift
+  # in the machine's speed over time hits every E alike.
+  for e in $EXISTING; do
+    start_driver "$e" "$work/e$e"
+    load "$out/populate-e$e.txt" --endpoint "unix://$work/e$e/csi.sock" --n 1 --c 8 --e "$e" --keep-existing \
+      --name-prefix "existing" --target-dir "$work/e$e/targets"
+  done
+  for r in $(seq "$R"); do
+    for c in $WORKERS; do
+      for e in $EXISTING; do
+        run="$work/e$e"
+        load "$out/e$e-c$c-r$r.txt" --endpoint "unix://$run/csi.sock" --n "$N" --c "$c" \
+          --name-prefix "e$e-c$c-r$r" --target-dir "$run/targets"
+        echo "  run $r E=$e C=$c: $(grep '^summary' "$out/e$e-c$c-r$r.txt")"
+      done
     done
   done
-done
-set -- $EXISTING
-lo=$1; hi=${!#}
-echo
-echo "Ratio of median p50 latency, E=$hi over E=$lo (1.00 = no growth with the volume count):"
-for c in $WORKERS; do
-  for ph in create publish unpublish delete cycle; do
-    a=$(awk -v e="$lo" -v c="$c" -v p="$ph" '$1==e && $2==c && $3==p {print $4}' "$out/p50.txt")
-    b=$(awk -v e="$hi" -v c="$c" -v p="$ph" '$1==e && $2==c && $3==p {print $4}' "$out/p50.txt")
-    awk -v a="$a" -v b="$b" -v c="$c" -v p="$ph" 'BEGIN {printf "  C=%s %-9s %.2fx\n", c, p, (a>0 ? b/a : 0)}'
+  stop_drivers
+
+  echo
+  echo "| E | C | phase | p50 ms | p99 ms | ops/s |"
+  echo "|---|---|---|---|---|---|"
+  for e in $EXISTING; do
+    for c in $WORKERS; do
+      for ph in create stage publish unpublish unstage delete cycle; do
+        p50=$(for r in $(seq "$R"); do field "$out/e$e-c$c-r$r.txt" "$ph" p50_ms; done | median)
+        p99=$(for r in $(seq "$R"); do field "$out/e$e-c$c-r$r.txt" "$ph" p99_ms; done | median)
+        ops=$(for r in $(seq "$R"); do field "$out/e$e-c$c-r$r.txt" "$ph" ops_per_s; done | median)
+        echo "| $e | $c | $ph | $p50 | $p99 | $ops |"
+        echo "$e $c $ph $p50" >>"$out/p50.txt"
+      done
+    done
   done
+  # shellcheck disable=SC2086 # split into one word per E
+  set -- $EXISTING
+  local lo=$1 hi=${!#}
+  echo
+  echo "Ratio of median p50 latency, E=$hi over E=$lo (1.00 = no growth with the volume count):"
+  for c in $WORKERS; do
+    for ph in create publish unpublish delete cycle; do
+      a=$(awk -v e="$lo" -v c="$c" -v p="$ph" '$1==e && $2==c && $3==p {print $4}' "$out/p50.txt")
+      b=$(awk -v e="$hi" -v c="$c" -v p="$ph" '$1==e && $2==c && $3==p {print $4}' "$out/p50.txt")
+      awk -v a="$a" -v b="$b" -v c="$c" -v p="$ph" 'BEGIN {printf "  C=%s %-9s %.2fx\n", c, p, (a>0 ? b/a : 0)}'
+    done
+  done
+}
+
+bench_loop() {
+  local N=${N:-50} R=${R:-5}
+  local run="$work/loop" out="$work/results-loop"
+  mkdir -p "$out" "$run/floor-pool" "$run/floor-targets"
+  start_driver loop "$run"
+  local dev_hv dev_floor
+  dev_hv=$(stat -c '%d' "$run/pool")
+  dev_floor=$(stat -c '%d' "$run/floor-pool")
+  if [ "$dev_hv" != "$dev_floor" ]; then
+    echo "bench: the driver's pool and the floor's are on different filesystems" >&2
+    exit 1
+  fi
+  local hv=(--endpoint "unix://$run/csi.sock" --param type=loop --size "$LOOP_SIZE" --fs-type "$LOOP_FS" --c 1
+    --target-dir "$run/targets")
+  local floor=(--floor --size "$LOOP_SIZE" --fs-type "$LOOP_FS" --c 1 --pool-dir "$run/floor-pool"
+    --target-dir "$run/floor-targets")
+  echo "bench loop: $LOOP_SIZE $LOOP_FS loop volumes, N=$N cycles per run, C=1, R=$R rounds of hostvol and the floor" \
+    "(alternating order), disk: $(df -h --output=source,fstype "$run/pool" | tail -1)"
+  # Warm-up, not measured: page cache for the tools, the driver's first calls.
+  load "$out/warmup-hostvol.txt" "${hv[@]}" --n 3 --name-prefix warm
+  load "$out/warmup-floor.txt" "${floor[@]}" --n 3 --name-prefix warm
+  for r in $(seq "$R"); do
+    order="hostvol floor"
+    [ $((r % 2)) -eq 1 ] || order="floor hostvol"
+    for who in $order; do
+      if [ "$who" = hostvol ]; then
+        load "$out/hostvol-r$r.txt" "${hv[@]}" --n "$N" --name-prefix "loop-r$r"
+      else
+        load "$out/floor-r$r.txt" "${floor[@]}" --n "$N" --name-prefix "floor-r$r"
+      fi
+      printf '  round %s %-7s up p50 %8s ms  down p50 %8s ms  %s\n' "$r" "$who" \
+        "$(field "$out/$who-r$r.txt" up p50_ms)" "$(field "$out/$who-r$r.txt" down p50_ms)" \
+        "$(grep '^summary' "$out/$who-r$r.txt" | cut -d' ' -f2-4)"
+    done
+  done
+  stop_drivers
+
+  med() { # $1 who, $2 phase, $3 key: median over the rounds
+    for r in $(seq "$R"); do field "$out/$1-r$r.txt" "$2" "$3"; done | median
+  }
+  echo
+  echo "Median over $R rounds of each run's p50 (and p90), ms; floor = the same work without a driver:"
+  echo
+  echo "| phase | hostvol p50 | floor p50 | hostvol/floor | hostvol p90 | floor p90 |"
+  echo "|---|---|---|---|---|---|"
+  for ph in up down cycle create stage publish unpublish unstage delete; do
+    a=$(med floor "$ph" p50_ms)
+    b=$(med hostvol "$ph" p50_ms)
+    echo "| $ph | $b | $a | $(ratio "$a" "$b")x | $(med hostvol "$ph" p90_ms) | $(med floor "$ph" p90_ms) |"
+  done
+  echo
+  echo "Floor steps (median p50 ms): create = image $(med floor image p50_ms) + mkfs $(med floor mkfs p50_ms);" \
+    "stage = attach $(med floor attach p50_ms) + mount $(med floor mount p50_ms); publish = bind $(med floor bind p50_ms);" \
+    "unpublish = unbind $(med floor unbind p50_ms); unstage = umount $(med floor umount p50_ms) + detach $(med floor detach p50_ms);" \
+    "delete = remove $(med floor remove p50_ms)"
+  echo
+  echo "Per round (p50 ms):"
+  echo "| round | hostvol up | floor up | up ratio | hostvol down | floor down | down ratio |"
+  echo "|---|---|---|---|---|---|---|"
+  : >"$out/ratios.txt"
+  for r in $(seq "$R"); do
+    hu=$(field "$out/hostvol-r$r.txt" up p50_ms) fu=$(field "$out/floor-r$r.txt" up p50_ms)
+    hd=$(field "$out/hostvol-r$r.txt" down p50_ms) fd=$(field "$out/floor-r$r.txt" down p50_ms)
+    echo "| $r | $hu | $fu | $(ratio "$fu" "$hu")x | $hd | $fd | $(ratio "$fd" "$hd")x |"
+    echo "$(ratio "$fu" "$hu") $(ratio "$fd" "$hd")" >>"$out/ratios.txt"
+  done
+  local up down rup rdown
+  up=$(ratio "$(med floor up p50_ms)" "$(med hostvol up p50_ms)")
+  down=$(ratio "$(med floor down p50_ms)" "$(med hostvol down p50_ms)")
+  rup=$(awk '{print $1}' "$out/ratios.txt" | median)
+  rdown=$(awk '{print $2}' "$out/ratios.txt" | median)
+  echo
+  echo "hostvol/floor, ratio of the medians above: up ${up}x, down ${down}x (target: within 1.3x)"
+  echo "hostvol/floor, median of the per-round ratios (less sensitive to drift between rounds): up ${rup}x, down ${rdown}x"
+}
+
+for m in $MODE; do
+  "bench_$m"
+  echo
 done
+if [ "$failed" -ne 0 ]; then
+  echo "bench: some runs had errors (see above)" >&2
+  exit 1
+fi

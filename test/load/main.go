@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -54,6 +55,12 @@ type config struct {
 	namePrefix   string
 	json         bool
 	timeout      time.Duration
+
+	// --floor: no plugin; the same node work done with losetup, mkfs and
+	// mount directly (floor.go).
+	floor    bool
+	poolDir  string // floor: directory of the image files
+	directIO bool   // floor: losetup --direct-io=on
 }
 
 func main() {
@@ -76,16 +83,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// default handlers are restored, so a second signal kills the process.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// On return, done is closed and the watcher waited for before stop
+	// cancels ctx, so a normal return is never reported as an interrupt and
+	// nothing writes to stderr after run returns.
 	done := make(chan struct{})
-	defer close(done) // runs before stop, so a normal return is not reported
-	go func() {
+	var watcher sync.WaitGroup
+	watcher.Go(func() {
 		select {
 		case <-ctx.Done():
 			stop()
 			fmt.Fprintln(stderr, "hostvol-load: interrupted: finishing in-flight cycles and cleaning up; interrupt again to abort")
 		case <-done:
 		}
-	}()
+	})
+	defer watcher.Wait()
+	defer close(done)
+
+	if cfg.floor {
+		return runFloorMain(ctx, cfg, stdout, stderr)
+	}
 
 	conn, err := dial(cfg.endpoint)
 	if err != nil {
@@ -112,8 +128,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 	res := r.run(ctx)
 	removeTargetDir(stderr)
 
+	return finish(res, stdout, stderr)
+}
+
+// runFloorMain is run for --floor.
+func runFloorMain(ctx context.Context, cfg *config, stdout, stderr io.Writer) int {
+	targetDir, removeTargetDir, err := prepareTargetDir(cfg.targetDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "hostvol-load: %v\n", err)
+		return exitSetup
+	}
+	if cfg.poolDir == "" {
+		cfg.poolDir = targetDir
+	}
+	fsType, err := floorSetup(cfg)
+	if err != nil {
+		removeTargetDir(stderr)
+		fmt.Fprintf(stderr, "hostvol-load: floor: %v\n", err)
+		return exitSetup
+	}
+	printFloor(stdout, cfg, fsType, targetDir)
+	info := &pluginInfo{name: "floor", version: fsType, useStage: true}
+	r := newRunner(cfg, nil, info, targetDir, stderr)
+	res := r.runFloor(ctx, fsType)
+	removeTargetDir(stderr)
+	return finish(res, stdout, stderr)
+}
+
+// finish prints the report and returns the exit code.
+func finish(res *result, stdout, stderr io.Writer) int {
 	printReport(stdout, res)
-	if cfg.json {
+	if res.cfg.json {
 		if err := printJSON(stdout, res); err != nil {
 			fmt.Fprintf(stderr, "hostvol-load: json: %v\n", err)
 			return exitErrors
@@ -147,9 +192,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.stage, "stage", stageAuto, "call NodeStage/NodeUnstageVolume: auto (if the node advertises STAGE_UNSTAGE_VOLUME), always or never")
 	fs.StringVar(&cfg.namePrefix, "name-prefix", "", `volume name prefix (default "load-<random>")`)
 	fs.BoolVar(&cfg.json, "json", false, "also print the result as one JSON object")
-	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "timeout per RPC attempt")
+	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "timeout per RPC attempt (--floor: per command)")
+	fs.BoolVar(&cfg.floor, "floor", false, "no plugin: do a loop volume's node work directly (sparse image, mkfs as hostvol, losetup, mount, bind mount, and back) and report it as the floor")
+	fs.StringVar(&cfg.poolDir, "pool-dir", "", "--floor: directory for the image files (default: --target-dir); put it on the disk of the driver's pool")
+	fs.BoolVar(&cfg.directIO, "direct-io", false, "--floor: attach with losetup --direct-io=on (hostvol asks for direct I/O)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: hostvol-load --endpoint unix:///path/csi.sock [flags]\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: hostvol-load --endpoint unix:///path/csi.sock [flags]\n")
+		fmt.Fprintf(fs.Output(), "       hostvol-load --floor --size 1Gi [--fs-type ext4] [--pool-dir DIR] [flags]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -159,9 +208,27 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
-	if cfg.endpoint, err = parseEndpoint(*endpoint); err != nil {
-		return nil, err
+	if cfg.floor {
+		for _, name := range []string{"endpoint", "e", "keep-existing", "param", "access-type", "stage"} {
+			if set[name] {
+				return nil, fmt.Errorf("--%s does not apply to --floor", name)
+			}
+		}
+		if !set["size"] {
+			return nil, fmt.Errorf("--floor needs --size (the image size, e.g. 1Gi)")
+		}
+	} else {
+		for _, name := range []string{"pool-dir", "direct-io"} {
+			if set[name] {
+				return nil, fmt.Errorf("--%s applies only to --floor", name)
+			}
+		}
+		if cfg.endpoint, err = parseEndpoint(*endpoint); err != nil {
+			return nil, err
+		}
 	}
 	cfg.size = int64(size)
 	switch {

@@ -72,6 +72,14 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("default name prefix %q", cfg.namePrefix)
 	}
 
+	floor, err := parseFlags([]string{"--floor", "--size", "1Gi", "--fs-type", "ext4", "--pool-dir", "/p", "--direct-io"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !floor.floor || floor.endpoint != "" || floor.size != 1<<30 || floor.fsType != "ext4" || floor.poolDir != "/p" || !floor.directIO {
+		t.Errorf("unexpected floor config %+v", floor)
+	}
+
 	defaults, err := parseFlags([]string{"--endpoint", "/x.sock"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +98,14 @@ func TestParseFlags(t *testing.T) {
 		{"--endpoint", "/x", "--param", "novalue"},
 		{"--endpoint", "/x", "--timeout", "0s"},
 		{"--endpoint", "/x", "extra"},
+		{"--endpoint", "/x", "--pool-dir", "/p"},
+		{"--endpoint", "/x", "--direct-io"},
+		{"--floor"},
+		{"--floor", "--size", "1Gi", "--endpoint", "/x"},
+		{"--floor", "--size", "1Gi", "--e", "3"},
+		{"--floor", "--size", "1Gi", "--param", "type=loop"},
+		{"--floor", "--size", "1Gi", "--access-type", "block"},
+		{"--floor", "--size", "1Gi", "--stage", "never"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) succeeded, want error", bad)

@@ -8,8 +8,13 @@ import (
 	"time"
 )
 
-// measuredPhases are the phases shown in the latency table, in cycle order.
-var measuredPhases = []phase{phCreate, phStage, phPublish, phUnpublish, phUnstage, phDelete, phCycle}
+// measuredPhases are the phases shown in the latency table, in cycle order,
+// then the two halves of the cycle (added after the seven original lines so
+// that parsers of those keep working).
+var measuredPhases = []phase{phCreate, phStage, phPublish, phUnpublish, phUnstage, phDelete, phCycle, phUp, phDown}
+
+// reportedPhases are the phases a CSI run reports.
+var reportedPhases = measuredPhases
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
 
@@ -25,7 +30,7 @@ func perSecond(n int, wall time.Duration) float64 {
 func printReport(w io.Writer, res *result) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, p := range measuredPhases {
+	for _, p := range res.phases {
 		st := &res.stats[p]
 		s := st.samples.Summary()
 		fmt.Fprintf(tw, "phase=%s\tcount=%d\terrors=%d\tretries=%d\tp50_ms=%s\tp90_ms=%s\tp99_ms=%s\tmax_ms=%s\tops_per_s=%.1f\n",
@@ -62,31 +67,34 @@ type jsonPhase struct {
 }
 
 type jsonReport struct {
-	Plugin          string      `json:"plugin"`
-	Version         string      `json:"version"`
-	NodeID          string      `json:"node_id"`
-	Stage           bool        `json:"stage"`
-	AccessType      string      `json:"access_type"`
-	Size            int64       `json:"size"`
-	N               int         `json:"n"`
-	C               int         `json:"c"`
-	E               int         `json:"e"`
-	WallSeconds     float64     `json:"wall_seconds"`
-	Cycles          int         `json:"cycles"`
-	CyclesOK        int         `json:"cycles_ok"`
-	CyclesFailed    int         `json:"cycles_failed"`
-	CyclesPerSecond float64     `json:"cycles_per_second"`
-	Errors          int         `json:"errors"`
-	Retries         int         `json:"retries"`
-	LocalErrors     int         `json:"local_errors"`
-	LeftoverTargets int         `json:"leftover_targets"`
-	ExistingCreated int         `json:"existing_created"`
-	ExistingDeleted int         `json:"existing_deleted"`
-	Interrupted     bool        `json:"interrupted"`
-	Phases          []jsonPhase `json:"phases"`
+	Plugin          string  `json:"plugin"`
+	Version         string  `json:"version"`
+	NodeID          string  `json:"node_id"`
+	Stage           bool    `json:"stage"`
+	AccessType      string  `json:"access_type"`
+	Size            int64   `json:"size"`
+	N               int     `json:"n"`
+	C               int     `json:"c"`
+	E               int     `json:"e"`
+	WallSeconds     float64 `json:"wall_seconds"`
+	Cycles          int     `json:"cycles"`
+	CyclesOK        int     `json:"cycles_ok"`
+	CyclesFailed    int     `json:"cycles_failed"`
+	CyclesPerSecond float64 `json:"cycles_per_second"`
+	Errors          int     `json:"errors"`
+	Retries         int     `json:"retries"`
+	LocalErrors     int     `json:"local_errors"`
+	LeftoverTargets int     `json:"leftover_targets"`
+	ExistingCreated int     `json:"existing_created"`
+	ExistingDeleted int     `json:"existing_deleted"`
+	Interrupted     bool    `json:"interrupted"`
+	// Floor is true for a --floor run: no plugin, the same work done with
+	// losetup, mkfs and mount directly.
+	Floor  bool        `json:"floor,omitempty"`
+	Phases []jsonPhase `json:"phases"`
 	// SetupPhases covers creation/deletion of pre-existing volumes, outside
 	// the measured section (ops_per_second is therefore 0).
-	SetupPhases []jsonPhase `json:"setup_phases"`
+	SetupPhases []jsonPhase `json:"setup_phases,omitempty"`
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
@@ -126,12 +134,15 @@ func printJSON(w io.Writer, res *result) error {
 		ExistingCreated: res.stats[phExistingCreate].samples.Len(),
 		ExistingDeleted: res.stats[phExistingDelete].samples.Len(),
 		Interrupted:     res.interrupted,
+		Floor:           res.floor,
 	}
-	for _, p := range measuredPhases {
+	for _, p := range res.phases {
 		jr.Phases = append(jr.Phases, toJSONPhase(p, &res.stats[p], res.wall))
 	}
-	for _, p := range []phase{phExistingCreate, phExistingDelete} {
-		jr.SetupPhases = append(jr.SetupPhases, toJSONPhase(p, &res.stats[p], 0))
+	if !res.floor {
+		for _, p := range []phase{phExistingCreate, phExistingDelete} {
+			jr.SetupPhases = append(jr.SetupPhases, toJSONPhase(p, &res.stats[p], 0))
+		}
 	}
 	b, err := json.Marshal(jr)
 	if err != nil {

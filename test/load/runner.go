@@ -19,9 +19,12 @@ import (
 
 type phase int
 
-// Measured phases come first, in cycle order; phCycle is the whole cycle.
-// The existing-* phases only account for the untimed setup/teardown of
-// pre-existing volumes.
+// Measured phases come first, in cycle order; phCycle is the whole cycle,
+// phUp its first half (create, stage, publish: the volume is usable) and
+// phDown its second (unpublish, unstage, delete). The existing-* phases only
+// account for the untimed setup/teardown of pre-existing volumes. image to
+// remove are the steps of --floor (see floor.go), which reports create to
+// delete as the spans of the steps that do the same work.
 const (
 	phCreate phase = iota
 	phStage
@@ -30,14 +33,26 @@ const (
 	phUnstage
 	phDelete
 	phCycle
+	phUp
+	phDown
 	phExistingCreate
 	phExistingDelete
+	phImage
+	phMkfs
+	phAttach
+	phMount
+	phBind
+	phUnbind
+	phUmount
+	phDetach
+	phRemove
 	numPhases
 )
 
 var phaseNames = [numPhases]string{
-	"create", "stage", "publish", "unpublish", "unstage", "delete", "cycle",
+	"create", "stage", "publish", "unpublish", "unstage", "delete", "cycle", "up", "down",
 	"existing-create", "existing-delete",
+	"image", "mkfs", "attach", "mount", "bind", "unbind", "umount", "detach", "remove",
 }
 
 func (p phase) String() string { return phaseNames[p] }
@@ -90,13 +105,18 @@ func newRunner(cfg *config, cl *clients, info *pluginInfo, targetDir string, std
 
 // result is the merged outcome of a run.
 type result struct {
-	cfg         *config
-	info        *pluginInfo
-	wall        time.Duration // wall time of the measured section only
-	stats       [numPhases]phaseStats
-	localErrors int // filesystem errors of the tool itself (mkdir)
-	leftovers   int // target paths still present after a successful unpublish
-	interrupted bool
+	cfg  *config
+	info *pluginInfo
+	// phases are those reported, in order; counted are those whose
+	// failures are errors (the others aggregate them: cycle, up, down, and
+	// in floor mode create to delete).
+	phases, counted []phase
+	floor           bool
+	wall            time.Duration // wall time of the measured section only
+	stats           [numPhases]phaseStats
+	localErrors     int // filesystem errors of the tool itself (mkdir)
+	leftovers       int // target paths still present after a successful unpublish
+	interrupted     bool
 }
 
 func (res *result) merge(ws []*worker) {
@@ -113,10 +133,8 @@ func (res *result) merge(ws []*worker) {
 // added on top: each is already counted by the phase that failed.
 func (res *result) totalErrors() int {
 	n := res.localErrors
-	for p := range res.stats {
-		if phase(p) != phCycle {
-			n += res.stats[p].failed
-		}
+	for _, p := range res.counted {
+		n += res.stats[p].failed
 	}
 	return n
 }
@@ -134,7 +152,8 @@ func (res *result) totalRetries() int {
 // being started; cycles in flight still finish and clean up, and
 // pre-existing volumes are still deleted.
 func (r *runner) run(ctx context.Context) *result {
-	res := &result{cfg: r.cfg, info: r.info}
+	res := &result{cfg: r.cfg, info: r.info, phases: reportedPhases,
+		counted: []phase{phCreate, phStage, phPublish, phUnpublish, phUnstage, phDelete, phExistingCreate, phExistingDelete}}
 
 	// Pre-existing volumes are untimed; their stats only feed error counts.
 	existing := make([]*csi.Volume, r.cfg.e)
@@ -277,20 +296,34 @@ func (w *worker) deleteVolume(p phase, name, id string) error {
 }
 
 // cycle runs one full volume lifecycle; its latency is recorded only if
-// every step succeeded.
+// every step succeeded. So are those of its halves: up (create to the end of
+// publish) and down (the start of unpublish to the end of delete). A half
+// that fails counts as a failure of that half; down is not counted at all
+// when up failed.
 func (w *worker) cycle(name string) {
 	start := time.Now()
 	ok := false
 	if vol := w.create(phCreate, name); vol != nil {
-		ok = w.nodeCycle(name, vol)
+		var downStart time.Time
+		ok, downStart = w.nodeCycle(name, vol, start)
 		if err := w.deleteVolume(phDelete, name, vol.GetVolumeId()); err != nil {
 			ok = false
 		}
-	}
-	if ok {
-		w.stats[phCycle].samples.Add(time.Since(start))
+		if !downStart.IsZero() {
+			w.stats[phDown].record(ok, downStart)
+		}
 	} else {
-		w.stats[phCycle].failed++
+		w.stats[phUp].failed++
+	}
+	w.stats[phCycle].record(ok, start)
+}
+
+// record adds the time since start as a sample if ok, else counts a failure.
+func (ps *phaseStats) record(ok bool, start time.Time) {
+	if ok {
+		ps.samples.Add(time.Since(start))
+	} else {
+		ps.failed++
 	}
 }
 
@@ -306,8 +339,10 @@ func targetName(accessType string) string {
 
 // nodeCycle optionally stages, then publishes, unpublishes and unstages vol
 // under <target-dir>/<name>/. After a failure it skips the steps that depend
-// on the failed one but still reverts everything that succeeded.
-func (w *worker) nodeCycle(name string, vol *csi.Volume) bool {
+// on the failed one but still reverts everything that succeeded. It records
+// the up phase (from start, when create began) and returns when the down
+// half began: the zero time if it never did (up failed).
+func (w *worker) nodeCycle(name string, vol *csi.Volume, start time.Time) (ok bool, downStart time.Time) {
 	r := w.r
 	id, vctx := vol.GetVolumeId(), vol.GetVolumeContext()
 	dir := filepath.Join(r.targetDir, name)
@@ -316,7 +351,8 @@ func (w *worker) nodeCycle(name string, vol *csi.Volume) bool {
 
 	if err := os.Mkdir(dir, 0o750); err != nil {
 		w.localError(name, err)
-		return false
+		w.stats[phUp].failed++
+		return false, time.Time{}
 	}
 	defer func() { w.removePaths(target, staging, dir) }()
 
@@ -359,24 +395,30 @@ func (w *worker) nodeCycle(name string, vol *csi.Volume) bool {
 		staging = filepath.Join(dir, "staging")
 		if err := os.Mkdir(staging, 0o750); err != nil {
 			w.localError(name, err)
-			return false
+			w.stats[phUp].failed++
+			return false, time.Time{}
 		}
 		if err := w.call(phStage, name, stage); err != nil {
 			w.undo(unstage)
-			return false
+			w.stats[phUp].failed++
+			return false, time.Time{}
 		}
 	}
 
-	ok := true
 	if err := w.call(phPublish, name, publish); err != nil {
-		ok = false
+		w.stats[phUp].failed++
 		w.undo(unpublish)
-	} else if err := w.call(phUnpublish, name, unpublish); err != nil {
-		ok = false
-	} else if _, err := os.Lstat(target); err == nil {
-		// CSI: NodeUnpublishVolume must delete what it created at target_path.
-		w.leftovers++
-		w.r.log.printf("warning: volume=%s target %s still exists after NodeUnpublishVolume", name, target)
+	} else {
+		w.stats[phUp].samples.Add(time.Since(start))
+		downStart = time.Now()
+		ok = true
+		if err := w.call(phUnpublish, name, unpublish); err != nil {
+			ok = false
+		} else if _, err := os.Lstat(target); err == nil {
+			// CSI: NodeUnpublishVolume must delete what it created at target_path.
+			w.leftovers++
+			w.r.log.printf("warning: volume=%s target %s still exists after NodeUnpublishVolume", name, target)
+		}
 	}
 
 	if r.info.useStage {
@@ -384,7 +426,7 @@ func (w *worker) nodeCycle(name string, vol *csi.Volume) bool {
 			ok = false
 		}
 	}
-	return ok
+	return ok, downStart
 }
 
 // removePaths removes the per-cycle paths, deepest first. os.Remove is not

@@ -353,7 +353,8 @@ func TestRunMountWithStage(t *testing.T) {
 	wantField(t, out.stdout, "summary", "existing_deleted", "7")
 
 	jr := lastJSONLine(t, out.stdout)
-	if jr.CyclesOK != 40 || jr.Errors != 0 || len(jr.Phases) != 7 || jr.Phases[6].Phase != "cycle" ||
+	if jr.CyclesOK != 40 || jr.Errors != 0 || len(jr.Phases) != 9 || jr.Phases[6].Phase != "cycle" ||
+		jr.Phases[7].Phase != "up" || jr.Phases[8].Phase != "down" || jr.Phases[8].Count != 40 || jr.Floor ||
 		jr.Phases[6].Count != 40 || jr.Phases[6].MaxUs <= 0 || jr.CyclesPerSecond <= 0 || jr.ExistingDeleted != 7 {
 		t.Errorf("unexpected JSON report %+v", jr)
 	}
@@ -415,6 +416,11 @@ func TestRunErrorsAndRetries(t *testing.T) {
 	wantField(t, out.stdout, "phase=delete", "count", "12")
 	wantField(t, out.stdout, "phase=cycle", "count", "9")
 	wantField(t, out.stdout, "phase=cycle", "errors", "3")
+	// up fails with its publish; down runs only after a good up.
+	wantField(t, out.stdout, "phase=up", "count", "9")
+	wantField(t, out.stdout, "phase=up", "errors", "3")
+	wantField(t, out.stdout, "phase=down", "count", "9")
+	wantField(t, out.stdout, "phase=down", "errors", "0")
 	wantField(t, out.stdout, "summary", "failed", "3")
 	wantField(t, out.stdout, "summary", "errors", "3")
 	wantField(t, out.stdout, "summary", "retries", "3")
