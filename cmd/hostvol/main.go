@@ -18,6 +18,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
+	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/options"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -80,9 +81,10 @@ func serve(args []string) error {
 		NodeID:   opts.NodeID,
 		StateDir: opts.StateDir,
 		Pools:    pools,
-		Mounter:  mount.New(""),
-		Loop:     loop.New(),
-		FS:       fsutil.New(utilexec.New()),
+		// Bind mounts and unmounts by syscall; filesystems through mount(8).
+		Mounter: mounter.New(mount.New("")),
+		Loop:    loop.New(),
+		FS:      fsutil.New(utilexec.New()),
 	})
 	if err != nil {
 		return err

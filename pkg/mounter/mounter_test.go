@@ -1,0 +1,80 @@
+package mounter_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+	mount "k8s.io/mount-utils"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("HOSTVOL_REQUIRE_ROOT_TESTS") == "1" {
+		t.Fatal("needs root for real mounts and HOSTVOL_REQUIRE_ROOT_TESTS=1 is set")
+	}
+	t.Skip("needs root for real mounts")
+}
+
+func flagsOf(t *testing.T, path string) int64 {
+	t.Helper()
+	var st unix.Statfs_t
+	require.NoError(t, unix.Statfs(path, &st))
+	return st.Flags
+}
+
+// A tmpfs source mounted nosuid,nodev: binds of it keep those flags, with
+// or without extra options, and read-only binds are read-only.
+func TestBindMounts(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	require.NoError(t, os.Mkdir(src, 0o755))
+	require.NoError(t, unix.Mount("tmpfs", src, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"))
+	t.Cleanup(func() { _ = unix.Unmount(src, unix.MNT_DETACH) })
+	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644))
+
+	m := mounter.New(mount.New(""))
+	cases := []struct {
+		name    string
+		options []string
+		want    int64 // flags that must be set
+		notWant int64
+	}{
+		{name: "plain", options: []string{"bind"}, want: unix.ST_NOSUID | unix.ST_NODEV, notWant: unix.ST_RDONLY},
+		{name: "read_only", options: []string{"bind", "ro"}, want: unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV},
+		{name: "noexec", options: []string{"bind", "noexec"}, want: unix.ST_NOEXEC | unix.ST_NOSUID | unix.ST_NODEV, notWant: unix.ST_RDONLY},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			target := filepath.Join(dir, tc.name)
+			require.NoError(t, os.Mkdir(target, 0o755))
+			t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+			require.NoError(t, m.Mount(src, target, "", tc.options))
+			notMnt, err := m.IsLikelyNotMountPoint(target)
+			require.NoError(t, err)
+			require.False(t, notMnt)
+			fl := flagsOf(t, target)
+			require.Equal(t, tc.want, fl&tc.want, "flags %#x", fl)
+			require.Zero(t, fl&tc.notWant, "flags %#x", fl)
+			_, err = os.ReadFile(filepath.Join(target, "f"))
+			require.NoError(t, err)
+			if tc.want&unix.ST_RDONLY != 0 {
+				require.Error(t, os.WriteFile(filepath.Join(target, "g"), []byte("y"), 0o644))
+			}
+			require.NoError(t, m.Unmount(target))
+			notMnt, err = m.IsLikelyNotMountPoint(target)
+			require.NoError(t, err)
+			require.True(t, notMnt)
+			require.Error(t, m.Unmount(target), "unmounting what is not mounted fails")
+		})
+	}
+	require.Zero(t, flagsOf(t, src)&unix.ST_RDONLY, "the source stays writable")
+}
