@@ -12,18 +12,24 @@ func (d *Driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi
 	return &csi.GetPluginInfoResponse{Name: d.cfg.Name, VendorVersion: d.cfg.Version}, nil
 }
 
-// GetPluginCapabilities advertises the controller service and topology.
+// GetPluginCapabilities advertises the controller service, topology and
+// online expansion.
 func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
 	caps := []csi.PluginCapability_Service_Type{
 		csi.PluginCapability_Service_CONTROLLER_SERVICE,
 		csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS,
 	}
-	out := make([]*csi.PluginCapability, 0, len(caps))
+	out := make([]*csi.PluginCapability, 0, len(caps)+1)
 	for _, c := range caps {
 		out = append(out, &csi.PluginCapability{Type: &csi.PluginCapability_Service_{
 			Service: &csi.PluginCapability_Service{Type: c},
 		}})
 	}
+	// Volumes grow while in use (loop and block volumes online; ext4 on a
+	// host without CAP_SYS_RESOURCE at its next stage, see docs/design.md).
+	out = append(out, &csi.PluginCapability{Type: &csi.PluginCapability_VolumeExpansion_{
+		VolumeExpansion: &csi.PluginCapability_VolumeExpansion{Type: csi.PluginCapability_VolumeExpansion_ONLINE},
+	}})
 	return &csi.GetPluginCapabilitiesResponse{Capabilities: out}, nil
 }
 

@@ -253,3 +253,21 @@ func TestPromisedCapacity(t *testing.T) {
 	require.NoError(t, err)
 	require.InDelta(t, before, restored, float64(16*mib))
 }
+
+// A block volume staged at one path may be staged at another once that
+// staging is gone (its loop device vanished with a reboot), not before.
+func TestBlockRestageElsewhereAfterReboot(t *testing.T) {
+	e := newLoopEnv(t)
+	m := e.load(t)
+	v, err := m.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
+	require.NoError(t, err)
+	a, b := filepath.Join(e.dir, "a"), filepath.Join(e.dir, "b")
+	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: a, Block: true}))
+	require.ErrorIs(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: b, Block: true}), volume.ErrAlreadyExists)
+
+	e.mounter = mount.NewFakeMounter(nil)
+	e.loop = loop.NewFake()
+	m = e.load(t)
+	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: b, Block: true}))
+	require.Len(t, e.loop.Attached(), 1)
+}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
@@ -240,11 +241,21 @@ func (m *Manager) Stage(req StageRequest) error {
 		return err
 	}
 	if ns.StagingPath != "" && ns.StagingPath != req.StagingPath {
-		live := v.Kind != KindLoop
-		if v.Kind == KindLoop {
+		// Staged elsewhere still counts only while that staging lives: a
+		// loop volume's mount, a block volume's loop device. After a reboot
+		// neither exists and the volume may be staged anywhere.
+		live := true
+		switch v.Kind {
+		case KindLoop:
 			if live, err = m.isMounted(ns.StagingPath); err != nil {
 				return err
 			}
+		case KindBlock:
+			dev, err := m.findDevice(m.pools[v.Pool], v, ns.Device)
+			if err != nil {
+				return err
+			}
+			live = dev != ""
 		}
 		if live {
 			return fmt.Errorf("%w: %s is already staged at %s", ErrAlreadyExists, v.ID, ns.StagingPath)
@@ -294,13 +305,28 @@ func (m *Manager) Stage(req StageRequest) error {
 				return fmt.Errorf("create staging path: %w", err)
 			}
 			opts := append([]string{}, req.MountFlags...)
-			if err := m.mounter.Mount(dev, req.StagingPath, v.FsType, opts); err != nil {
+			// Without systemd-run: ext4 and xfs leave no helper process
+			// (as FUSE does) for a systemd scope to keep alive. Mount would
+			// also race: mount-utils' Mounter detects systemd on its first
+			// Mount and caches the answer without synchronization, and
+			// different volumes stage in parallel (go test -race reports
+			// it in test/loopvol).
+			if err := m.mounter.MountSensitiveWithoutSystemd(dev, req.StagingPath, v.FsType, opts, nil); err != nil {
 				return fmt.Errorf("mount %s (%s) at %s: %w", dev, v.ID, req.StagingPath, err)
 			}
 			klog.V(2).InfoS("Volume staged", "volumeID", v.ID, "device", dev, "stagingPath", req.StagingPath)
 		}
 		if v.NodeExpandPending && !grown {
-			if err := m.fs.Grow(context.Background(), v.FsType, dev, req.StagingPath); err != nil {
+			err := m.fs.Grow(context.Background(), v.FsType, dev, req.StagingPath)
+			if errors.Is(err, fsutil.ErrOnlineGrowUnavailable) {
+				// Already mounted here (ext4 without CAP_SYS_RESOURCE):
+				// CSI says an already staged volume "MUST reply 0 OK".
+				// The growth stays pending for the next stage that
+				// mounts it; NodeExpandVolume says so meanwhile.
+				klog.V(2).InfoS("Filesystem growth deferred to the next stage", "volumeID", v.ID, "device", dev, "err", err)
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -23,9 +23,8 @@ import (
 //   - Snapshots (Create/Delete/ListSnapshots, create from snapshot): not yet
 //     implemented; CREATE_DELETE_SNAPSHOT is not advertised.
 //   - Clone (create from source volume): CLONE_VOLUME is not advertised.
-//   - Expansion (ControllerExpandVolume, NodeExpandVolume): EXPAND_VOLUME is
-//     not advertised yet for directory volumes (they have no enforced size
-//     until project quotas land).
+//   - Expansion (ControllerExpandVolume, NodeExpandVolume) runs: the
+//     controller and node both advertise EXPAND_VOLUME.
 //   - ModifyVolume / VolumeAttributesClass: MODIFY_VOLUME is not advertised.
 //   - ControllerGetVolume, volume and storage health: not advertised yet.
 //   - GroupController (volume group snapshots): not implemented.
@@ -59,5 +58,32 @@ func Config(t *testing.T, endpoint string) sanity.TestConfig {
 		}
 	}
 	t.Cleanup(func() { testutil.UnmountUnder(t, base) })
+	return cfg
+}
+
+// Volumes describes the volumes a csi-sanity run creates, for the variants
+// that test loop-device and raw block volumes rather than directories.
+type Volumes struct {
+	// AccessType is csi-sanity's TestVolumeAccessType: "mount" (the
+	// default when empty) or "block".
+	AccessType string
+	// Parameters are the CreateVolume (StorageClass) parameters.
+	Parameters map[string]string
+	// Size is TestVolumeSize; 0 keeps Config's 64 MiB. XFS needs 300 MiB.
+	Size int64
+}
+
+// ConfigFor is Config for volumes of the given shape. Config itself is
+// ConfigFor with the zero Volumes: directory volumes, mount access, 64 MiB.
+func ConfigFor(t *testing.T, endpoint string, v Volumes) sanity.TestConfig {
+	t.Helper()
+	cfg := Config(t, endpoint)
+	if v.AccessType != "" {
+		cfg.TestVolumeAccessType = v.AccessType
+	}
+	cfg.TestVolumeParameters = v.Parameters
+	if v.Size > 0 {
+		cfg.TestVolumeSize = v.Size
+	}
 	return cfg
 }

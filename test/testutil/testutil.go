@@ -12,10 +12,12 @@ import (
 
 	"golang.org/x/sys/unix"
 	mount "k8s.io/mount-utils"
+	utilexec "k8s.io/utils/exec"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
+	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
@@ -56,6 +58,12 @@ type Options struct {
 	MaxVolumes int64
 	Loop       loop.Manager     // default: loop.NewFake()
 	FS         fsutil.Interface // default: a new fsutil.Fake
+}
+
+// RealOptions are Options with the adapters cmd/hostvol builds: the
+// syscall bind mounter over mount-utils, real loop devices, real mkfs.
+func RealOptions() Options {
+	return Options{Mounter: mounter.New(mount.New("")), Loop: loop.New(), FS: fsutil.New(utilexec.New())}
 }
 
 // StartDriver starts a driver and stops it in t.Cleanup.

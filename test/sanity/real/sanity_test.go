@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-	mount "k8s.io/mount-utils"
 
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -14,7 +13,7 @@ import (
 
 func TestSanityRealMounts(t *testing.T) {
 	testutil.RequireRoot(t)
-	env := testutil.StartDriver(t, testutil.Options{Mounter: mount.New("")})
+	env := testutil.StartDriver(t, testutil.RealOptions())
 	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
 	sanity.Test(t, hvsanity.Config(t, env.Endpoint))
 }
