@@ -275,9 +275,11 @@ func (p *Pool) ImagePath(id string) string {
 
 func imageName(id string) string { return filepath.Join(imagesDir, id+imageExt) }
 
-// CreateImage creates a sparse image file of size bytes and makes it
-// durable. An existing image is an error wrapping os.ErrExist.
-func (p *Pool) CreateImage(id string, size int64) error {
+// CreateImage creates a sparse image file of size bytes; its directory
+// entry is durable on return, and so is the file itself when syncFile is
+// set. Callers that format the image next pass false: mkfs fsyncs the file
+// when it is done. An existing image is an error wrapping os.ErrExist.
+func (p *Pool) CreateImage(id string, size int64, syncFile bool) error {
 	f, err := p.root.OpenFile(imageName(id), os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
@@ -286,9 +288,11 @@ func (p *Pool) CreateImage(id string, size int64) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if syncFile {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err

@@ -509,12 +509,14 @@ func (m *Manager) createData(p *pool.Pool, v Volume) error {
 // loop volume, formats it: mkfs works on the file directly, so no loop
 // device is needed until the volume is staged.
 func (m *Manager) createImage(p *pool.Pool, v Volume) error {
-	err := p.CreateImage(v.ID, v.CapacityBytes)
+	// A loop volume's image is formatted next, and mkfs fsyncs it.
+	syncFile := v.Kind != KindLoop
+	err := p.CreateImage(v.ID, v.CapacityBytes, syncFile)
 	if errors.Is(err, os.ErrExist) {
 		if err := p.RemoveImage(v.ID); err != nil {
 			return err
 		}
-		err = p.CreateImage(v.ID, v.CapacityBytes)
+		err = p.CreateImage(v.ID, v.CapacityBytes, syncFile)
 	}
 	if err != nil {
 		return fmt.Errorf("create image of %s: %w", v.ID, err)

@@ -15,8 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	mount "k8s.io/mount-utils"
-	utilexec "k8s.io/utils/exec"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
@@ -159,12 +157,9 @@ func startDriver(t *testing.T) *testutil.Env {
 		}
 	})
 
-	env := testutil.StartDriver(t, testutil.Options{
-		Mounter:   mount.New(""),
-		Loop:      loop.New(),
-		FS:        fsutil.New(utilexec.New()),
-		PoolSpecs: []pool.Spec{{Name: pool.DefaultName, Path: poolDir}},
-	})
+	opts := testutil.RealOptions()
+	opts.PoolSpecs = []pool.Spec{{Name: pool.DefaultName, Path: poolDir}}
+	env := testutil.StartDriver(t, opts)
 	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
 	return env
 }
