@@ -2,7 +2,9 @@ package mounter_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -77,4 +79,40 @@ func TestBindMounts(t *testing.T) {
 		})
 	}
 	require.Zero(t, flagsOf(t, src)&unix.ST_RDONLY, "the source stays writable")
+}
+
+// ext4 on a loop device is mounted with mount(2), options honoured.
+func TestFilesystemMount(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	require.NoError(t, os.WriteFile(img, nil, 0o600))
+	require.NoError(t, os.Truncate(img, 32<<20))
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput()
+	require.NoError(t, err, string(out))
+	target := filepath.Join(dir, "mnt")
+	require.NoError(t, os.Mkdir(target, 0o755))
+	t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+
+	m := mounter.New(mount.New(""))
+	// A regular file needs a loop device: mount(2) does not make one, so
+	// this goes through mount(8) (-o loop is not a known option).
+	require.NoError(t, m.Mount(img, target, "ext4", []string{"loop", "nosuid"}))
+	fl := flagsOf(t, target)
+	require.NotZero(t, fl&unix.ST_NOSUID)
+	require.NoError(t, m.Unmount(target))
+
+	// Through a loop device: mount(2), with a flag and fs data options.
+	out, err = exec.Command("losetup", "--find", "--show", img).Output()
+	require.NoError(t, err)
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	require.NoError(t, m.MountSensitiveWithoutSystemd(dev, target, "ext4", []string{"noexec", "discard"}, nil))
+	fl = flagsOf(t, target)
+	require.NotZero(t, fl&unix.ST_NOEXEC)
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	require.Contains(t, string(mi), "discard")
+	require.NoError(t, m.Unmount(target))
+	require.Error(t, m.MountSensitiveWithoutSystemd(dev, target, "xfs", nil, nil), "wrong filesystem type fails")
 }
