@@ -1,0 +1,64 @@
+package registration_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/registration"
+)
+
+// The kubelet's side of the exchange: GetInfo, then NotifyRegistrationStatus;
+// the socket disappears when the server stops.
+func TestRegistration(t *testing.T) {
+	dir := t.TempDir()
+	sock := registration.SocketPath(dir, "hostvol.csi.io")
+	require.Equal(t, filepath.Join(dir, "hostvol.csi.io-reg.sock"), sock)
+	require.NoError(t, os.WriteFile(sock, nil, 0o600), "a stale socket file is replaced")
+
+	failed := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &registration.Server{DriverName: "hostvol.csi.io", Endpoint: "/var/lib/kubelet/plugins/hostvol.csi.io/csi.sock", Failed: failed}
+	require.NoError(t, registration.Serve(ctx, srv, sock, nil))
+
+	conn, err := grpc.NewClient("passthrough:///reg", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}))
+	require.NoError(t, err)
+	defer conn.Close()
+	c := registerapi.NewRegistrationClient(conn)
+	info, err := c.GetInfo(ctx, &registerapi.InfoRequest{})
+	require.NoError(t, err)
+	require.Equal(t, registerapi.CSIPlugin, info.Type)
+	require.Equal(t, "hostvol.csi.io", info.Name)
+	require.Equal(t, "/var/lib/kubelet/plugins/hostvol.csi.io/csi.sock", info.Endpoint)
+	require.Equal(t, []string{"1.0.0"}, info.SupportedVersions)
+
+	_, err = c.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{PluginRegistered: true})
+	require.NoError(t, err)
+	require.Empty(t, failed)
+	_, err = c.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{PluginRegistered: false, Error: "version mismatch"})
+	require.NoError(t, err)
+	select {
+	case err := <-failed:
+		require.ErrorContains(t, err, "version mismatch")
+	case <-time.After(5 * time.Second):
+		t.Fatal("refusal not reported")
+	}
+
+	cancel()
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(sock)
+		return os.IsNotExist(err)
+	}, 5*time.Second, 10*time.Millisecond, "stopping removes the socket (deregisters)")
+}
