@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/options"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/registration"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -104,7 +106,7 @@ func serve(args []string) error {
 		return err
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	go func() { errc <- drv.Serve(l) }()
 	// Serve first, load second: Probe answers "not ready" and other calls
 	// UNAVAILABLE until every record is loaded and reconciled.
@@ -119,6 +121,19 @@ func serve(args []string) error {
 		// GetCapacity's promised space follows.
 		mgr.RefreshEvery(30*time.Second, stop)
 	}()
+	if opts.RegistrationDir != "" {
+		regFailed := make(chan error, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // removes the socket: the kubelet deregisters the driver
+		reg := &registration.Server{DriverName: opts.DriverName, Endpoint: opts.KubeletRegistrationPath, Failed: regFailed}
+		if err := registration.Serve(ctx, reg, registration.SocketPath(opts.RegistrationDir, opts.DriverName), errc); err != nil {
+			drv.Stop()
+			return err
+		}
+		// Like node-driver-registrar: a refused registration ends the
+		// process, so the pod restarts and registers afresh.
+		go func() { errc <- <-regFailed }()
+	}
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
 	select {

@@ -35,6 +35,13 @@ type Options struct {
 	Pools []pool.Spec
 	// MaxVolumes is reported as max_volumes_per_node; 0 means no limit.
 	MaxVolumes int64
+	// RegistrationDir is the kubelet's plugins_registry directory as
+	// mounted in this container; when set, hostvol registers itself with
+	// the kubelet there (no node-driver-registrar sidecar needed).
+	RegistrationDir string
+	// KubeletRegistrationPath is the CSI socket's path as the kubelet sees
+	// it on the host, told to the kubelet at registration.
+	KubeletRegistrationPath string
 }
 
 // Defaults returns Options with every default filled in.
@@ -86,6 +93,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for volume records and node state")
 	fs.Var(poolFlag{&o.Pools}, "pool", "storage pool NAME=PATH or NAME=PATH,shared (repeatable; a pool named \"default\" serves classes that name none)")
 	fs.Int64Var(&o.MaxVolumes, "max-volumes", o.MaxVolumes, "maximum number of volumes on this node reported to Kubernetes (0: no limit)")
+	fs.StringVar(&o.RegistrationDir, "registration-dir", o.RegistrationDir, "kubelet plugins_registry directory (as mounted here) to register with the kubelet; empty: do not register (use node-driver-registrar)")
+	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", o.KubeletRegistrationPath, "the CSI socket path as the kubelet sees it on the host, e.g. /var/lib/kubelet/plugins/hostvol.csi.io/csi.sock (required with --registration-dir)")
 }
 
 var driverNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?$`)
@@ -112,6 +121,16 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxVolumes < 0 {
 		errs = append(errs, fmt.Errorf("--max-volumes %d: must not be negative", o.MaxVolumes))
+	}
+	if o.RegistrationDir != "" {
+		if !filepath.IsAbs(o.RegistrationDir) {
+			errs = append(errs, fmt.Errorf("--registration-dir %q: must be an absolute path", o.RegistrationDir))
+		}
+		if o.KubeletRegistrationPath == "" || !filepath.IsAbs(o.KubeletRegistrationPath) {
+			errs = append(errs, fmt.Errorf("--kubelet-registration-path %q: an absolute socket path is required with --registration-dir", o.KubeletRegistrationPath))
+		}
+	} else if o.KubeletRegistrationPath != "" {
+		errs = append(errs, errors.New("--kubelet-registration-path is only used with --registration-dir"))
 	}
 	if len(o.Pools) == 0 {
 		errs = append(errs, errors.New("--pool: at least one pool is required, e.g. --pool default=/var/lib/hostvol/pool"))

@@ -44,6 +44,13 @@ func TestFlagsAndValidate(t *testing.T) {
 		{name: "relative_state_dir", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--state-dir=state"}, wantErr: true},
 		{name: "negative_max_volumes", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--max-volumes=-1"}, wantErr: true},
 		{name: "max_volumes_not_number", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--max-volumes=ten"}, wantErr: true},
+		{name: "registration", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--registration-dir=/registration",
+			"--kubelet-registration-path=/var/lib/kubelet/plugins/hostvol.csi.io/csi.sock"}},
+		{name: "registration_without_socket_path", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--registration-dir=/registration"}, wantErr: true},
+		{name: "registration_relative_dir", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--registration-dir=registration",
+			"--kubelet-registration-path=/var/lib/kubelet/plugins/hostvol.csi.io/csi.sock"}, wantErr: true},
+		{name: "socket_path_without_registration", args: []string{"--node-id=n1", "--pool=a=/srv/a",
+			"--kubelet-registration-path=/var/lib/kubelet/plugins/hostvol.csi.io/csi.sock"}, wantErr: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
