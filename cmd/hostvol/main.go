@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,13 +122,13 @@ func serve(args []string) error {
 	}()
 	if opts.RegistrationDir != "" {
 		regFailed := make(chan error, 1)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel() // removes the socket: the kubelet deregisters the driver
 		reg := &registration.Server{DriverName: opts.DriverName, Endpoint: opts.KubeletRegistrationPath, Failed: regFailed}
-		if err := registration.Serve(ctx, reg, registration.SocketPath(opts.RegistrationDir, opts.DriverName), errc); err != nil {
+		stopReg, err := registration.Serve(reg, registration.SocketPath(opts.RegistrationDir, opts.DriverName), errc)
+		if err != nil {
 			drv.Stop()
 			return err
 		}
+		defer stopReg() // removes the socket: the kubelet deregisters the driver
 		// Like node-driver-registrar: a refused registration ends the
 		// process, so the pod restarts and registers afresh.
 		go func() { errc <- <-regFailed }()

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
@@ -72,16 +73,17 @@ func SocketPath(dir, driverName string) string {
 	return filepath.Join(dir, driverName+"-reg.sock")
 }
 
-// Serve listens on socketPath (replacing a stale socket) and serves s until
-// ctx ends; then it stops and removes the socket, which deregisters the
-// driver. It returns once the server is listening; serve errors go to errc.
-func Serve(ctx context.Context, s *Server, socketPath string, errc chan<- error) error {
+// Serve listens on socketPath (replacing a stale socket) and serves s. It
+// returns once the server is listening, with stop, which stops serving and
+// removes the socket (the kubelet then deregisters the driver) before it
+// returns. Serve errors go to errc.
+func Serve(s *Server, socketPath string, errc chan<- error) (stop func(), err error) {
 	if err := os.Remove(socketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale registration socket: %w", err)
+		return nil, fmt.Errorf("remove stale registration socket: %w", err)
 	}
 	l, err := net.Listen("unix", socketPath)
 	if err != nil {
-		return fmt.Errorf("listen on registration socket: %w", err)
+		return nil, fmt.Errorf("listen on registration socket: %w", err)
 	}
 	g := grpc.NewServer()
 	registerapi.RegisterRegistrationServer(g, s)
@@ -90,11 +92,12 @@ func Serve(ctx context.Context, s *Server, socketPath string, errc chan<- error)
 			errc <- fmt.Errorf("registration server: %w", err)
 		}
 	}()
-	go func() {
-		<-ctx.Done()
-		g.Stop()
-		_ = os.Remove(socketPath)
-	}()
 	klog.InfoS("Serving kubelet plugin registration", "socket", socketPath, "endpoint", s.Endpoint)
-	return nil
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.Stop()
+			_ = os.Remove(socketPath)
+		})
+	}, nil
 }
