@@ -60,6 +60,8 @@ type Manager struct {
 	// since other nodes change them.
 	mu    sync.RWMutex
 	index map[string]Volume
+	// kinds counts the index's volumes by kind, for metrics (under mu).
+	kinds map[Kind]int
 
 	loaded atomic.Bool
 }
@@ -81,6 +83,7 @@ func New(cfg Config) (*Manager, error) {
 		promises: newPromises(),
 		shared:   make(map[string]*records.Store),
 		index:    make(map[string]Volume),
+		kinds:    make(map[Kind]int),
 	}
 	var err error
 	if m.local, err = records.Open(filepath.Join(cfg.StateDir, "volumes")); err != nil {
@@ -246,12 +249,19 @@ func (m *Manager) removeVolume(s *records.Store, p *pool.Pool, v Volume) error {
 
 func (m *Manager) setIndex(v Volume) {
 	m.mu.Lock()
+	if old, ok := m.index[v.ID]; ok {
+		m.kinds[old.Kind]--
+	}
 	m.index[v.ID] = v
+	m.kinds[v.Kind]++
 	m.mu.Unlock()
 }
 
 func (m *Manager) deleteIndex(id string) {
 	m.mu.Lock()
+	if old, ok := m.index[id]; ok {
+		m.kinds[old.Kind]--
+	}
 	delete(m.index, id)
 	m.mu.Unlock()
 }
