@@ -40,6 +40,11 @@ type Config struct {
 	NodeID     string
 	MaxVolumes int64 // NodeGetInfo max_volumes_per_node; 0: no limit
 	Manager    *volume.Manager
+
+	// Interceptors wrap the driver's own interceptor, outermost first, so
+	// they see every call with its final gRPC code: backend errors mapped,
+	// UNAVAILABLE before Load, INTERNAL for a recovered panic (pkg/metrics).
+	Interceptors []grpc.UnaryServerInterceptor
 }
 
 // Driver implements the CSI identity, controller and node services.
@@ -112,7 +117,8 @@ func Listen(endpoint string) (net.Listener, error) {
 
 // Serve serves the three CSI services on l until Stop is called.
 func (d *Driver) Serve(l net.Listener) error {
-	srv := grpc.NewServer(grpc.UnaryInterceptor(d.intercept))
+	chain := append(append([]grpc.UnaryServerInterceptor{}, d.cfg.Interceptors...), d.intercept)
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(chain...))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterControllerServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
