@@ -25,6 +25,11 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
 		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+		// Health (health.go). No LIST_VOLUMES_PUBLISHED_NODES: it needs
+		// PUBLISH_UNPUBLISH_VOLUME, and hostvol never controller-publishes.
+		csi.ControllerServiceCapability_RPC_GET_VOLUME,
+		csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
 	}
 	out := make([]*csi.ControllerServiceCapability, 0, len(rpcs))
 	for _, r := range rpcs {
