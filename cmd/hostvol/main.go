@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
@@ -18,6 +20,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
+	"github.com/seed3e7d50b2/hostvol/pkg/metrics"
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/options"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
@@ -90,15 +93,40 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	// --http-endpoint: an interceptor outside the driver's own counts and
+	// times every call with its final gRPC code.
+	var met *metrics.Metrics
+	var interceptors []grpc.UnaryServerInterceptor
+	if opts.HTTPEndpoint != "" {
+		if met, err = metrics.New(metrics.Config{Version: version}); err != nil {
+			return err
+		}
+		if err := met.RegisterStorage(mgr); err != nil {
+			return err
+		}
+		interceptors = append(interceptors, met.UnaryServerInterceptor())
+	}
 	drv, err := driver.New(driver.Config{
 		Name:       opts.DriverName,
 		Version:    version,
 		NodeID:     opts.NodeID,
 		MaxVolumes: opts.MaxVolumes,
 		Manager:    mgr,
+
+		Interceptors: interceptors,
 	})
 	if err != nil {
 		return err
+	}
+	// Listen before serving CSI: an address that is taken stops start-up.
+	var httpSrv *metrics.Server
+	if met != nil {
+		if httpSrv, err = metrics.Listen(opts.HTTPEndpoint, met.Handler(drv)); err != nil {
+			return fmt.Errorf("--http-endpoint: %w", err)
+		}
+		// Deferred calls run last first: this one after the gRPC server
+		// stopped, so /healthz and /metrics answer while calls drain.
+		defer stopHTTP(httpSrv)
 	}
 	l, err := driver.Listen(opts.Endpoint)
 	if err != nil {
@@ -107,6 +135,9 @@ func serve(args []string) error {
 
 	errc := make(chan error, 4)
 	go func() { errc <- drv.Serve(l) }()
+	if httpSrv != nil {
+		go func() { errc <- httpSrv.Serve() }()
+	}
 	// Serve first, load second: Probe answers "not ready" and other calls
 	// UNAVAILABLE until every record is loaded and reconciled.
 	stop := make(chan struct{})
@@ -143,5 +174,15 @@ func serve(args []string) error {
 	case err := <-errc:
 		drv.Stop()
 		return err
+	}
+}
+
+// stopHTTP stops the --http-endpoint server, giving answers in progress a
+// few seconds.
+func stopHTTP(s *metrics.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		klog.ErrorS(err, "HTTP endpoint did not stop cleanly")
 	}
 }

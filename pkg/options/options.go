@@ -6,9 +6,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
@@ -42,6 +44,9 @@ type Options struct {
 	// KubeletRegistrationPath is the CSI socket's path as the kubelet sees
 	// it on the host, told to the kubelet at registration.
 	KubeletRegistrationPath string
+	// HTTPEndpoint is the HOST:PORT (or :PORT) of the HTTP server for
+	// Prometheus metrics (/metrics) and health (/healthz); empty: off.
+	HTTPEndpoint string
 }
 
 // Defaults returns Options with every default filled in.
@@ -95,6 +100,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&o.MaxVolumes, "max-volumes", o.MaxVolumes, "maximum number of volumes on this node reported to Kubernetes (0: no limit)")
 	fs.StringVar(&o.RegistrationDir, "registration-dir", o.RegistrationDir, "kubelet plugins_registry directory (as mounted here) to register with the kubelet; empty: do not register (use node-driver-registrar)")
 	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", o.KubeletRegistrationPath, "the CSI socket path as the kubelet sees it on the host, e.g. /var/lib/kubelet/plugins/hostvol.csi.io/csi.sock (required with --registration-dir)")
+	fs.StringVar(&o.HTTPEndpoint, "http-endpoint", o.HTTPEndpoint, "HOST:PORT or :PORT for Prometheus metrics (/metrics) and health (/healthz), e.g. :9808; empty: off")
 }
 
 var driverNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?$`)
@@ -132,6 +138,11 @@ func (o *Options) Validate() error {
 	} else if o.KubeletRegistrationPath != "" {
 		errs = append(errs, errors.New("--kubelet-registration-path is only used with --registration-dir"))
 	}
+	if o.HTTPEndpoint != "" {
+		if err := validateHTTPEndpoint(o.HTTPEndpoint); err != nil {
+			errs = append(errs, fmt.Errorf("--http-endpoint %q: %w", o.HTTPEndpoint, err))
+		}
+	}
 	if len(o.Pools) == 0 {
 		errs = append(errs, errors.New("--pool: at least one pool is required, e.g. --pool default=/var/lib/hostvol/pool"))
 	}
@@ -161,4 +172,22 @@ func (o *Options) Validate() error {
 func nested(a, b string) bool {
 	within := func(x, y string) bool { return x == y || strings.HasPrefix(x, y+"/") }
 	return within(a, b) || within(b, a)
+}
+
+var hostRE = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9.]{0,251}[a-zA-Z0-9])?$`)
+
+// validateHTTPEndpoint accepts HOST:PORT and :PORT with a numeric port and
+// an IP address, a host name or nothing (every interface) as host.
+func validateHTTPEndpoint(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT or :PORT, e.g. :9808 (%w)", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
+	if host != "" && net.ParseIP(host) == nil && !hostRE.MatchString(host) {
+		return fmt.Errorf("host %q: want an IP address or a host name", host)
+	}
+	return nil
 }

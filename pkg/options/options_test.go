@@ -51,6 +51,18 @@ func TestFlagsAndValidate(t *testing.T) {
 			"--kubelet-registration-path=/var/lib/kubelet/plugins/hostvol.csi.io/csi.sock"}, wantErr: true},
 		{name: "socket_path_without_registration", args: []string{"--node-id=n1", "--pool=a=/srv/a",
 			"--kubelet-registration-path=/var/lib/kubelet/plugins/hostvol.csi.io/csi.sock"}, wantErr: true},
+		{name: "http_endpoint_port_only", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=:9808"}},
+		{name: "http_endpoint_ipv4", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=127.0.0.1:9808"}},
+		{name: "http_endpoint_ipv6", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=[::1]:9808"}},
+		{name: "http_endpoint_host_name", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=localhost:9808"}},
+		{name: "http_endpoint_no_port", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=9808"}, wantErr: true},
+		{name: "http_endpoint_url", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=http://:9808"}, wantErr: true},
+		{name: "http_endpoint_ipv6_unbracketed", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=::1:9808"}, wantErr: true},
+		{name: "http_endpoint_named_port", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=:http"}, wantErr: true},
+		{name: "http_endpoint_port_zero", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=:0"}, wantErr: true},
+		{name: "http_endpoint_port_too_big", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=:65536"}, wantErr: true},
+		{name: "http_endpoint_empty_port", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=127.0.0.1:"}, wantErr: true},
+		{name: "http_endpoint_bad_host", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=bad/host:9808"}, wantErr: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,6 +80,12 @@ func TestPoolsParsed(t *testing.T) {
 	o, err := parse(t, "--node-id=n1", "--pool=default=/srv/a", "--pool=nfs=/mnt/nfs,shared")
 	require.NoError(t, err)
 	require.Equal(t, []pool.Spec{{Name: "default", Path: "/srv/a"}, {Name: "nfs", Path: "/mnt/nfs", Shared: true}}, o.Pools)
+}
+
+func TestHTTPEndpointOffByDefault(t *testing.T) {
+	o, err := parse(t, "--node-id=n1", "--pool=a=/srv/a")
+	require.NoError(t, err)
+	require.Empty(t, o.HTTPEndpoint)
 }
 
 func TestNodeIDFromEnv(t *testing.T) {
