@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
 
@@ -58,6 +59,9 @@ type Options struct {
 	MaxVolumes int64
 	Loop       loop.Manager     // default: loop.NewFake()
 	FS         fsutil.Interface // default: a new fsutil.Fake
+
+	// Interceptors are passed to driver.Config (e.g. pkg/metrics').
+	Interceptors []grpc.UnaryServerInterceptor
 }
 
 // RealOptions are Options with the adapters cmd/hostvol builds: the
@@ -109,7 +113,7 @@ func StartDriver(t testing.TB, o Options) *Env {
 	if err := mgr.Load(); err != nil {
 		t.Fatal(err)
 	}
-	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "test", NodeID: o.NodeID, MaxVolumes: o.MaxVolumes, Manager: mgr})
+	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "test", NodeID: o.NodeID, MaxVolumes: o.MaxVolumes, Manager: mgr, Interceptors: o.Interceptors})
 	if err != nil {
 		t.Fatal(err)
 	}
