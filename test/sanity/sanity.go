@@ -23,8 +23,9 @@ import (
 //   - Snapshots (Create/Delete/ListSnapshots, create from snapshot): not yet
 //     implemented; CREATE_DELETE_SNAPSHOT is not advertised.
 //   - Clone (create from source volume): CLONE_VOLUME is not advertised.
-//   - Expansion (ControllerExpandVolume, NodeExpandVolume) runs: the
-//     controller and node both advertise EXPAND_VOLUME.
+//   - Expansion runs through NodeExpandVolume alone, as in a cluster: the
+//     node advertises EXPAND_VOLUME and the controller does not (see
+//     ControllerGetCapabilities), so the node grows the image too.
 //   - ModifyVolume / VolumeAttributesClass: MODIFY_VOLUME is not advertised.
 //   - ControllerGetVolume, volume and storage health: not advertised yet.
 //   - GroupController (volume group snapshots): not implemented.
