@@ -24,7 +24,13 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
-		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+		// No EXPAND_VOLUME: Kubernetes would call ControllerExpandVolume
+		// through an external-resizer that may run on any node, and only the
+		// volume's own node can grow it. Without the capability the resizer
+		// only records the new size and the kubelet of the volume's node
+		// calls NodeExpandVolume, which grows it (docs/design.md,
+		// "Deployment"). ControllerExpandVolume is still served, for
+		// "hostvol client expand" and tests.
 		// Health (health.go). No LIST_VOLUMES_PUBLISHED_NODES: it needs
 		// PUBLISH_UNPUBLISH_VOLUME, and hostvol never controller-publishes.
 		csi.ControllerServiceCapability_RPC_GET_VOLUME,
@@ -245,6 +251,8 @@ func accessName(block bool) string {
 // ControllerExpandVolume grows a volume. Loop and block volumes grow their
 // sparse image and need the node to follow (node_expansion_required);
 // directory volumes only record the new size here. Shrinking is OUT_OF_RANGE.
+// Not advertised (see ControllerGetCapabilities): in a cluster,
+// NodeExpandVolume does this step on the volume's node.
 func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {

@@ -217,9 +217,11 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	}}, nil
 }
 
-// NodeExpandVolume makes the node follow ControllerExpandVolume: the loop
-// device picks up the grown image and the mounted filesystem grows online
-// (resize2fs, xfs_growfs); a block volume's device only grows.
+// NodeExpandVolume grows a volume to the requested size on its node: the
+// image (or a directory's recorded limit) first, as ControllerExpandVolume
+// would, then the loop device picks up the grown image and the mounted
+// filesystem grows online (resize2fs, xfs_growfs); a block volume's device
+// only grows. Without a capacity range only the node step runs.
 func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {
@@ -241,6 +243,17 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return nil, err
 	}
 	defer unlock()
+	// The controller step happens here, on the volume's node: hostvol does
+	// not advertise controller EXPAND_VOLUME, so the external-resizer only
+	// raised the PV's size and the kubelet asks for that size here. Grow
+	// the image (or a directory's limit) to it first; a request at or below
+	// the current size changes nothing, so repeated calls (and the kubelet
+	// of every node using a shared volume) are idempotent.
+	if required := req.GetCapacityRange().GetRequiredBytes(); required > 0 {
+		if _, _, err := d.vols.Expand(id, required, req.GetCapacityRange().GetLimitBytes()); err != nil {
+			return nil, err
+		}
+	}
 	size, err := d.vols.NodeExpand(ctx, id, req.GetVolumePath())
 	if err != nil {
 		return nil, err
