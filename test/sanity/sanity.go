@@ -27,7 +27,14 @@ import (
 //     node advertises EXPAND_VOLUME and the controller does not (see
 //     ControllerGetCapabilities), so the node grows the image too.
 //   - ModifyVolume / VolumeAttributesClass: MODIFY_VOLUME is not advertised.
-//   - ControllerGetVolume, volume and storage health: not advertised yet.
+//   - Volume and storage health runs: ControllerGetVolumeHealth,
+//     ControllerListVolumeHealth, NodeGetVolumeHealth and
+//     NodeGetStorageHealth are advertised (GET_VOLUME_HEALTH,
+//     LIST_VOLUME_HEALTH, GET_STORAGE_HEALTH). csi-sanity v5.6.0 has no
+//     ControllerGetVolume spec (GET_VOLUME is advertised; pkg/driver tests
+//     it), and CSI v1.13 removed VolumeCondition, so there is no condition
+//     in NodeGetVolumeStats or ListVolumes to check. The conditions
+//     themselves are provoked for real in test/health.
 //   - GroupController (volume group snapshots): not implemented.
 //   - ListVolumes pagination with concurrent changes is an XIt (pending) in
 //     csi-sanity itself.
