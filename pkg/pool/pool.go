@@ -144,10 +144,29 @@ func (p *Pool) DirPath(id string) string {
 
 // CreateDir creates the data directory of a directory volume and makes the
 // creation durable. An existing directory is an error wrapping os.ErrExist.
-func (p *Pool) CreateDir(id string) error {
+func (p *Pool) CreateDir(id string) error { return p.CreateDirWith(id, nil) }
+
+// MakeDir creates the directory name in the open directory parent.
+type MakeDir func(parent *os.File, name string, mode os.FileMode) error
+
+// CreateDirWith is CreateDir with the directory made by mk in the pool's
+// volumes/ directory (a btrfs subvolume, say); nil mk is mkdir.
+func (p *Pool) CreateDirWith(id string, mk MakeDir) error {
 	name := filepath.Join(volumesDir, id)
-	if err := p.root.Mkdir(name, dirMode); err != nil {
-		return err
+	if mk == nil {
+		if err := p.root.Mkdir(name, dirMode); err != nil {
+			return err
+		}
+	} else {
+		parent, err := p.root.OpenFile(volumesDir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return err
+		}
+		err = mk(parent, id, dirMode)
+		parent.Close()
+		if err != nil {
+			return err
+		}
 	}
 	// Mkdir is subject to the umask; pods of any UID must be able to write.
 	if err := p.root.Chmod(name, dirMode|os.ModeDir); err != nil {
@@ -231,6 +250,11 @@ func (p *Pool) Entries() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// OpenDir opens a volume's data directory without following symlinks.
+func (p *Pool) OpenDir(id string) (*os.File, error) {
+	return p.root.OpenFile(filepath.Join(volumesDir, id), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 }
 
 // DirStats returns the statistics of the filesystem holding a volume's data
