@@ -7,6 +7,7 @@ declare -A pkg_for=(
   [mount]=mount [umount]=mount [losetup]=mount [findmnt]=util-linux
   [mkfs.ext4]=e2fsprogs [resize2fs]=e2fsprogs
   [mkfs.xfs]=xfsprogs [xfs_growfs]=xfsprogs
+  [mkfs.btrfs]=btrfs-progs [btrfs]=btrfs-progs
   [qemu-system-x86_64]=qemu-system-x86
 )
 missing=()

@@ -24,6 +24,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/options"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/registration"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
@@ -89,6 +90,8 @@ func serve(args []string) error {
 		Mounter: mounter.New(mount.New("")),
 		Loop:    loop.New(),
 		FS:      fsutil.New(utilexec.New()),
+		// Project quotas and btrfs qgroups, detected per pool.
+		Quota: quota.New(),
 	})
 	if err != nil {
 		return err

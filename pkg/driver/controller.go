@@ -146,6 +146,8 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		ReaderOnly:    shape.readerOnly,
 		PVCName:       p.PVCName,
 		PVCNamespace:  p.PVCNamespace,
+		SizeLimit:     p.SizeLimit,
+		InodeLimit:    p.InodeLimit,
 	})
 	if err != nil {
 		return nil, err
@@ -250,7 +252,9 @@ func accessName(block bool) string {
 
 // ControllerExpandVolume grows a volume. Loop and block volumes grow their
 // sparse image and need the node to follow (node_expansion_required);
-// directory volumes only record the new size here. Shrinking is OUT_OF_RANGE.
+// directory volumes get their limit raised online (project quota, qgroup),
+// or only their size recorded where the pool limits nothing. Shrinking is
+// OUT_OF_RANGE.
 // Not advertised (see ControllerGetCapabilities): in a cluster,
 // NodeExpandVolume does this step on the volume's node.
 func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
@@ -314,13 +318,22 @@ func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*c
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
+	dirs := p.Type == volume.KindDir
 	for _, c := range req.GetVolumeCapabilities() {
-		if _, err := checkCapability(c); err != nil {
+		ci, err := checkCapability(c)
+		if err != nil {
 			return &csi.GetCapacityResponse{}, nil
 		}
+		dirs = dirs && !ci.block
 	}
 	pl := d.vols.Pool(p.Pool)
 	if pl == nil {
+		return &csi.GetCapacityResponse{}, nil
+	}
+	if dirs && d.vols.CheckSizeLimit(p.Pool, p.SizeLimit, p.InodeLimit) != nil {
+		// CreateVolume would refuse this class's directory volumes here
+		// (sizeLimit: required on a pool that cannot enforce it): none
+		// fit, so the scheduler places their pods on nodes where they do.
 		return &csi.GetCapacityResponse{}, nil
 	}
 	if t := req.GetAccessibleTopology(); t != nil && !pl.Shared && !d.topologyAllows([]*csi.Topology{t}) {

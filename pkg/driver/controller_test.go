@@ -291,7 +291,9 @@ func TestSharedPool(t *testing.T) {
 	sharedPath := t.TempDir()
 	a := sharedPool(t, "node-a", sharedPath)
 	b := sharedPool(t, "node-b", sharedPath)
-	params := map[string]string{"pool": "shared"}
+	// Shared pools limit nothing: their directory volumes need a class
+	// with sizeLimit: optional.
+	params := map[string]string{"pool": "shared", "sizeLimit": "optional"}
 
 	req := createReq("shared-vol")
 	req.Parameters = params

@@ -30,6 +30,7 @@ import (
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -483,7 +484,7 @@ func TestProbeAndUnavailableBeforeLoad(t *testing.T) {
 	p, err := pool.Open(pool.Spec{Name: pool.DefaultName, Path: poolDir})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
-	mgr, err := volume.New(volume.Config{NodeID: testNode, StateDir: filepath.Join(dir, "state"), Pools: []*pool.Pool{p}, Mounter: mount.NewFakeMounter(nil)})
+	mgr, err := volume.New(volume.Config{NodeID: testNode, StateDir: filepath.Join(dir, "state"), Pools: []*pool.Pool{p}, Mounter: mount.NewFakeMounter(nil), Quota: quota.NewFake()})
 	require.NoError(t, err)
 	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "test", NodeID: testNode, Manager: mgr})
 	require.NoError(t, err)
@@ -766,7 +767,11 @@ func TestPerVolumeLock(t *testing.T) {
 // stats still measure the pool, and DeleteVolume removes the links, never
 // what they point at.
 func TestPlantedSymlinks(t *testing.T) {
-	h := start(t, testutil.Options{})
+	// A pool that limits nothing: the stats of its directory volumes
+	// describe the pool's filesystem, read without following the links.
+	unlimited := quota.NewFake()
+	unlimited.Method = quota.None
+	h := start(t, testutil.Options{Quota: unlimited})
 	outside := t.TempDir()
 	keep := filepath.Join(outside, "keep")
 	require.NoError(t, os.WriteFile(keep, []byte("precious"), 0o644))
@@ -786,7 +791,9 @@ func TestPlantedSymlinks(t *testing.T) {
 	var poolFS unix.Statfs_t
 	require.NoError(t, unix.Statfs(h.poolPath(), &poolFS))
 
-	id := h.create(t, createReq("vol"))
+	req := createReq("vol")
+	req.Parameters = map[string]string{"sizeLimit": "optional"}
+	id := h.create(t, req)
 	data := h.dataDir(id)
 	require.NoError(t, os.Symlink(outside, filepath.Join(data, "to-outside-dir")))
 	require.NoError(t, os.Symlink(keep, filepath.Join(data, "to-outside-file")))

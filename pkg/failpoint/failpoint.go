@@ -26,6 +26,7 @@ var Points = []string{
 	"delete-after-intent",
 	"delete-mid-data",
 	"delete-after-data",
+	"delete-after-quota",
 }
 
 // Hit kills the process with SIGKILL if name is the armed failpoint.

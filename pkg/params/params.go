@@ -27,6 +27,13 @@ const (
 	// KeyFsType is the filesystem of a loop volume. The external-provisioner
 	// passes it in the volume capability; other clients may pass it here.
 	KeyFsType = "csi.storage.k8s.io/fstype"
+	// KeySizeLimit says what happens to a directory volume on a pool that
+	// cannot enforce its size: "required" (default) refuses it,
+	// "optional" accepts it without a hard limit.
+	KeySizeLimit = "sizeLimit"
+	// KeyInodeLimit is a hard limit on the files and directories a
+	// directory volume may hold (XFS and ext4 project quotas).
+	KeyInodeLimit = "inodeLimit"
 )
 
 // Keys the external-provisioner adds with --extra-create-metadata.
@@ -44,14 +51,16 @@ type Params struct {
 	AllowBlockRWX bool
 	PVCName       string
 	PVCNamespace  string
+	SizeLimit     volume.SizeLimit
+	InodeLimit    int64 // 0: none
 }
 
-var known = []string{KeyType, KeyPool, KeyAllowBlockRWX, KeyFsType, KeyPVCName, KeyPVCNamespace, KeyPVName}
+var known = []string{KeyType, KeyPool, KeyAllowBlockRWX, KeyFsType, KeySizeLimit, KeyInodeLimit, KeyPVCName, KeyPVCNamespace, KeyPVName}
 
 // Parse validates and parses a parameter map. Defaults: type dir, pool
-// "default".
+// "default", sizeLimit required.
 func Parse(m map[string]string) (Params, error) {
-	p := Params{Type: volume.KindDir, Pool: pool.DefaultName}
+	p := Params{Type: volume.KindDir, Pool: pool.DefaultName, SizeLimit: volume.SizeLimitRequired}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -84,6 +93,19 @@ func Parse(m map[string]string) (Params, error) {
 				return Params{}, fmt.Errorf("parameter %q: %v", k, err)
 			}
 			p.FsType = t
+		case KeySizeLimit:
+			switch volume.SizeLimit(v) {
+			case volume.SizeLimitRequired, volume.SizeLimitOptional:
+				p.SizeLimit = volume.SizeLimit(v)
+			default:
+				return Params{}, fmt.Errorf("parameter %q: want %s or %s, got %q", k, volume.SizeLimitRequired, volume.SizeLimitOptional, v)
+			}
+		case KeyInodeLimit:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return Params{}, fmt.Errorf("parameter %q: want a positive number of inodes, got %q", k, v)
+			}
+			p.InodeLimit = n
 		case KeyPVCName:
 			p.PVCName = v
 		case KeyPVCNamespace:

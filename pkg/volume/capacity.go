@@ -12,13 +12,15 @@ import (
 
 // promises tracks, per pool, the bytes existing volumes may still grow
 // into: for a sparse image, its capacity minus what it already occupies; for
-// a directory, its capacity (until quotas report its usage). A pool can
-// promise a new volume only what its free space exceeds that by, so two
-// 4 GiB volumes never land on one 4 GiB disk.
+// a limited directory, its capacity minus its quota usage; for a directory
+// without a limit, its capacity. A pool can promise a new volume only what
+// its free space exceeds that by, so two 4 GiB volumes never land on one
+// 4 GiB disk.
 //
 // Each volume's figure is kept in memory and updated by create, delete and
-// expand in O(1); images fill up as pods write, which only makes the kept
-// figure too high (conservative) until the periodic refresh re-reads them.
+// expand in O(1); images and limited directories fill up as pods write,
+// which only makes the kept figure too high (conservative) until the
+// periodic refresh re-reads them.
 // Check-and-reserve happens under a short in-memory lock, so concurrent
 // creates cannot both take the last free bytes. Shared pools count only the
 // volumes this node knows of.
@@ -97,9 +99,13 @@ func (ps *promises) reserve(id, poolName string, free, bytes int64) error {
 	return nil
 }
 
-// unallocated is what a volume may still grow into, read from its data.
-func unallocated(p *pool.Pool, v Volume) int64 {
+// unallocated is what a volume may still grow into, read from its data: a
+// limited directory's capacity minus its quota usage, like an image's.
+func (m *Manager) unallocated(p *pool.Pool, v Volume) int64 {
 	if !v.Kind.HasImage() {
+		if u, ok, err := m.quotaUsage(v); ok && err == nil {
+			return v.CapacityBytes - u.Bytes
+		}
 		return v.CapacityBytes
 	}
 	_, allocated, err := p.ImageUsage(v.ID)
@@ -123,14 +129,14 @@ func (m *Manager) AvailableBytes(poolName string) (int64, error) {
 	return max(st.AvailableBytes-m.promises.pooled(poolName), 0), nil
 }
 
-// refreshPromises re-reads how much of each image is allocated. It runs in
-// the background, off the request path; a volume whose lock is held is
-// skipped this round.
+// refreshPromises re-reads how much of each image is allocated, and how
+// much each limited directory holds. It runs in the background, off the
+// request path; a volume whose lock is held is skipped this round.
 func (m *Manager) refreshPromises() {
 	m.mu.RLock()
 	vols := make([]Volume, 0, len(m.index))
 	for _, v := range m.index {
-		if v.Kind.HasImage() {
+		if v.Kind.HasImage() || v.Quota != nil {
 			vols = append(vols, v)
 		}
 	}
@@ -145,7 +151,7 @@ func (m *Manager) refreshPromises() {
 			continue // an operation is changing it; next round
 		}
 		if cur, err := m.Get(v.ID); err == nil {
-			m.promises.update(v.ID, unallocated(p, cur))
+			m.promises.update(v.ID, m.unallocated(p, cur))
 		}
 		unlock()
 	}

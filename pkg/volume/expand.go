@@ -11,14 +11,16 @@ import (
 )
 
 // Expand grows a volume to at least requiredBytes (controller side): the
-// image file grows (sparse) and the record says the node must follow. It
+// image file grows (sparse) and the record says the node must follow; a
+// limited directory's limit is raised, online, with no node step. It
 // returns the new capacity and whether node expansion is required. A volume
 // already at least that large is left alone (idempotent); a limit below the
 // current size would shrink it: ErrOutOfRange. The caller holds the lock.
 //
-// Order: image first, record second. A crash in between leaves an image
-// larger than its record; the CO retries and the retry finds the image
-// already grown (truncate to the same size is a no-op).
+// Order: image (or limit) first, record second. A crash in between leaves
+// an image or limit larger than its record; the CO retries and the retry
+// finds the image already grown (truncate to the same size is a no-op) or
+// sets the same limit again.
 func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, bool, error) {
 	v, s, err := m.lookup(id)
 	if err != nil {
@@ -51,7 +53,7 @@ func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, boo
 	if err != nil {
 		return 0, false, err
 	}
-	before := unallocated(p, v)
+	before := m.unallocated(p, v)
 	if err := m.promises.reserve(id, v.Pool, st.AvailableBytes, before+size-v.CapacityBytes); err != nil {
 		return 0, false, fmt.Errorf("expand %s: %w", id, err)
 	}
@@ -61,6 +63,9 @@ func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, boo
 			return 0, false, fmt.Errorf("grow image of %s: %w", id, err)
 		}
 		v.NodeExpandPending = true
+	} else if err := m.setQuotaSize(v, size); err != nil {
+		m.promises.set(id, v.Pool, before)
+		return 0, false, err
 	}
 	old := v.CapacityBytes
 	v.CapacityBytes = size

@@ -19,6 +19,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/inflight"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
@@ -34,6 +35,9 @@ type Config struct {
 	// filesystems. Without them, loop and block volumes are refused.
 	Loop loop.Manager
 	FS   fsutil.Interface
+	// Quota finds how each pool limits directory volumes (quota.New() on
+	// a node, a quota.Fake in tests). Nil: no pool limits them.
+	Quota quota.System
 }
 
 // Manager owns the volumes of one node.
@@ -43,6 +47,8 @@ type Manager struct {
 	mounter mount.Interface
 	loop    loop.Manager
 	fs      fsutil.Interface
+	// enforcers limit the directory volumes of each pool (by pool name).
+	enforcers map[string]quota.Enforcer
 
 	// locks are the per-volume try-locks every operation takes.
 	locks    inflight.Locks
@@ -105,6 +111,7 @@ func New(cfg Config) (*Manager, error) {
 			m.shared[p.Name] = s
 		}
 	}
+	m.openEnforcers(cfg.Quota)
 	return m, nil
 }
 
@@ -185,6 +192,9 @@ func (m *Manager) indexLen() int {
 
 func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
 	p := m.pools[v.Pool]
+	if p != nil {
+		m.adoptQuota(v)
+	}
 	switch v.State {
 	case StateReady:
 		if !shared {
@@ -197,7 +207,7 @@ func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
 		if ok, err := dataExists(p, v); err != nil || !ok {
 			klog.ErrorS(err, "Volume data is missing", "volumeID", v.ID, "pool", v.Pool, "kind", v.Kind)
 		}
-		m.promises.set(v.ID, v.Pool, unallocated(p, v))
+		m.promises.set(v.ID, v.Pool, m.unallocated(p, v))
 		return nil
 	case StateCreating:
 		if shared && v.CreatedBy != m.nodeID {
@@ -222,23 +232,29 @@ func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
 	}
 }
 
-// removeVolume removes the data, then the record: never a record pointing
-// at data that is gone without saying so (it says "deleting" or "creating"
-// until the data is gone).
+// removeVolume removes the data, then what limited its size, then the
+// record: never a record pointing at data that is gone without saying so
+// (it says "deleting" or "creating" until the data is gone), and never a
+// project limit or qgroup without the record that names it.
 func (m *Manager) removeVolume(s *records.Store, p *pool.Pool, v Volume) error {
 	var err error
 	if v.Kind.HasImage() {
 		err = p.RemoveImage(v.ID)
 	} else {
-		err = p.RemoveDir(v.ID)
+		v, err = m.removeDir(s, p, v)
 	}
 	if err != nil {
 		return fmt.Errorf("remove data of %s: %w", v.ID, err)
 	}
 	failpoint.Hit("delete-after-data")
+	if err := m.clearQuota(v); err != nil {
+		return err
+	}
+	failpoint.Hit("delete-after-quota")
 	if err := s.Delete(v.ID); err != nil {
 		return err
 	}
+	m.releaseQuota(v)
 	m.deleteIndex(v.ID)
 	m.promises.drop(v.ID)
 	if err := m.nodeStates.Delete(v.ID); err != nil {
@@ -373,6 +389,9 @@ func compatible(v Volume, req CreateRequest) bool {
 	if v.CapacityBytes < req.RequiredBytes {
 		return false
 	}
+	if v.Kind == KindDir && (v.SizeLimit.orOptional() != req.SizeLimit.orOptional() || v.InodeLimit != req.InodeLimit) {
+		return false
+	}
 	return req.LimitBytes == 0 || v.CapacityBytes <= req.LimitBytes
 }
 
@@ -429,6 +448,12 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	if err != nil {
 		return Volume{}, err
 	}
+	limited := false
+	if req.Kind == KindDir {
+		if limited, err = m.sizeLimitFor(p, req.SizeLimit, req.InodeLimit); err != nil {
+			return Volume{}, fmt.Errorf("volume %q: %w", req.Name, err)
+		}
+	}
 	// Data without any record is not ours to reuse or remove (Load reports
 	// it and leaves it in place): only DeleteVolume removes data.
 	probe := Volume{ID: id, Kind: req.Kind}
@@ -469,11 +494,19 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	if !p.Shared {
 		v.Node = m.nodeID
 	}
+	if req.Kind == KindDir {
+		v.SizeLimit, v.InodeLimit = req.SizeLimit.orOptional(), req.InodeLimit
+	}
+	releaseQuota, err := m.reserveQuota(p, &v, limited)
+	if err != nil {
+		return Volume{}, err
+	}
 	if err := s.Put(id, v); err != nil {
+		releaseQuota()
 		return Volume{}, err
 	}
 	failpoint.Hit("create-after-intent")
-	if err := m.createData(p, v); err != nil {
+	if v, err = m.createData(p, v); err != nil {
 		if rerr := m.removeVolume(s, p, v); rerr != nil {
 			klog.ErrorS(rerr, "Rollback of failed creation incomplete; it is retried on the next create or at start-up", "volumeID", id)
 		}
@@ -491,28 +524,33 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 		m.setIndex(v)
 	}
 	reserved = false
-	m.promises.set(id, p.Name, unallocated(p, v))
+	m.promises.set(id, p.Name, m.unallocated(p, v))
 	failpoint.Hit("create-after-ready")
-	klog.V(2).InfoS("Volume created", "volumeID", id, "name", req.Name, "pool", p.Name, "capacityBytes", size)
+	klog.V(2).InfoS("Volume created", "volumeID", id, "name", req.Name, "pool", p.Name, "capacityBytes", size, "limitedBy", limitedBy(v))
 	return v, nil
 }
 
-func (m *Manager) createData(p *pool.Pool, v Volume) error {
+// createData makes a volume's data. It returns the volume completed (a
+// btrfs subvolume's ID), or on error as far as it got, for the rollback.
+func (m *Manager) createData(p *pool.Pool, v Volume) (Volume, error) {
 	if v.Kind.HasImage() {
-		return m.createImage(p, v)
+		return v, m.createImage(p, v)
+	}
+	if v.Quota != nil {
+		return m.createLimitedDir(p, v)
 	}
 	err := p.CreateDir(v.ID)
 	if errors.Is(err, os.ErrExist) {
 		// Left by an interrupted attempt under a "creating" record: ours.
 		if err := p.RemoveDir(v.ID); err != nil {
-			return err
+			return v, err
 		}
 		err = p.CreateDir(v.ID)
 	}
 	if err != nil {
-		return fmt.Errorf("create data of %s: %w", v.ID, err)
+		return v, fmt.Errorf("create data of %s: %w", v.ID, err)
 	}
-	return nil
+	return v, nil
 }
 
 // createImage makes the sparse image of a loop or block volume and, for a

@@ -547,9 +547,10 @@ func (m *Manager) Unpublish(id, targetPath string) error {
 	return nil
 }
 
-// Stats measures a volume that is published or staged at path: the
-// filesystem of a directory's pool or of a loop volume, the size of a block
-// volume.
+// Stats measures a volume that is published or staged at path: a limited
+// directory's own usage against its limit (quota accounting), the
+// filesystem of an unlimited directory's pool or of a loop volume, the size
+// of a block volume.
 func (m *Manager) Stats(id, path string) (Stats, error) {
 	v, ns, clean, err := m.usedAt(id, path)
 	if err != nil {
@@ -576,6 +577,9 @@ func (m *Manager) Stats(id, path string) (Stats, error) {
 		}
 		fs = pool.FSStatsOf(&st)
 	default:
+		if st, ok, err := m.limitedDirStats(p, v); ok {
+			return st, err
+		}
 		if fs, err = p.DirStats(v.ID); err != nil {
 			return Stats{}, fmt.Errorf("stat data of %s: %w", id, err)
 		}

@@ -12,6 +12,8 @@ package volume
 import (
 	"errors"
 	"time"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 )
 
 // Kind is how a volume is stored.
@@ -72,6 +74,15 @@ type Volume struct {
 	// ReaderOnly is set when the volume was created with reader-only access
 	// modes only: every publish is then read-only and a writer is refused.
 	ReaderOnly bool `json:"readerOnly,omitempty"`
+	// SizeLimit and InodeLimit are what the class asked of a directory
+	// volume ("" in records from before size limits: optional).
+	SizeLimit  SizeLimit `json:"sizeLimit,omitempty"`
+	InodeLimit int64     `json:"inodeLimit,omitempty"`
+	// Quota is how a directory volume's size is enforced (a project ID, a
+	// btrfs subvolume); nil when it is not. The "creating" record carries
+	// it before the directory exists, so that start-up can clear what a
+	// crash left behind.
+	Quota *quota.Handle `json:"quota,omitempty"`
 	// PVCName and PVCNamespace, when the provisioner passes them, tell an
 	// admin looking at the node which claim owns the data.
 	PVCName      string    `json:"pvcName,omitempty"`
@@ -122,6 +133,12 @@ type CreateRequest struct {
 	ReaderOnly    bool
 	PVCName       string
 	PVCNamespace  string
+	// SizeLimit says what to do when the pool cannot enforce a directory
+	// volume's size ("": optional; the driver passes the class's value,
+	// whose default is required). InodeLimit (0: none) is a hard limit
+	// on the files a directory volume may hold.
+	SizeLimit  SizeLimit
+	InodeLimit int64
 }
 
 // PublishRequest describes a NodePublishVolume.

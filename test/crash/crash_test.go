@@ -29,7 +29,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
 const (
@@ -117,14 +119,41 @@ type env struct {
 	stateDir string
 	poolDir  string
 	runs     int
+	// params are the class parameters of every CreateVolume: a plain
+	// temporary directory limits nothing, so its class says
+	// sizeLimit: optional; a btrfs pool uses the defaults.
+	params map[string]string
+	// btrfs: the pool is a btrfs filesystem with quotas.
+	btrfs bool
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	e := newEnvOn(t, "")
+	e.params = map[string]string{"sizeLimit": "optional"}
+	return e
+}
+
+// newBtrfsEnv is newEnv with the pool on a btrfs filesystem with quotas
+// (testutil.BtrfsPool): directory volumes are subvolumes with qgroup
+// limits, and the tests also check that no qgroup outlives its volume.
+func newBtrfsEnv(t *testing.T) *env {
+	t.Helper()
+	e := newEnvOn(t, testutil.BtrfsPool(t, 256<<20))
+	e.btrfs = true
+	return e
+}
+
+// newEnvOn makes the layout with the pool at poolDir ("": a new directory).
+func newEnvOn(t *testing.T, poolDir string) *env {
+	t.Helper()
 	e := &env{t: t, bin: buildDriver(t), dir: t.TempDir()}
 	e.stateDir = filepath.Join(e.dir, "state")
-	e.poolDir = filepath.Join(e.dir, "pool")
-	require.NoError(t, os.Mkdir(e.poolDir, 0o755))
+	e.poolDir = poolDir
+	if e.poolDir == "" {
+		e.poolDir = filepath.Join(e.dir, "pool")
+		require.NoError(t, os.Mkdir(e.poolDir, 0o755))
+	}
 	e.sock = filepath.Join(e.dir, "csi.sock")
 	if len(e.sock) > 100 { // sun_path holds 108 bytes
 		// A long TMPDIR or test name: keep the socket somewhere short.
@@ -148,6 +177,7 @@ func (e *env) dataDir(id string) string {
 // driverProc is one run of the hostvol binary, started by this test.
 type driverProc struct {
 	t       *testing.T
+	params  map[string]string // CreateVolume parameters (the env's)
 	name    string
 	cmd     *exec.Cmd
 	pid     int
@@ -201,7 +231,7 @@ func (e *env) start(fp string) *driverProc {
 	require.NoError(t, cmd.Start())
 	_ = logf.Close() // the child has its own descriptor
 
-	d := &driverProc{t: t, name: name, cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{}), logPath: logPath}
+	d := &driverProc{t: t, params: e.params, name: name, cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{}), logPath: logPath}
 	go func() {
 		_ = cmd.Wait()
 		d.state = cmd.ProcessState
@@ -354,7 +384,9 @@ func createReq(name string) *csi.CreateVolumeRequest {
 func (d *driverProc) create(name string) (*csi.CreateVolumeResponse, error) {
 	ctx, cancel := ctxRPC()
 	defer cancel()
-	return d.ctrl.CreateVolume(ctx, createReq(name))
+	req := createReq(name)
+	req.Parameters = d.params
+	return d.ctrl.CreateVolume(ctx, req)
 }
 
 func (d *driverProc) delete(id string) error {
@@ -402,6 +434,10 @@ type record struct {
 	Pool  string `json:"pool"`
 	Kind  string `json:"kind"`
 	State string `json:"state"`
+	Quota *struct {
+		Method      string `json:"method"`
+		SubvolumeID uint64 `json:"subvolumeID"`
+	} `json:"quota"`
 }
 
 // diskState is what the driver left on disk.
@@ -528,6 +564,20 @@ func requireConsistent(t *testing.T, e *env, d *driverProc) map[string]record {
 		_, ok := s.records[id]
 		require.True(t, ok, "data dir %s has no record: %s", e.dataDir(id), s.describe(id))
 	}
+	if e.btrfs {
+		// Exactly the qgroups of the volumes there are (and the top
+		// level's, 0/5): none dangles after a crash at any step.
+		want := []uint64{5}
+		for key, r := range s.records {
+			require.NotNil(t, r.Quota, "volume %s on a btrfs pool has no qgroup limit", key)
+			require.Equal(t, string(quota.BtrfsQgroup), r.Quota.Method)
+			require.NotZero(t, r.Quota.SubvolumeID, "ready volume %s has no subvolume ID", key)
+			want = append(want, r.Quota.SubvolumeID)
+		}
+		got, err := quota.BtrfsQgroups(e.poolDir)
+		require.NoError(t, err)
+		require.ElementsMatch(t, want, got, "qgroups of the btrfs pool")
+	}
 	for _, n := range s.nodeStates {
 		_, ok := s.records[strings.TrimSuffix(n, ".json")]
 		require.True(t, ok, "node state %s outlives its volume", filepath.Join(e.nodeDir(), n))
@@ -593,120 +643,153 @@ func (w dataWant) String() string {
 // and DeleteVolume, then restarts it and checks that the state is
 // consistent and that the operation can be completed.
 func TestCrashAtFailpoints(t *testing.T) {
-	cases := []struct {
-		point string
-		op    string // "create" or "delete"
-		// What the crash leaves on disk, before the restart.
-		wantRecord string
-		wantData   dataWant
-		// For creates: whether the volume survives the restart (the crash
-		// came after it was complete) or is rolled back.
-		survives bool
-	}{
-		{point: "create-after-intent", op: "create", wantRecord: "creating", wantData: dataAbsent},
-		{point: "create-after-data", op: "create", wantRecord: "creating", wantData: dataEmpty},
-		{point: "create-after-ready", op: "create", wantRecord: "ready", wantData: dataEmpty, survives: true},
-		{point: "delete-after-intent", op: "delete", wantRecord: "deleting", wantData: dataFull},
-		{point: "delete-mid-data", op: "delete", wantRecord: "deleting", wantData: dataPartial},
-		{point: "delete-after-data", op: "delete", wantRecord: "deleting", wantData: dataAbsent},
-	}
 	// Every failpoint the driver defines has a case here, and no case names
 	// a failpoint that does not exist (it would never fire).
 	var names []string
-	for _, c := range cases {
+	for _, c := range failpointCases {
 		names = append(names, c.point)
 	}
 	require.ElementsMatch(t, failpoint.Points, names, "failpoint.Points and this table must list the same failpoints")
-
-	for _, tc := range cases {
-		t.Run(tc.point, func(t *testing.T) {
-			e := newEnv(t)
-			id := volumeid.FromName(volumeName)
-			var written []string
-
-			if tc.op == "delete" {
-				// A complete volume with some content, made by a clean run.
-				d := e.start("")
-				d.waitReady(e)
-				resp, err := d.create(volumeName)
-				require.NoError(t, err, "CreateVolume before the crash")
-				require.Equal(t, id, resp.GetVolume().GetVolumeId())
-				written, err = fillVolume(e.dataDir(id))
-				require.NoError(t, err)
-				d.stop()
-			}
-
-			// The run that dies at the failpoint.
-			d := e.start(tc.point)
-			d.waitReady(e)
-			switch tc.op {
-			case "create":
-				_, err := d.create(volumeName)
-				requireConnectionLost(t, err, "CreateVolume")
-			case "delete":
-				requireConnectionLost(t, d.delete(id), "DeleteVolume")
-			}
-			d.requireKilled()
-
-			// What the crash left, before anything repairs it.
-			s := readDisk(t, e)
-			t.Logf("on disk after SIGKILL at %s: volume %s: %s; %s", tc.point, id, s.describe(id), s.summary())
-			r, ok := s.records[id]
-			require.True(t, ok, "no record after a crash at %s", tc.point)
-			require.Equal(t, tc.wantRecord, r.State, "record state after a crash at %s", tc.point)
-			entries, present := s.data[id]
-			switch tc.wantData {
-			case dataAbsent:
-				require.False(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-			case dataEmpty:
-				require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-				require.Empty(t, entries)
-			case dataFull:
-				require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-				require.Equal(t, written, entries)
-			case dataPartial:
-				require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-				require.NotEmpty(t, entries, "want part of the data left: %s", s.describe(id))
-				require.Less(t, len(entries), len(written), "want part of the data removed: %s", s.describe(id))
-				require.Subset(t, written, entries)
-			}
-
-			// Restart without the failpoint: start-up finishes or rolls back.
-			d = e.start("")
-			d.waitReady(e)
-			recs := requireConsistent(t, e, d)
-			s = readDisk(t, e)
-			t.Logf("on disk after restart: volume %s: %s; %s", id, s.describe(id), s.summary())
-
-			switch tc.op {
-			case "create":
-				if tc.survives {
-					require.Contains(t, recs, id, "volume complete before the crash at %s is gone after restart", tc.point)
-					require.Equal(t, volumeName, recs[id].Name)
-				} else {
-					require.Empty(t, recs, "creation interrupted at %s was not rolled back", tc.point)
-				}
-				// The CO retries the CreateVolume it never got an answer to.
-				resp, err := d.create(volumeName)
-				require.NoError(t, err, "CreateVolume retry after restart")
-				require.Equal(t, id, resp.GetVolume().GetVolumeId(), "CreateVolume retry returned another volume")
-				require.EqualValues(t, volumeSize, resp.GetVolume().GetCapacityBytes())
-				recs = requireConsistent(t, e, d)
-				require.Len(t, recs, 1)
-				require.Contains(t, recs, id)
-				// And the volume can be deleted, leaving nothing.
-				require.NoError(t, d.delete(id), "DeleteVolume after restart")
-				requireEmpty(t, e, d)
-			case "delete":
-				require.Empty(t, recs, "deletion interrupted at %s was not finished at start-up", tc.point)
-				requireEmpty(t, e, d)
-				// The CO retries the DeleteVolume it never got an answer to.
-				require.NoError(t, d.delete(id), "DeleteVolume retry after restart")
-				requireEmpty(t, e, d)
-			}
-			d.stop()
-		})
+	for _, tc := range failpointCases {
+		t.Run(tc.point, func(t *testing.T) { crashAt(t, newEnv(t), tc) })
 	}
+}
+
+// TestCrashAtFailpointsBtrfs is TestCrashAtFailpoints on a btrfs pool with
+// quotas: each directory volume is a subvolume with a qgroup limit, so a
+// crash can also leave a subvolume whose ID no record names yet
+// (create-after-data) or a qgroup whose subvolume is gone
+// (delete-after-data). After every restart, the qgroups are exactly those
+// of the volumes that exist.
+func TestCrashAtFailpointsBtrfs(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, tc := range failpointCases {
+		t.Run(tc.point, func(t *testing.T) { crashAt(t, newBtrfsEnv(t), tc) })
+	}
+}
+
+// failpointCase is a failpoint and what a crash there must leave.
+type failpointCase struct {
+	point string
+	op    string // "create" or "delete"
+	// What the crash leaves on disk, before the restart.
+	wantRecord string
+	wantData   dataWant
+	// For creates: whether the volume survives the restart (the crash
+	// came after it was complete) or is rolled back.
+	survives bool
+}
+
+var failpointCases = []failpointCase{
+	{point: "create-after-intent", op: "create", wantRecord: "creating", wantData: dataAbsent},
+	{point: "create-after-data", op: "create", wantRecord: "creating", wantData: dataEmpty},
+	{point: "create-after-ready", op: "create", wantRecord: "ready", wantData: dataEmpty, survives: true},
+	{point: "delete-after-intent", op: "delete", wantRecord: "deleting", wantData: dataFull},
+	{point: "delete-mid-data", op: "delete", wantRecord: "deleting", wantData: dataPartial},
+	{point: "delete-after-data", op: "delete", wantRecord: "deleting", wantData: dataAbsent},
+	// The volume's limit is cleared (project limits, qgroup), the record
+	// not yet removed.
+	{point: "delete-after-quota", op: "delete", wantRecord: "deleting", wantData: dataAbsent},
+}
+
+// crashAt kills the driver at tc's failpoint, then restarts it and checks
+// that the state is consistent and that the operation can be completed.
+func crashAt(t *testing.T, e *env, tc failpointCase) {
+	id := volumeid.FromName(volumeName)
+	var written []string
+
+	if tc.op == "delete" {
+		// A complete volume with some content, made by a clean run.
+		d := e.start("")
+		d.waitReady(e)
+		resp, err := d.create(volumeName)
+		require.NoError(t, err, "CreateVolume before the crash")
+		require.Equal(t, id, resp.GetVolume().GetVolumeId())
+		written, err = fillVolume(e.dataDir(id))
+		require.NoError(t, err)
+		d.stop()
+	}
+
+	// The run that dies at the failpoint.
+	d := e.start(tc.point)
+	d.waitReady(e)
+	switch tc.op {
+	case "create":
+		_, err := d.create(volumeName)
+		requireConnectionLost(t, err, "CreateVolume")
+	case "delete":
+		requireConnectionLost(t, d.delete(id), "DeleteVolume")
+	}
+	d.requireKilled()
+
+	// What the crash left, before anything repairs it.
+	s := readDisk(t, e)
+	t.Logf("on disk after SIGKILL at %s: volume %s: %s; %s", tc.point, id, s.describe(id), s.summary())
+	if e.btrfs {
+		qgroups, err := quota.BtrfsQgroups(e.poolDir)
+		require.NoError(t, err)
+		t.Logf("qgroups after SIGKILL at %s: %v (record: %+v)", tc.point, qgroups, s.records[id].Quota)
+		if tc.point == "create-after-data" {
+			// A limited subvolume whose ID the "creating" record does
+			// not name yet: the rollback must find it.
+			require.Len(t, qgroups, 2, "the subvolume's qgroup and the top level's")
+			require.Zero(t, s.records[id].Quota.SubvolumeID)
+		}
+	}
+	r, ok := s.records[id]
+	require.True(t, ok, "no record after a crash at %s", tc.point)
+	require.Equal(t, tc.wantRecord, r.State, "record state after a crash at %s", tc.point)
+	entries, present := s.data[id]
+	switch tc.wantData {
+	case dataAbsent:
+		require.False(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
+	case dataEmpty:
+		require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
+		require.Empty(t, entries)
+	case dataFull:
+		require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
+		require.Equal(t, written, entries)
+	case dataPartial:
+		require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
+		require.NotEmpty(t, entries, "want part of the data left: %s", s.describe(id))
+		require.Less(t, len(entries), len(written), "want part of the data removed: %s", s.describe(id))
+		require.Subset(t, written, entries)
+	}
+
+	// Restart without the failpoint: start-up finishes or rolls back.
+	d = e.start("")
+	d.waitReady(e)
+	recs := requireConsistent(t, e, d)
+	s = readDisk(t, e)
+	t.Logf("on disk after restart: volume %s: %s; %s", id, s.describe(id), s.summary())
+
+	switch tc.op {
+	case "create":
+		if tc.survives {
+			require.Contains(t, recs, id, "volume complete before the crash at %s is gone after restart", tc.point)
+			require.Equal(t, volumeName, recs[id].Name)
+		} else {
+			require.Empty(t, recs, "creation interrupted at %s was not rolled back", tc.point)
+		}
+		// The CO retries the CreateVolume it never got an answer to.
+		resp, err := d.create(volumeName)
+		require.NoError(t, err, "CreateVolume retry after restart")
+		require.Equal(t, id, resp.GetVolume().GetVolumeId(), "CreateVolume retry returned another volume")
+		require.EqualValues(t, volumeSize, resp.GetVolume().GetCapacityBytes())
+		recs = requireConsistent(t, e, d)
+		require.Len(t, recs, 1)
+		require.Contains(t, recs, id)
+		// And the volume can be deleted, leaving nothing.
+		require.NoError(t, d.delete(id), "DeleteVolume after restart")
+		requireEmpty(t, e, d)
+	case "delete":
+		require.Empty(t, recs, "deletion interrupted at %s was not finished at start-up", tc.point)
+		requireEmpty(t, e, d)
+		// The CO retries the DeleteVolume it never got an answer to.
+		require.NoError(t, d.delete(id), "DeleteVolume retry after restart")
+		requireEmpty(t, e, d)
+	}
+	d.stop()
 }
 
 // workerResult is what one load worker saw.

@@ -93,7 +93,9 @@ type kind struct {
 }
 
 var (
-	dirKind   = kind{params: map[string]string{}, size: 64 * mib}
+	// The pools here are plain temporary directories, which cannot limit
+	// a directory volume's size: the class must accept that.
+	dirKind   = kind{params: map[string]string{"sizeLimit": "optional"}, size: 64 * mib}
 	ext4Kind  = kind{params: map[string]string{"type": "loop"}, size: 64 * mib}
 	xfsKind   = kind{params: map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "xfs"}, size: 300 * mib}
 	blockKind = kind{params: map[string]string{}, block: true, size: 64 * mib}

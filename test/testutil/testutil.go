@@ -20,6 +20,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -59,6 +60,9 @@ type Options struct {
 	MaxVolumes int64
 	Loop       loop.Manager     // default: loop.NewFake()
 	FS         fsutil.Interface // default: a new fsutil.Fake
+	// Quota limits directory volumes. Default: a new quota.Fake, whose
+	// pools all "enforce" (project IDs and limits in memory).
+	Quota quota.System
 
 	// Interceptors are passed to driver.Config (e.g. pkg/metrics').
 	Interceptors []grpc.UnaryServerInterceptor
@@ -67,7 +71,7 @@ type Options struct {
 // RealOptions are Options with the adapters cmd/hostvol builds: the
 // syscall bind mounter over mount-utils, real loop devices, real mkfs.
 func RealOptions() Options {
-	return Options{Mounter: mounter.New(mount.New("")), Loop: loop.New(), FS: fsutil.New(utilexec.New())}
+	return Options{Mounter: mounter.New(mount.New("")), Loop: loop.New(), FS: fsutil.New(utilexec.New()), Quota: quota.New()}
 }
 
 // StartDriver starts a driver and stops it in t.Cleanup.
@@ -85,6 +89,9 @@ func StartDriver(t testing.TB, o Options) *Env {
 	}
 	if o.FS == nil {
 		o.FS = &fsutil.Fake{}
+	}
+	if o.Quota == nil {
+		o.Quota = quota.NewFake()
 	}
 	if o.StateDir == "" {
 		o.StateDir = filepath.Join(dir, "state")
@@ -106,10 +113,11 @@ func StartDriver(t testing.TB, o Options) *Env {
 		t.Cleanup(func() { _ = p.Close() })
 		env.Pools = append(env.Pools, p)
 	}
-	mgr, err := volume.New(volume.Config{NodeID: o.NodeID, StateDir: o.StateDir, Pools: env.Pools, Mounter: o.Mounter, Loop: o.Loop, FS: o.FS})
+	mgr, err := volume.New(volume.Config{NodeID: o.NodeID, StateDir: o.StateDir, Pools: env.Pools, Mounter: o.Mounter, Loop: o.Loop, FS: o.FS, Quota: o.Quota})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = mgr.Close() })
 	if err := mgr.Load(); err != nil {
 		t.Fatal(err)
 	}
