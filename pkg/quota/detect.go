@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -79,21 +80,25 @@ func (s *system) Open(path string) (Enforcer, error) {
 // on kernels before 5.14.
 func (s *system) openProject(dir *os.File, dev uint64, m Method, fs string) (Enforcer, error) {
 	q := quotactlTarget{fd: int(dir.Fd())}
-	_, enforcing, err := q.projectState()
 	var note string
-	if isENOSYS(err) {
-		source, serr := mountSource(dev)
-		if serr != nil {
+	if !haveQuotactlFd() {
+		if !haveQuotactl() {
 			dir.Close()
-			return Unenforced(fs, fmt.Sprintf("no quotactl_fd (Linux < 5.14) and no block device found for quotactl: %v", serr)), nil
+			return Unenforced(fs, "this kernel has no quotactl (CONFIG_QUOTACTL)"), nil
+		}
+		source, err := mountSource(dev)
+		if err != nil {
+			dir.Close()
+			return Unenforced(fs, fmt.Sprintf("no quotactl_fd (Linux < 5.14) and no block device found for quotactl: %v", err)), nil
 		}
 		q.device = source
 		note = "quotactl on " + source
-		_, enforcing, err = q.projectState()
-		if isENOSYS(err) {
-			dir.Close()
-			return Unenforced(fs, "this kernel has no quota support (quotactl: function not implemented)"), nil
-		}
+	}
+	_, enforcing, err := q.projectState()
+	if isENOSYS(err) {
+		// The syscall exists: ENOSYS is the kernel's answer for a
+		// filesystem with no quota on at all.
+		enforcing, err = false, nil
 	}
 	if err != nil {
 		dir.Close()
@@ -101,9 +106,9 @@ func (s *system) openProject(dir *os.File, dev uint64, m Method, fs string) (Enf
 	}
 	if !enforcing {
 		dir.Close()
-		how := "mount it with -o prjquota"
+		how := "mount it with -o prjquota, on a kernel with XFS quota support (CONFIG_XFS_QUOTA)"
 		if m == Ext4Project {
-			how = "it needs the project and quota features (mkfs.ext4 -O project,quota, or tune2fs -O project,quota unmounted) and mounting with -o prjquota"
+			how = "it needs the project and quota features (mkfs.ext4 -O project,quota, or tune2fs -O project,quota unmounted), mounting with -o prjquota, and a kernel with the quota format (CONFIG_QFMT_V2)"
 		}
 		return Unenforced(fs, fmt.Sprintf("project quotas are not enforced on this %s filesystem (%s)", fs, how)), nil
 	}
@@ -121,6 +126,21 @@ func (s *system) openProject(dir *os.File, dev uint64, m Method, fs string) (Enf
 		ids:  ids,
 		ext4: m == Ext4Project,
 	}, nil
+}
+
+// haveQuotactlFd reports whether the kernel has quotactl_fd(2): with a bad
+// descriptor it answers EBADF, without the syscall ENOSYS.
+func haveQuotactlFd() bool {
+	_, _, e := unix.Syscall6(unix.SYS_QUOTACTL_FD, ^uintptr(0), uintptr(qcmd(qXGetQStatV, prjQuota)), 0, 0, 0, 0)
+	return e != unix.ENOSYS
+}
+
+// haveQuotactl reports whether the kernel has quotactl(2) (CONFIG_QUOTACTL):
+// for an empty device path it answers ENOENT, without the syscall ENOSYS.
+func haveQuotactl() bool {
+	empty := []byte{0}
+	_, _, e := unix.Syscall6(unix.SYS_QUOTACTL, uintptr(qcmd(qXGetQStatV, prjQuota)), uintptr(unsafe.Pointer(&empty[0])), 0, 0, 0, 0)
+	return e != unix.ENOSYS
 }
 
 // mountSource finds the source (block device) of the mount whose device
