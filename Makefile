@@ -73,7 +73,7 @@ verify:
 
 # hack/manifestnorm is its own module (it keeps a YAML library out of the
 # driver's go.mod): vet and test it here, then compare the base with the
-# chart. The first run builds kustomize and helm (about 4.5 minutes on 2
+# chart. The first run builds kustomize and helm (3.5 to 4.5 minutes on 2
 # cores with empty Go caches), later runs take seconds.
 verify-deploy:
 	$(GO) -C hack/manifestnorm mod tidy -diff
