@@ -239,7 +239,7 @@ func (m *Manager) check(v Volume, publishPath, stagingPath string) ([]Condition,
 		if pc.ReadOnly && !readOnlyExpected {
 			cs.add(Degraded, ReasonFilesystemReadOnly, "volume %s: the filesystem of pool %q at %s is read-only", v.ID, p.Name, p.Path)
 		}
-		if msg, err := dirExhausted(p, v); err != nil {
+		if msg, err := m.dirExhausted(p, v); err != nil {
 			return nil, err
 		} else if msg != "" {
 			cs.add(Degraded, ReasonLimitExhausted, "volume %s: %s", v.ID, msg)
@@ -336,14 +336,15 @@ func (m *Manager) checkStaging(cs *conditions, p *pool.Pool, v Volume, ns nodeSt
 	return nil
 }
 
-// dirExhausted says why a directory volume can take no more data, or "".
-// Directory volumes have no hard limit of their own yet: only their pool's
-// filesystem bounds them, and these are the figures NodeGetVolumeStats
-// reports for them (read inside the pool, without following symlinks).
-// Quota enforcement (issue 4) extends this with the volume's own usage
-// against its limit; the pool check stays, since a full pool stops writes
+// dirExhausted says why a directory volume can take no more data, or "":
+// a limited volume's own usage against its limit (quota accounting, as
+// NodeGetVolumeStats reports it), then its pool's filesystem (read inside
+// the pool, without following symlinks), since a full pool stops writes
 // below any limit.
-func dirExhausted(p *pool.Pool, v Volume) (string, error) {
+func (m *Manager) dirExhausted(p *pool.Pool, v Volume) (string, error) {
+	if msg, err := m.limitExhausted(p, v); err != nil || msg != "" {
+		return msg, err
+	}
 	fs, err := p.DirStats(v.ID)
 	if err != nil {
 		return "", fmt.Errorf("stat data of %s: %w", v.ID, err)

@@ -162,9 +162,24 @@ func Usage(t *testing.T, n *loopvol.Node, id, path string) map[csi.VolumeUsage_U
 	return out
 }
 
+// Health is ControllerGetVolumeHealth's conditions of a volume, as
+// "STATUS/Reason", with the messages logged.
+func Health(t *testing.T, n *loopvol.Node, id string) []string {
+	t.Helper()
+	r, err := n.Client.ControllerGetVolumeHealth(ctx(t), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
+	require.NoError(t, err)
+	out := []string{}
+	for _, e := range r.GetVolumeHealth().GetHealthStatuses() {
+		out = append(out, e.GetStatus().String()+"/"+e.GetReason())
+		t.Logf("health of %s: %s %s: %s", id, e.GetStatus(), e.GetReason(), e.GetMessage())
+	}
+	return out
+}
+
 // EnforcedLimit is the main scenario: a 10 MiB directory volume refuses
 // the write that crosses 10 MiB while its pool keeps its free space;
-// NodeGetVolumeStats reports the volume's own usage against its limit;
+// NodeGetVolumeStats reports the volume's own usage against its limit and
+// its health says the limit is exhausted;
 // expansion (ControllerExpandVolume, then NodeExpandVolume as the kubelet
 // calls it) lets further writes through; deletion leaves no limit behind.
 func EnforcedLimit(t *testing.T, fs FS, pool string) {
@@ -210,6 +225,8 @@ func EnforcedLimit(t *testing.T, fs FS, pool string) {
 		require.EqualValues(t, 2, in.GetUsed(), "the directory and the file")
 		require.Equal(t, in.GetUsed()+in.GetAvailable(), in.GetTotal())
 	}
+	// The volume's health says its limit is exhausted (its pool is not).
+	require.Equal(t, []string{"DEGRADED/" + volume.ReasonLimitExhausted}, Health(t, n, id))
 
 	// Expansion raises the limit online: ControllerExpandVolume needs no
 	// node step for a directory.
@@ -217,6 +234,7 @@ func EnforcedLimit(t *testing.T, fs FS, pool string) {
 	require.NoError(t, err)
 	require.Equal(t, 2*size, exp.GetCapacityBytes())
 	require.False(t, exp.GetNodeExpansionRequired(), "a directory's limit is raised without a node step")
+	require.Empty(t, Health(t, n, id), "healthy again with room under the raised limit")
 	more, err := Write(t, fs, filepath.Join(target, "after-expand"), 8*mib)
 	require.NoError(t, err, "8 MiB more after expanding to 20 MiB (wrote %d)", more)
 	require.Equal(t, 2*size, Usage(t, n, id, target)[csi.VolumeUsage_BYTES].GetTotal())
