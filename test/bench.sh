@@ -101,6 +101,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0 > 0 && b != "-") printf "%.2f"
 
 bench_dir() {
   local N=${N:-1000} R=${R:-3}
+  # The bench pools are plain directories, which cannot limit a directory
+  # volume's size: the class accepts that (as it did before size limits).
+  local DIR_PARAM=sizeLimit=optional
   local out="$work/results"
   mkdir -p "$out"
   rm -f "$out/p50.txt"
@@ -112,13 +115,13 @@ bench_dir() {
   for e in $EXISTING; do
     start_driver "$e" "$work/e$e"
     load "$out/populate-e$e.txt" --endpoint "unix://$work/e$e/csi.sock" --n 1 --c 8 --e "$e" --keep-existing \
-      --name-prefix "existing" --target-dir "$work/e$e/targets"
+      --param "$DIR_PARAM" --name-prefix "existing" --target-dir "$work/e$e/targets"
   done
   for r in $(seq "$R"); do
     for c in $WORKERS; do
       for e in $EXISTING; do
         run="$work/e$e"
-        load "$out/e$e-c$c-r$r.txt" --endpoint "unix://$run/csi.sock" --n "$N" --c "$c" \
+        load "$out/e$e-c$c-r$r.txt" --endpoint "unix://$run/csi.sock" --n "$N" --c "$c" --param "$DIR_PARAM" \
           --name-prefix "e$e-c$c-r$r" --target-dir "$run/targets"
         echo "  run $r E=$e C=$c: $(grep '^summary' "$out/e$e-c$c-r$r.txt")"
       done

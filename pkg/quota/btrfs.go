@@ -79,7 +79,7 @@ type btrfsEnforcer struct {
 	info Info
 	pool *os.File // the pool directory: any descriptor on the filesystem serves the qgroup ioctls
 	// qgroups is /sys/fs/btrfs/<fsid>/qgroups, where the kernel shows each
-	// qgroup's usage as it is now (the quota tree lags a transaction).
+	// qgroup's usage.
 	qgroups string
 	// clearWait bounds how long Clear waits for the cleaner to drop a
 	// deleted subvolume before its qgroup can go.
@@ -224,8 +224,9 @@ func (e *btrfsEnforcer) SetLimits(h Handle, l Limits) error {
 	return nil
 }
 
-// Usage reads the qgroup's referenced bytes from sysfs (the kernel's
-// in-memory figure; the quota tree on disk lags until the next commit).
+// Usage reads the qgroup's referenced bytes from sysfs: one read, no
+// privilege (the quota tree needs CAP_SYS_ADMIN and a search). Both change
+// at transaction commit, so usage follows writes within a commit interval.
 func (e *btrfsEnforcer) Usage(h Handle) (Usage, error) {
 	if err := checkMethod(BtrfsQgroup, h); err != nil {
 		return Usage{}, err
