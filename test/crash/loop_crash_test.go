@@ -14,14 +14,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
 // TestCrashLoopVolumes kills the driver at the failpoints of CreateVolume
 // and DeleteVolume of a loop (ext4) volume, whose data is an image file that
 // is formatted at creation, and checks after restart that every record is
-// ready with its image and every image has a record. No root is needed:
-// mkfs formats the image file directly.
+// ready with its image and every image has a record. Root is needed: mkfs
+// formats the image file directly, but DeleteVolume checks that no loop
+// device holds the image, which reads the loop devices.
 func TestCrashLoopVolumes(t *testing.T) {
+	testutil.RequireRoot(t)
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("mkfs.ext4 not installed (make deps installs it)")
 	}
