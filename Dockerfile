@@ -7,6 +7,10 @@
 # cross-compiles (CGO is off), only the runtime stage is per platform:
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 ...
+#
+# The runtime packages are listed in deploy/image/packages.txt, which the
+# e2e suite's engine-less image build (test/e2e/scripts/rootfs.sh) reads
+# too; `make verify` checks that both install from that file.
 
 # The Go release go.mod asks for; bump both together.
 ARG GO_VERSION=1.26.8
@@ -20,24 +24,24 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+# Static: CGO off, so the binary needs nothing from the runtime image but
+# the tools it runs.
 RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
     -o /out/hostvol ./cmd/hostvol
 
+# The same Debian release as the build stage and the e2e image.
 FROM debian:bookworm-slim
 ARG VERSION=dev
-# Tools the node plugin runs: blkid (util-linux), mount, umount and losetup
-# (mount), and mkfs, resize and tuning tools for ext4 (e2fsprogs), XFS
-# (xfsprogs) and btrfs (btrfs-progs).
+# Exactly the packages of deploy/image/packages.txt (one per line, #
+# comments): the tools the node plugin runs (mount, losetup, blkid, mkfs,
+# resize and quota tools for ext4, XFS and btrfs).
+COPY deploy/image/packages.txt /tmp/packages.txt
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        util-linux \
-        mount \
-        e2fsprogs \
-        xfsprogs \
-        btrfs-progs \
+    && sed -e 's/#.*//' /tmp/packages.txt | xargs -r \
+        env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     && apt-get clean \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* /tmp/packages.txt
 COPY --from=build /out/hostvol /usr/local/bin/hostvol
 LABEL org.opencontainers.image.title="hostvol" \
       org.opencontainers.image.description="CSI driver for node-local directory, loop-filesystem and block volumes" \

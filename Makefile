@@ -10,7 +10,8 @@
 #   make verify  formatting, vet, go.mod tidiness; deploy/: the kustomize
 #                base and the Helm chart render the same objects, every
 #                overlay builds, helm lint (kustomize and helm: pinned,
-#                built once by hack/tools.sh)
+#                built once by hack/tools.sh); the Dockerfile and the e2e
+#                image install deploy/image/packages.txt
 
 SHELL := /bin/bash
 GO ?= go
@@ -20,7 +21,7 @@ BIN := bin
 RUN_DIR ?= /tmp/hostvol-run
 GO_TEST_FLAGS ?= -count=1 -timeout 10m
 
-.PHONY: all build run test unit sanity deps bench verify verify-deploy clean vm-test
+.PHONY: all build run test unit sanity deps bench verify verify-deploy verify-image clean vm-test
 
 all: build
 
@@ -69,7 +70,7 @@ verify:
 	@cp go.mod /tmp/hostvol-go.mod.bak && cp go.sum /tmp/hostvol-go.sum.bak && $(GO) mod tidy && \
 		if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy"; git diff -- go.mod go.sum; \
 		cp /tmp/hostvol-go.mod.bak go.mod; cp /tmp/hostvol-go.sum.bak go.sum; exit 1; fi
-	$(MAKE) verify-deploy
+	$(MAKE) verify-deploy verify-image
 
 # hack/manifestnorm is its own module (it keeps a YAML library out of the
 # driver's go.mod): vet and test it here, then compare the base with the
@@ -80,6 +81,9 @@ verify-deploy:
 	$(GO) -C hack/manifestnorm vet ./...
 	$(GO) -C hack/manifestnorm test -count=1 ./...
 	hack/verify-deploy.sh
+
+verify-image:
+	hack/verify-image-packages.sh
 
 clean:
 	rm -rf $(BIN)
