@@ -12,6 +12,9 @@
 #                overlay builds, helm lint (kustomize and helm: pinned,
 #                built once by hack/tools.sh); the Dockerfile and the e2e
 #                image install deploy/image/packages.txt
+#   make e2e     a real single-node Kubernetes on this machine (test/e2e):
+#                install hostvol with kubectl apply -k, run the scenarios,
+#                tear down; needs root (see test/e2e/README.md)
 
 SHELL := /bin/bash
 GO ?= go
@@ -21,7 +24,7 @@ BIN := bin
 RUN_DIR ?= /tmp/hostvol-run
 GO_TEST_FLAGS ?= -count=1 -timeout 10m
 
-.PHONY: all build run test unit sanity deps bench verify verify-deploy verify-image clean vm-test
+.PHONY: all build run test unit sanity deps bench verify verify-deploy verify-image clean vm-test e2e
 
 all: build
 
@@ -59,6 +62,12 @@ vm-test:
 	@if [ "$$(id -u)" -ne 0 ] && [ -z "$${HOSTVOL_VM_CACHE:-}" ] && [ "$${HOSTVOL_REQUIRE_ROOT_TESTS:-}" != 1 ]; then \
 		echo "vm-test: skipped: needs root (qemu install, /var/cache/hostvol-vm) or HOSTVOL_VM_CACHE; HOSTVOL_REQUIRE_ROOT_TESTS=1 makes this a failure"; \
 	else test/vm/run.sh ./test/vmtests -test.v; fi
+
+# End-to-end on a real cluster built here (Kubernetes from the Go module
+# proxy, cached in /var/cache/hostvol-e2e). E2E_SCENARIOS="01 06" runs some,
+# E2E_KEEP=1 leaves the cluster up. See test/e2e/README.md.
+e2e:
+	test/e2e/run.sh
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/records/ ./pkg/volume/
