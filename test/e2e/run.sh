@@ -23,7 +23,9 @@ step() { # name cmd...: run, time and record
   return $rc
 }
 finish() {
-  if [ "${E2E_KEEP:-0}" != 1 ]; then step teardown "$E2E_DIR/down.sh"; fi
+  # Teardown wipes the work directory (etcd data, containerd's store, the
+  # pool, hostvol's records): every run starts from an empty cluster.
+  if [ "${E2E_KEEP:-0}" != 1 ]; then step teardown env WIPE=1 "$E2E_DIR/down.sh"; fi
   echo
   echo "e2e summary ($(( $(date +%s) - _t0 ))s):"
   printf '%s' "$summary"
