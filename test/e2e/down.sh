@@ -90,8 +90,8 @@ left=0
 report() { echo "e2e down: LEFT: $*"; left=1; }
 for f in run/*.pid; do [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && report "process $(cat "$f") ($f)"; done
 for p in $(pgrep -f "containerd-shim.*$RUN/containerd" 2>/dev/null); do report "process $p (containerd-shim)"; done
-for p in $(pgrep -x hostvol 2>/dev/null); do
-  grep -qs "$E2E_WORK\|/csi/csi.sock" "/proc/$p/cmdline" && report "process $p (hostvol)"; done
+for p in $(pgrep -x hostvol 2>/dev/null); do   # ours ran in a pod: a kubepods cgroup
+  grep -qs kubepods "/proc/$p/cgroup" && report "process $p (hostvol, in a pod)"; done
 for m in $(ours); do report "mount $m"; done
 [ -f run/kubelet.bind ] && findmnt -n "$KUBELET_DIR" >/dev/null && report "mount $KUBELET_DIR"
 for d in $(loops_under "$E2E_WORK/"); do report "loop device $d"; done
