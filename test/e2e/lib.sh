@@ -47,7 +47,7 @@ IMG_RESIZER=localhost/csi-resizer:$RESIZER_VERSION
 IMG_BUSYBOX=docker.io/library/busybox:1.37.0
 IMG_PAUSE=registry.k8s.io/pause:3.10
 
-_t0=${_t0:-$(date +%s)}
+export _t0=${_t0:-$(date +%s)}   # one clock for run.sh and every script it starts
 ts() { echo "[e2e $(( $(date +%s) - _t0 ))s] $*"; }
 die() { echo "e2e: $*" >&2; exit 1; }
 ctr() { command ctr --address "$CONTAINERD_SOCK" "$@"; }
