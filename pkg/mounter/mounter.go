@@ -8,6 +8,7 @@
 package mounter
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -144,6 +145,18 @@ func (m *Mounter) Mount(source, target, fstype string, options []string) error {
 	if !ok {
 		return m.Interface.Mount(source, target, fstype, options)
 	}
+	if flags != 0 {
+		// Attach the bind mount with its flags already set: a bind then a
+		// remount would leave a window, and a remount does not propagate,
+		// so under Bidirectional propagation the kubelet's copy of the
+		// target (what the pod gets) would stay read-write.
+		if err := bindWithAttrs(source, target, flags); err == nil {
+			return nil
+		} else if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		// Kernels before 5.12 have no mount_setattr: bind, then remount.
+	}
 	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind mount %s at %s: %w", source, target, err)
 	}
@@ -167,6 +180,53 @@ func (m *Mounter) Mount(source, target, fstype string, options []string) error {
 	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
 		_ = unix.Unmount(target, 0)
 		return fmt.Errorf("remount bind mount at %s with %v: %w", target, options, err)
+	}
+	return nil
+}
+
+// mountAttrs maps mount flags to mount_setattr(2) attributes.
+var mountAttrs = map[uintptr]uint64{
+	unix.MS_RDONLY:      unix.MOUNT_ATTR_RDONLY,
+	unix.MS_NOSUID:      unix.MOUNT_ATTR_NOSUID,
+	unix.MS_NODEV:       unix.MOUNT_ATTR_NODEV,
+	unix.MS_NOEXEC:      unix.MOUNT_ATTR_NOEXEC,
+	unix.MS_NODIRATIME:  unix.MOUNT_ATTR_NODIRATIME,
+	unix.MS_NOSYMFOLLOW: unix.MOUNT_ATTR_NOSYMFOLLOW,
+}
+
+// bindWithAttrs clones source's mount (open_tree), sets the attributes on
+// the detached clone (mount_setattr) and only then attaches it at target
+// (move_mount), so every peer that receives the mount through propagation
+// gets it with those attributes. The attributes only add restrictions to
+// what the clone inherited from source.
+func bindWithAttrs(source, target string, flags uintptr) error {
+	var attr unix.MountAttr
+	for f, a := range mountAttrs {
+		if flags&f != 0 {
+			attr.Attr_set |= a
+		}
+	}
+	switch {
+	case flags&unix.MS_NOATIME != 0:
+		attr.Attr_set |= unix.MOUNT_ATTR_NOATIME
+		attr.Attr_clr |= unix.MOUNT_ATTR__ATIME
+	case flags&unix.MS_STRICTATIME != 0:
+		attr.Attr_set |= unix.MOUNT_ATTR_STRICTATIME
+		attr.Attr_clr |= unix.MOUNT_ATTR__ATIME
+	case flags&unix.MS_RELATIME != 0:
+		attr.Attr_set |= unix.MOUNT_ATTR_RELATIME
+		attr.Attr_clr |= unix.MOUNT_ATTR__ATIME
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("clone mount of %s: %w", source, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		return fmt.Errorf("set attributes on the bind mount of %s: %w", source, err)
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach bind mount of %s at %s: %w", source, target, err)
 	}
 	return nil
 }

@@ -116,3 +116,32 @@ func TestFilesystemMount(t *testing.T) {
 	require.NoError(t, m.Unmount(target))
 	require.Error(t, m.MountSensitiveWithoutSystemd(dev, target, "xfs", nil, nil), "wrong filesystem type fails")
 }
+
+// Under shared propagation (the node plugin's Bidirectional mount of the
+// kubelet directory), the copy of a read-only bind that reaches a peer must
+// be read-only too: a bind followed by a remount would leave the peer's copy
+// read-write, because a remount does not propagate.
+func TestReadOnlyBindPropagatesReadOnly(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	src, a, b := filepath.Join(dir, "src"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	for _, d := range []string{src, a, b} {
+		require.NoError(t, os.Mkdir(d, 0o755))
+	}
+	require.NoError(t, unix.Mount("tmpfs", a, "tmpfs", 0, "size=1m"))
+	t.Cleanup(func() { _ = unix.Unmount(a, unix.MNT_DETACH) })
+	require.NoError(t, unix.Mount("", a, "", unix.MS_SHARED, ""))
+	require.NoError(t, unix.Mount(a, b, "", unix.MS_BIND, "")) // b is a peer of a
+	t.Cleanup(func() { _ = unix.Unmount(b, unix.MNT_DETACH) })
+	target := filepath.Join(a, "target")
+	require.NoError(t, os.Mkdir(target, 0o755))
+
+	m := mounter.New(mount.New(""))
+	require.NoError(t, m.Mount(src, target, "", []string{"bind", "ro"}))
+	t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+	require.NotZero(t, flagsOf(t, target)&unix.ST_RDONLY, "the target is read-only")
+	peer := filepath.Join(b, "target")
+	require.NotZero(t, flagsOf(t, peer)&unix.ST_RDONLY, "the propagated copy is read-only too")
+	require.Error(t, os.WriteFile(filepath.Join(peer, "x"), []byte("x"), 0o644))
+	require.NoError(t, m.Unmount(target))
+}
