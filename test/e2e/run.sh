@@ -32,6 +32,12 @@ finish() {
   echo "$passed passed, $failed failed, $skipped skipped"
   [ "$failed" = 0 ]
 }
+# One e2e at a time on a machine: the cluster's ports and paths are fixed.
+exec 9>/run/hostvol-e2e.lock
+if ! flock -n 9; then
+  ts "another make e2e runs on this machine; waiting for it (up to 30 min)"
+  flock -w 1800 9 || die "another make e2e still holds /run/hostvol-e2e.lock"
+fi
 trap 'finish; exit $?' EXIT
 trap 'exit 130' INT TERM
 step cluster-up "$E2E_DIR/up.sh" || exit 1

@@ -66,7 +66,7 @@ fi
 start() { # name cmd...
   local n=$1; shift
   if [ -f run/$n.pid ] && kill -0 "$(cat run/$n.pid)" 2>/dev/null; then return; fi
-  nohup "$@" > logs/$n.log 2>&1 &
+  nohup "$@" > logs/$n.log 2>&1 9>&- &   # not run.sh's lock (fd 9)
   echo $! > run/$n.pid
 }
 wait_for() { # what timeout-seconds cmd...
