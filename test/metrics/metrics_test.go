@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -37,7 +39,12 @@ func serveHTTP(t *testing.T, m *metrics.Metrics, drv *driver.Driver) string {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
 	t.Cleanup(func() {
-		require.NoError(t, srv.Shutdown(t.Context()))
+		// Not t.Context(): it is canceled before cleanups run, and
+		// Shutdown with a canceled context fails whenever a connection
+		// is not idle yet.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, srv.Shutdown(ctx))
 		require.NoError(t, <-done)
 	})
 	return "http://" + srv.Addr()
