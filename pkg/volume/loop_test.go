@@ -1,6 +1,8 @@
 package volume_test
 
 import (
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -270,4 +272,18 @@ func TestBlockRestageElsewhereAfterReboot(t *testing.T) {
 	m = e.load(t)
 	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: b, Block: true}))
 	require.Len(t, e.loop.Attached(), 1)
+}
+
+// A size near the largest int64 must not overflow when rounded to whole
+// blocks (it once became negative and reached truncate(2)).
+func TestLoopCreateHugeSize(t *testing.T) {
+	e := newLoopEnv(t)
+	m := e.load(t)
+	for _, size := range []int64{math.MaxInt64, math.MaxInt64 - 100, 1 << 62} {
+		_, err := m.Create(loopReq(fmt.Sprintf("huge-%d", size), fsutil.Ext4, size))
+		require.ErrorIs(t, err, volume.ErrNoSpace, "size %d", size)
+	}
+	entries, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
+	require.NoError(t, err)
+	require.Empty(t, entries)
 }

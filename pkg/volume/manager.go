@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -366,6 +367,10 @@ func chooseSize(req CreateRequest) (int64, error) {
 		minSize = fsutil.MinSize[req.FsType]
 	}
 	size = max(size, minSize)
+	if size > math.MaxInt64-imageAlign {
+		// Rounding up would overflow; no pool holds this much anyway.
+		return 0, fmt.Errorf("%w: %d bytes is more than any pool can hold", ErrNoSpace, size)
+	}
 	size = (size + imageAlign - 1) / imageAlign * imageAlign
 	if req.LimitBytes > 0 && size > req.LimitBytes {
 		return 0, fmt.Errorf("%w: a %s volume needs at least %d bytes (whole 4 KiB blocks), the limit is %d", ErrOutOfRange, kindName(req.Kind, req.FsType), size, req.LimitBytes)
