@@ -73,10 +73,16 @@ func (d *Driver) accessibleTopology(p *pool.Pool) []*csi.Topology {
 }
 
 func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
+	vc := params.Context(v.Kind, v.Pool, v.FsType)
+	if v.Ephemeral {
+		// An inline volume, listed for admins: it goes with its pod.
+		vc["ephemeral"] = "true"
+		vc["pod"] = v.PVCNamespace + "/" + v.PVCName
+	}
 	return &csi.Volume{
 		VolumeId:           v.ID,
 		CapacityBytes:      v.CapacityBytes,
-		VolumeContext:      params.Context(v.Kind, v.Pool, v.FsType),
+		VolumeContext:      vc,
 		AccessibleTopology: d.accessibleTopology(d.vols.Pool(v.Pool)),
 	}
 }

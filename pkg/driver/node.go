@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -109,6 +110,9 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	if id == "" {
 		return nil, errNoVolumeID
 	}
+	if params.IsEphemeral(req.GetVolumeContext()) {
+		return d.publishEphemeral(req)
+	}
 	targetPath, err := checkPath("target path", req.GetTargetPath(), id)
 	if err != nil {
 		return nil, err
@@ -164,7 +168,8 @@ func withoutFlags(flags []string, drop ...string) []string {
 }
 
 // NodeUnpublishVolume unmounts and removes the target path. A target that
-// is already gone succeeds.
+// is already gone succeeds. The last unpublish of an inline volume deletes
+// it (ephemeral.go).
 func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {
@@ -173,6 +178,15 @@ func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVo
 	targetPath, err := checkPath("target path", req.GetTargetPath(), id)
 	if err != nil {
 		return nil, err
+	}
+	if err := checkHandle(id); err != nil {
+		return nil, err
+	}
+	if handled, err := d.unpublishEphemeral(id, targetPath); handled {
+		if err != nil {
+			return nil, err
+		}
+		return &csi.NodeUnpublishVolumeResponse{}, nil
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
@@ -197,6 +211,12 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	}
 	if req.GetVolumePath() == "" {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", id)
+	}
+	if err := checkHandle(id); err != nil {
+		return nil, err
+	}
+	if eid, ok := d.vols.EphemeralID(id); ok {
+		id = eid // the kubelet measures inline volumes by their handle
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err

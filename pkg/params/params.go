@@ -7,9 +7,12 @@ package params
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
@@ -127,4 +130,82 @@ func Context(kind volume.Kind, poolName, fsType string) map[string]string {
 		c["fsType"] = fsType
 	}
 	return c
+}
+
+// KeySize is the size of a CSI inline volume (a Kubernetes quantity such as
+// "1Gi"), which has no claim to carry one.
+const KeySize = "size"
+
+// Keys the kubelet adds to an inline volume's attributes (podInfoOnMount);
+// they describe the pod, not the volume.
+const (
+	KeyPodName            = "csi.storage.k8s.io/pod.name"
+	KeyPodNamespace       = "csi.storage.k8s.io/pod.namespace"
+	KeyPodUID             = "csi.storage.k8s.io/pod.uid"
+	KeyServiceAccountName = "csi.storage.k8s.io/serviceAccount.name"
+	KeyServiceAccountToks = "csi.storage.k8s.io/serviceAccount.tokens"
+	KeyEphemeral          = "csi.storage.k8s.io/ephemeral"
+)
+
+// Inline is what a pod's volumeAttributes ask of a CSI inline volume.
+type Inline struct {
+	Params
+	// SizeBytes is the size asked for; 0 takes the driver's default.
+	SizeBytes    int64
+	PodName      string
+	PodNamespace string
+}
+
+// IsEphemeral reports whether a NodePublishVolume's volume context is that
+// of a CSI inline volume.
+func IsEphemeral(volumeContext map[string]string) bool {
+	return volumeContext[KeyEphemeral] == "true"
+}
+
+// ParseInline parses the volume context of an inline volume: the
+// StorageClass keys (type, pool, csi.storage.k8s.io/fstype, sizeLimit,
+// inodeLimit) plus size, next to the pod information the kubelet adds.
+// As with a class, unknown keys are errors.
+func ParseInline(ctx map[string]string) (Inline, error) {
+	rest := make(map[string]string, len(ctx))
+	var in Inline
+	for k, v := range ctx {
+		switch k {
+		case KeySize:
+			n, err := parseSize(v)
+			if err != nil {
+				return Inline{}, fmt.Errorf("parameter %q: %v", k, err)
+			}
+			in.SizeBytes = n
+		case KeyPodName:
+			in.PodName = v
+		case KeyPodNamespace:
+			in.PodNamespace = v
+		case KeyPodUID, KeyServiceAccountName, KeyServiceAccountToks, KeyEphemeral:
+		case KeyPVCName, KeyPVCNamespace, KeyPVName:
+			return Inline{}, fmt.Errorf("parameter %q belongs to a claim, not to an inline volume", k)
+		default:
+			rest[k] = v
+		}
+	}
+	p, err := Parse(rest)
+	if err != nil {
+		return Inline{}, err
+	}
+	in.Params = p
+	return in, nil
+}
+
+// parseSize parses a Kubernetes quantity into bytes, rounding a fraction of
+// a byte up as Kubernetes does.
+func parseSize(v string) (int64, error) {
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return 0, fmt.Errorf("want a quantity such as 1Gi, got %q", v)
+	}
+	// ParseQuantity clamps what int64 cannot hold to MaxInt64.
+	if q.Sign() <= 0 || q.CmpInt64(math.MaxInt64) >= 0 {
+		return 0, fmt.Errorf("want a positive size of less than %d bytes, got %q", int64(math.MaxInt64), v)
+	}
+	return q.Value(), nil
 }

@@ -50,3 +50,56 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func TestParseInline(t *testing.T) {
+	pod := map[string]string{
+		KeyPodName: "web-0", KeyPodNamespace: "shop", KeyPodUID: "u", KeyServiceAccountName: "default",
+		KeyServiceAccountToks: "{}", KeyEphemeral: "true",
+	}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range pod {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	base := Params{Type: volume.KindDir, Pool: "default", SizeLimit: volume.SizeLimitRequired}
+	loop := base
+	loop.Type = volume.KindLoop
+	cases := []struct {
+		name    string
+		in      map[string]string
+		want    Inline
+		wantErr bool
+	}{
+		{name: "pod_keys_only", in: with(), want: Inline{Params: base, PodName: "web-0", PodNamespace: "shop"}},
+		{name: "size_binary", in: with("type", "loop", "size", "1Gi"), want: Inline{Params: loop, SizeBytes: 1 << 30, PodName: "web-0", PodNamespace: "shop"}},
+		{name: "size_decimal", in: with("type", "loop", "size", "500M"), want: Inline{Params: loop, SizeBytes: 500e6, PodName: "web-0", PodNamespace: "shop"}},
+		{name: "size_fraction_rounds_up", in: with("type", "loop", "size", "1.5"), want: Inline{Params: loop, SizeBytes: 2, PodName: "web-0", PodNamespace: "shop"}},
+		{name: "size_zero", in: with("size", "0"), wantErr: true},
+		{name: "size_negative", in: with("size", "-1Mi"), wantErr: true},
+		{name: "size_garbage", in: with("size", "lots"), wantErr: true},
+		{name: "size_int64_max", in: with("size", "9223372036854775807"), wantErr: true},
+		{name: "size_overflow", in: with("size", "100Ei"), wantErr: true},
+		{name: "unknown_key", in: with("sise", "1Gi"), wantErr: true},
+		{name: "claim_key", in: with(KeyPVCName, "data"), wantErr: true},
+		{name: "class_key_checked", in: with("type", "nfs"), wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseInline(tc.in)
+			if tc.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+	require.True(t, IsEphemeral(pod))
+	require.False(t, IsEphemeral(map[string]string{KeyEphemeral: "false"}))
+	require.False(t, IsEphemeral(nil))
+}

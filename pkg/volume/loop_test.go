@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -286,4 +287,51 @@ func TestLoopCreateHugeSize(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
 	require.NoError(t, err)
 	require.Empty(t, entries)
+}
+
+// An inline volume on the fake layer: one publish creates, stages and
+// publishes it; a retry changes nothing; a second target keeps it alive
+// through the first unpublish; the last unpublish deletes it.
+func TestEphemeralLifecycle(t *testing.T) {
+	e := newLoopEnv(t)
+	m := e.load(t)
+	handle := "csi-" + strings.Repeat("ab", 32)
+	req := volume.EphemeralRequest{
+		Create:  volume.CreateRequest{Name: volume.EphemeralName(handle), Kind: volume.KindLoop, FsType: fsutil.Ext4, Pool: pool.DefaultName, RequiredBytes: 20 * mib, PVCName: "pod", PVCNamespace: "ns"},
+		Publish: volume.PublishRequest{TargetPath: filepath.Join(e.dir, "t1"), Writer: true},
+	}
+	_, ok := m.EphemeralID(handle)
+	require.False(t, ok)
+	require.NoError(t, m.PublishEphemeral(req))
+	require.NoError(t, m.PublishEphemeral(req), "a retry")
+	require.Equal(t, 1, e.loop.Attaches())
+	id, ok := m.EphemeralID(handle)
+	require.True(t, ok)
+	v, err := m.Get(id)
+	require.NoError(t, err)
+	require.True(t, v.Ephemeral)
+	require.Equal(t, "pod", v.PVCName)
+
+	// A CreateVolume of the same name is not the inline volume.
+	_, err = m.Create(volume.CreateRequest{Name: volume.EphemeralName(handle), Kind: volume.KindLoop, FsType: fsutil.Ext4, Pool: pool.DefaultName, RequiredBytes: 20 * mib})
+	require.ErrorIs(t, err, volume.ErrAlreadyExists)
+
+	second := req
+	second.Publish.TargetPath = filepath.Join(e.dir, "t2")
+	require.NoError(t, m.PublishEphemeral(second))
+	require.NoError(t, m.UnpublishEphemeral(id, req.Publish.TargetPath))
+	_, ok = m.EphemeralID(handle)
+	require.True(t, ok, "still published at t2")
+	require.NoError(t, m.UnpublishEphemeral(id, second.Publish.TargetPath))
+	_, ok = m.EphemeralID(handle)
+	require.False(t, ok, "deleted with its last target")
+	require.Empty(t, e.loop.Attached())
+	require.NoFileExists(t, e.pool.ImagePath(id))
+	mps, err := e.mounter.List()
+	require.NoError(t, err)
+	require.Empty(t, mps)
+
+	block := req
+	block.Create.Kind = volume.KindBlock
+	require.ErrorIs(t, m.PublishEphemeral(block), volume.ErrInvalid)
 }

@@ -61,6 +61,9 @@ type Manager struct {
 	local      *records.Store
 	shared     map[string]*records.Store
 	nodeStates *records.Store
+	// ephemeralDir holds the staging mounts of inline loop volumes, which
+	// the kubelet never stages (ephemeral.go).
+	ephemeralDir string
 
 	// index caches the records of node-local pools (the files stay the
 	// source of truth). Shared-pool records are always read from the pool,
@@ -91,6 +94,8 @@ func New(cfg Config) (*Manager, error) {
 		shared:   make(map[string]*records.Store),
 		index:    make(map[string]Volume),
 		kinds:    make(map[Kind]int),
+
+		ephemeralDir: filepath.Join(cfg.StateDir, "ephemeral"),
 	}
 	var err error
 	if m.local, err = records.Open(filepath.Join(cfg.StateDir, "volumes")); err != nil {
@@ -388,7 +393,7 @@ func kindName(k Kind, fsType string) string {
 // compatible reports whether an existing volume satisfies a create request
 // (CSI: same name, compatible capacity, capabilities and parameters).
 func compatible(v Volume, req CreateRequest) bool {
-	if v.Kind != req.Kind || v.Pool != req.Pool || v.ReaderOnly != req.ReaderOnly || v.FsType != req.FsType {
+	if v.Kind != req.Kind || v.Pool != req.Pool || v.ReaderOnly != req.ReaderOnly || v.FsType != req.FsType || v.Ephemeral != req.Ephemeral {
 		return false
 	}
 	if v.CapacityBytes < req.RequiredBytes {
@@ -493,6 +498,7 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 		ReaderOnly:    req.ReaderOnly,
 		PVCName:       req.PVCName,
 		PVCNamespace:  req.PVCNamespace,
+		Ephemeral:     req.Ephemeral,
 		State:         StateCreating,
 		CreatedAt:     time.Now().UTC().Truncate(time.Second),
 	}

@@ -85,10 +85,15 @@ type Volume struct {
 	Quota *quota.Handle `json:"quota,omitempty"`
 	// PVCName and PVCNamespace, when the provisioner passes them, tell an
 	// admin looking at the node which claim owns the data.
-	PVCName      string    `json:"pvcName,omitempty"`
-	PVCNamespace string    `json:"pvcNamespace,omitempty"`
-	State        State     `json:"state"`
-	CreatedAt    time.Time `json:"createdAt"`
+	PVCName      string `json:"pvcName,omitempty"`
+	PVCNamespace string `json:"pvcNamespace,omitempty"`
+	// Ephemeral marks a CSI inline volume: made by the first
+	// NodePublishVolume of a pod's volume and deleted by its last
+	// NodeUnpublishVolume (ephemeral.go). PVCName and PVCNamespace then
+	// name the pod.
+	Ephemeral bool      `json:"ephemeral,omitempty"`
+	State     State     `json:"state"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 // Sentinel errors. The driver maps each to one gRPC code (pkg/driver/errors.go).
@@ -139,6 +144,8 @@ type CreateRequest struct {
 	// on the files a directory volume may hold.
 	SizeLimit  SizeLimit
 	InodeLimit int64
+	// Ephemeral makes a CSI inline volume (see Volume.Ephemeral).
+	Ephemeral bool
 }
 
 // PublishRequest describes a NodePublishVolume.

@@ -1,0 +1,136 @@
+package driver
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+)
+
+// CSI inline volumes (pkg/volume/ephemeral.go): the kubelet publishes a
+// handle of its own with csi.storage.k8s.io/ephemeral=true in the volume
+// context (the CSIDriver's podInfoOnMount makes it add that key), never
+// stages, and unpublishes the same handle when the pod goes.
+
+// checkHandle validates an inline volume's handle: anything the kubelet may
+// make up, but nothing that is malformed as an ID.
+func checkHandle(handle string) error {
+	if err := volumeid.Validate(handle); err != nil && !errors.Is(err, volumeid.ErrForeign) {
+		return status.Errorf(codes.InvalidArgument, "volume ID %q: %v", handle, err)
+	}
+	return nil
+}
+
+// publishEphemeral creates an inline volume from the pod's volumeAttributes
+// on its first publish and publishes it.
+func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	handle := req.GetVolumeId()
+	targetPath, err := checkPath("target path", req.GetTargetPath(), handle)
+	if err != nil {
+		return nil, err
+	}
+	ci, err := checkCapability(req.GetVolumeCapability())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", handle, err)
+	}
+	if err := checkHandle(handle); err != nil {
+		return nil, err
+	}
+	if ci.block {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: inline volumes are filesystems; raw block needs a PersistentVolumeClaim", handle)
+	}
+	in, err := params.ParseInline(req.GetVolumeContext())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", handle, err)
+	}
+	kind, fsType, err := volumeKind(in.Params, volumeShape{fsType: ci.fsType})
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", handle, err)
+	}
+	if d.vols.Pool(in.Pool) == nil {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: pool %q is not configured on node %q", handle, in.Pool, d.cfg.NodeID)
+	}
+	flags := onlyBindFlags(ci.flags)
+	readOnly := req.GetReadonly() || hasFlag(flags, "ro") || !ci.writer
+	if readOnly && hasFlag(flags, "rw") {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: mount flag rw conflicts with a read-only publish", handle)
+	}
+	name := volume.EphemeralName(handle)
+	unlock, err := d.lock(volumeid.FromName(name))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	err = d.vols.PublishEphemeral(volume.EphemeralRequest{
+		Create: volume.CreateRequest{
+			Name:          name,
+			Kind:          kind,
+			FsType:        fsType,
+			Pool:          in.Pool,
+			RequiredBytes: in.SizeBytes,
+			DefaultBytes:  DefaultVolumeSize,
+			PVCName:       in.PodName,
+			PVCNamespace:  in.PodNamespace,
+			SizeLimit:     in.SizeLimit,
+			InodeLimit:    in.InodeLimit,
+		},
+		Publish: volume.PublishRequest{
+			TargetPath:   targetPath,
+			ReadOnly:     readOnly,
+			Writer:       ci.writer,
+			SingleWriter: ci.singleWriter,
+			MountFlags:   withoutFlags(flags, "ro", "rw"),
+		},
+		MountFlags: withoutFlags(ci.flags, "ro", "rw"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// unpublishEphemeral handles a NodeUnpublishVolume whose ID may be an
+// inline volume's handle. It reports handled=false when the ID is not one,
+// and the ordinary path takes over.
+func (d *Driver) unpublishEphemeral(handle, targetPath string) (handled bool, err error) {
+	id := volumeid.FromName(volume.EphemeralName(handle))
+	unlock, err := d.lock(id)
+	if err != nil {
+		return true, err
+	}
+	defer unlock()
+	if _, ok := d.vols.EphemeralID(handle); ok {
+		return true, d.vols.UnpublishEphemeral(id, targetPath)
+	}
+	if kubeletHandle(handle) {
+		// The kubelet's handle for an inline volume that no longer exists
+		// (a retry after the volume was deleted) or never did (its publish
+		// failed before creating it): succeed once nothing is mounted, or
+		// the pod could never finish terminating. Any other unknown ID is
+		// NOT_FOUND, as the spec says.
+		return true, d.vols.UnpublishGone(handle, targetPath)
+	}
+	return false, nil
+}
+
+// kubeletHandle reports whether id has the form the kubelet gives inline
+// volumes: "csi-" and the hex SHA-256 of the pod UID and volume name
+// (makeVolumeHandle in pkg/volume/csi of Kubernetes).
+func kubeletHandle(id string) bool {
+	h, ok := strings.CutPrefix(id, "csi-")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
