@@ -187,6 +187,7 @@ type driverProc struct {
 	conn    *grpc.ClientConn
 	ident   csi.IdentityClient
 	ctrl    csi.ControllerClient
+	node    csi.NodeClient
 }
 
 // start runs the driver with the failpoint fp armed ("" for none). It
@@ -320,6 +321,7 @@ func (d *driverProc) waitReady(e *env) {
 	d.conn = conn
 	d.ident = csi.NewIdentityClient(conn)
 	d.ctrl = csi.NewControllerClient(conn)
+	d.node = csi.NewNodeClient(conn)
 	for {
 		d.requireRunning("ready")
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
