@@ -56,10 +56,9 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 	if d.vols.Pool(in.Pool) == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: pool %q is not configured on node %q", handle, in.Pool, d.cfg.NodeID)
 	}
-	flags := onlyBindFlags(ci.flags)
-	readOnly := req.GetReadonly() || hasFlag(flags, "ro") || !ci.writer
-	if readOnly && hasFlag(flags, "rw") {
-		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: mount flag rw conflicts with a read-only publish", handle)
+	bindFlags, readOnly, err := publishMode(req, ci)
+	if err != nil {
+		return nil, err
 	}
 	name := volume.EphemeralName(handle)
 	unlock, err := d.lock(volumeid.FromName(name))
@@ -85,7 +84,7 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 			ReadOnly:     readOnly,
 			Writer:       ci.writer,
 			SingleWriter: ci.singleWriter,
-			MountFlags:   withoutFlags(flags, "ro", "rw"),
+			MountFlags:   bindFlags,
 		},
 		MountFlags: withoutFlags(ci.flags, "ro", "rw"),
 	})

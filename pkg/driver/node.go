@@ -130,10 +130,9 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	flags := onlyBindFlags(ci.flags)
-	readOnly := req.GetReadonly() || hasFlag(flags, "ro") || !ci.writer
-	if readOnly && hasFlag(flags, "rw") {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: mount flag rw conflicts with a read-only publish", id)
+	bindFlags, readOnly, err := publishMode(req, ci)
+	if err != nil {
+		return nil, err
 	}
 	unlock, err := d.lock(id)
 	if err != nil {
@@ -147,13 +146,25 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 		ReadOnly:     readOnly,
 		Writer:       ci.writer,
 		SingleWriter: ci.singleWriter,
-		MountFlags:   withoutFlags(flags, "ro", "rw"),
+		MountFlags:   bindFlags,
 		Block:        ci.block,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// publishMode decides how a publish mounts: read-only when the request,
+// a mount flag or a reader-only access mode says so (a conflicting rw is
+// INVALID_ARGUMENT), with the bind-mount flags other than ro and rw.
+func publishMode(req *csi.NodePublishVolumeRequest, ci capInfo) (bindFlags []string, readOnly bool, err error) {
+	flags := onlyBindFlags(ci.flags)
+	readOnly = req.GetReadonly() || hasFlag(flags, "ro") || !ci.writer
+	if readOnly && hasFlag(flags, "rw") {
+		return nil, false, status.Errorf(codes.InvalidArgument, "volume %s: mount flag rw conflicts with a read-only publish", req.GetVolumeId())
+	}
+	return withoutFlags(flags, "ro", "rw"), readOnly, nil
 }
 
 // withoutFlags returns flags minus the given ones.
