@@ -10,6 +10,8 @@ package mounter
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -114,11 +116,45 @@ func mountFS(source, target, fstype string, options []string) (handled bool, err
 	if !ok {
 		return false, nil
 	}
-	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
+	t, err := openTarget(target)
+	if err != nil {
+		return true, err
+	}
+	defer t.close()
+	if err := unix.Mount(source, t.proc, fstype, flags, data); err != nil {
 		return true, fmt.Errorf("mount %s (%s) at %s with %v: %w", source, fstype, target, options, err)
 	}
 	return true, nil
 }
+
+// target is a mount target held open (O_PATH, not following a final
+// symlink): mounting on it through /proc/self/fd/N, or move_mount on the
+// descriptor, mounts exactly on what was checked, even if the path changes
+// meanwhile.
+type target struct {
+	fd   int
+	proc string
+}
+
+// openTarget opens a mount target; a symlink is refused (ErrSymlink).
+func openTarget(path string) (target, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return target{}, &fs.PathError{Op: "open mount target", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return target{}, &fs.PathError{Op: "stat mount target", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		unix.Close(fd)
+		return target{}, fmt.Errorf("mount target %s %w", path, ErrSymlink)
+	}
+	return target{fd: fd, proc: "/proc/self/fd/" + strconv.Itoa(fd)}, nil
+}
+
+func (t target) close() { unix.Close(t.fd) }
 
 // MountSensitiveWithoutSystemd mounts ext4 and xfs with mount(2) (no
 // systemd scope is needed for them either); anything else goes to the
@@ -145,19 +181,24 @@ func (m *Mounter) Mount(source, target, fstype string, options []string) error {
 	if !ok {
 		return m.Interface.Mount(source, target, fstype, options)
 	}
+	t, err := openTarget(target)
+	if err != nil {
+		return err
+	}
+	defer t.close()
 	if flags != 0 {
 		// Attach the bind mount with its flags already set: a bind then a
 		// remount would leave a window, and a remount does not propagate,
 		// so under Bidirectional propagation the kubelet's copy of the
 		// target (what the pod gets) would stay read-write.
-		if err := bindWithAttrs(source, target, flags); err == nil {
+		if err := bindWithAttrs(source, target, t.fd, flags); err == nil {
 			return nil
 		} else if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
 			return err
 		}
 		// Kernels before 5.12 have no mount_setattr: bind, then remount.
 	}
-	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
+	if err := unix.Mount(source, t.proc, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind mount %s at %s: %w", source, target, err)
 	}
 	if flags == 0 {
@@ -169,7 +210,7 @@ func (m *Mounter) Mount(source, target, fstype string, options []string) error {
 	// be more permissive than the filesystem it shows.
 	var st unix.Statfs_t
 	if err := unix.Statfs(target, &st); err != nil {
-		_ = unix.Unmount(target, 0)
+		_ = unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
 		return fmt.Errorf("statfs %s: %w", target, err)
 	}
 	for sf, mf := range statfsFlags {
@@ -178,7 +219,7 @@ func (m *Mounter) Mount(source, target, fstype string, options []string) error {
 		}
 	}
 	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
-		_ = unix.Unmount(target, 0)
+		_ = unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
 		return fmt.Errorf("remount bind mount at %s with %v: %w", target, options, err)
 	}
 	return nil
@@ -198,8 +239,9 @@ var mountAttrs = map[uintptr]uint64{
 // the detached clone (mount_setattr) and only then attaches it at target
 // (move_mount), so every peer that receives the mount through propagation
 // gets it with those attributes. The attributes only add restrictions to
-// what the clone inherited from source.
-func bindWithAttrs(source, target string, flags uintptr) error {
+// what the clone inherited from source. targetFD is target held open
+// (openTarget).
+func bindWithAttrs(source, target string, targetFD int, flags uintptr) error {
 	var attr unix.MountAttr
 	for f, a := range mountAttrs {
 		if flags&f != 0 {
@@ -225,15 +267,17 @@ func bindWithAttrs(source, target string, flags uintptr) error {
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 		return fmt.Errorf("set attributes on the bind mount of %s: %w", source, err)
 	}
-	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+	if err := unix.MoveMount(fd, "", targetFD, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach bind mount of %s at %s: %w", source, target, err)
 	}
 	return nil
 }
 
-// Unmount unmounts target with umount2(2).
+// Unmount unmounts target with umount2(2), never following a symlink at
+// target (UMOUNT_NOFOLLOW): a link planted there must not make hostvol
+// unmount what it points to.
 func (m *Mounter) Unmount(target string) error {
-	if err := unix.Unmount(target, 0); err != nil {
+	if err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW); err != nil {
 		return fmt.Errorf("unmount %s: %w", target, err)
 	}
 	return nil
