@@ -20,6 +20,7 @@ const (
 	OpRefresh  Op = "Refresh"
 	OpSize     Op = "Size"
 	OpDirectIO Op = "DirectIO"
+	OpList     Op = "List"
 )
 
 // Fake is a Manager in memory, for tests that run as any user. It keeps
@@ -214,6 +215,20 @@ func (f *Fake) DirectIO(dev string) (bool, error) {
 		return false, fmt.Errorf("direct I/O: %w", err)
 	}
 	return d.dio, nil
+}
+
+// List returns the attached devices in number order.
+func (f *Fake) List() ([]Attachment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.errs[OpList]; err != nil {
+		return nil, err
+	}
+	out := make([]Attachment, 0, len(f.devices))
+	for _, dev := range f.sortedDevices() {
+		out = append(out, Attachment{Device: dev, Image: f.devices[dev].img})
+	}
+	return out, nil
 }
 
 func (f *Fake) device(dev string) (*fakeDevice, error) {

@@ -87,4 +87,14 @@ type Manager interface {
 	Size(dev string) (int64, error)
 	// DirectIO reports whether the device does direct I/O.
 	DirectIO(dev string) (bool, error)
+	// List returns every attached loop device with its backing file's
+	// identity, in device number order. It reads every device: for
+	// start-up, never for one volume's operation.
+	List() ([]Attachment, error)
+}
+
+// Attachment is an attached loop device and its backing file.
+type Attachment struct {
+	Device string // /dev/loopN
+	Image  Image  // Path: the backing file as the attacher named it
 }

@@ -164,6 +164,49 @@ func statusFD(dev string, fd int) (*unix.LoopInfo64, error) {
 	return info, nil
 }
 
+// List reads LOOP_GET_STATUS64 of every device that sysfs shows attached.
+// A device detached meanwhile is skipped; one that cannot be read is an
+// error, since a caller that reconciles must not take "not listed" for
+// "not attached".
+func (m *manager) List() ([]Attachment, error) {
+	entries, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return nil, fmt.Errorf("list loop devices: %w", err)
+	}
+	type dev struct {
+		name string
+		num  int
+	}
+	var devs []dev
+	for _, e := range entries {
+		if n, ok := loopNumber(e.Name()); ok {
+			devs = append(devs, dev{e.Name(), n})
+		}
+	}
+	sort.Slice(devs, func(i, j int) bool { return devs[i].num < devs[j].num })
+	var out []Attachment
+	for _, d := range devs {
+		b, err := os.ReadFile(filepath.Join(sysBlock, d.name, "loop", "backing_file"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // not attached
+		}
+		path := filepath.Join(devDir, d.name)
+		info, serr := status(path)
+		if errors.Is(serr, ErrNotAttached) {
+			continue // detached meanwhile
+		}
+		if serr != nil {
+			return nil, fmt.Errorf("list loop devices: %w", serr)
+		}
+		name := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
+		if err != nil {
+			name = path
+		}
+		out = append(out, Attachment{Device: path, Image: Image{Dev: info.Device, Ino: info.Inode, Path: name}})
+	}
+	return out, nil
+}
+
 // Attach takes a free device with LOOP_CTL_GET_FREE (the kernel creates one
 // when none is free) and configures it in one LOOP_CONFIGURE (Linux 5.8+):
 // with LO_FLAGS_DIRECT_IO when asked, again without it if the kernel refuses

@@ -375,6 +375,40 @@ func (p *Pool) ImageUsage(id string) (size, allocated int64, err error) {
 	return fi.Size(), st.Blocks * 512, nil
 }
 
+// ImageFileID returns the device and inode of a volume's image, as the
+// kernel reports a loop device's backing file (loop.Image).
+func (p *Pool) ImageFileID(id string) (dev, ino uint64, err error) {
+	fi, err := p.root.Lstat(imageName(id))
+	if err != nil {
+		return 0, 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.Mode().IsRegular() {
+		return 0, 0, fmt.Errorf("image of %s in pool %q is not a regular file", id, p.Name)
+	}
+	return uint64(st.Dev), uint64(st.Ino), nil
+}
+
+// Images lists the volume IDs that have an image in the pool.
+func (p *Pool) Images() ([]string, error) {
+	f, err := p.root.Open(imagesDir)
+	if err != nil {
+		return nil, err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	out := names[:0]
+	for _, n := range names {
+		if id, ok := strings.CutSuffix(n, imageExt); ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
 // ImageExists reports whether a volume's image exists.
 func (p *Pool) ImageExists(id string) (bool, error) {
 	_, _, err := p.ImageUsage(id)
