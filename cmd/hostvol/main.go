@@ -23,6 +23,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/metrics"
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/options"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/registration"
@@ -92,6 +93,9 @@ func serve(args []string) error {
 		FS:      fsutil.New(utilexec.New()),
 		// Project quotas and btrfs qgroups, detected per pool.
 		Quota: quota.New(),
+		// Inline volumes: the admin's bounds on what pod authors ask.
+		InlineMaxBytes:      inlineMax(opts.Inline(), opts.InlineMaxBytes),
+		InlineMaxTotalBytes: opts.InlineMaxTotalBytes,
 	})
 	if err != nil {
 		return err
@@ -115,6 +119,7 @@ func serve(args []string) error {
 		NodeID:     opts.NodeID,
 		MaxVolumes: opts.MaxVolumes,
 		Manager:    mgr,
+		Inline:     opts.Inline(),
 
 		Interceptors: interceptors,
 	})
@@ -178,6 +183,15 @@ func serve(args []string) error {
 		drv.Stop()
 		return err
 	}
+}
+
+// inlineMax is the largest inline volume the Manager may make: none when
+// the policy allows no pool.
+func inlineMax(pol params.InlinePolicy, maxBytes int64) int64 {
+	if len(pol.Pools) == 0 {
+		return 0
+	}
+	return maxBytes
 }
 
 // stopHTTP stops the --http-endpoint server, giving answers in progress a

@@ -125,6 +125,11 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if pl == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %q: pool %q is not configured on node %q", name, p.Pool, d.cfg.NodeID)
 	}
+	if pl.Shared && kind == volume.KindLoop && (shape.multiNode || shape.multiReader) {
+		// Every node reaches a shared pool's image, and two kernels that
+		// mount one ext4 or XFS image at once corrupt it.
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q: a %s filesystem on a loop device is mounted by one node at a time; pool %q is shared, so multi-node access modes (ReadWriteMany, ReadOnlyMany) are refused for it (use a directory volume, or raw block with %s)", name, fsType, p.Pool, params.KeyAllowBlockRWX)
+	}
 	if !pl.Shared {
 		ar := req.GetAccessibilityRequirements()
 		if len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
@@ -150,6 +155,8 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		LimitBytes:    limit,
 		DefaultBytes:  DefaultVolumeSize,
 		ReaderOnly:    shape.readerOnly,
+		SingleWriter:  shape.singleWriter,
+		MultiNode:     shape.multiNode || shape.multiReader,
 		PVCName:       p.PVCName,
 		PVCNamespace:  p.PVCNamespace,
 		SizeLimit:     p.SizeLimit,
@@ -233,6 +240,9 @@ func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 		}
 		if v.ReaderOnly && ci.writer {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: "volume was created read-only; writer access modes are not supported"}, nil
+		}
+		if v.SingleWriter && ci.writer && !ci.singleWriter {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: "volume was created for SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod); every publish is exclusive"}, nil
 		}
 		if ci.block != (v.Kind == volume.KindBlock) {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: fmt.Sprintf("volume is a %s volume; %s access is not supported", v.Kind, accessName(ci.block))}, nil

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -40,6 +41,9 @@ type Config struct {
 	NodeID     string
 	MaxVolumes int64 // NodeGetInfo max_volumes_per_node; 0: no limit
 	Manager    *volume.Manager
+	// Inline is what pod authors may ask of CSI inline volumes (the
+	// Manager enforces the size bounds again, after rounding).
+	Inline params.InlinePolicy
 
 	// Interceptors wrap the driver's own interceptor, outermost first, so
 	// they see every call with its final gRPC code: backend errors mapped,

@@ -42,11 +42,22 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 	if err := checkHandle(handle); err != nil {
 		return nil, err
 	}
+	if volumeid.Validate(handle) == nil {
+		// The kubelet makes inline handles up ("csi-<sha256>"); one of
+		// hostvol's own IDs is a persistent volume, which ephemeral=true
+		// must not turn into an empty inline volume.
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s is a persistent volume; %s=true is for the handles the kubelet gives inline volumes", handle, params.KeyEphemeral)
+	}
 	if ci.block {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: inline volumes are filesystems; raw block needs a PersistentVolumeClaim", handle)
 	}
-	in, err := params.ParseInline(req.GetVolumeContext())
-	if err != nil {
+	in, err := params.ParseInline(req.GetVolumeContext(), d.cfg.Inline)
+	switch {
+	case errors.Is(err, params.ErrInlineOff):
+		return nil, status.Errorf(codes.FailedPrecondition, "inline volume %s: inline volumes are turned off on node %q (--inline-pools)", handle, d.cfg.NodeID)
+	case errors.Is(err, params.ErrInlineTooLarge):
+		return nil, status.Errorf(codes.OutOfRange, "inline volume %s: %v (--inline-max-size)", handle, err)
+	case err != nil:
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", handle, err)
 	}
 	kind, fsType, err := volumeKind(in.Params, volumeShape{fsType: ci.fsType})
@@ -73,7 +84,7 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 			FsType:        fsType,
 			Pool:          in.Pool,
 			RequiredBytes: in.SizeBytes,
-			DefaultBytes:  DefaultVolumeSize,
+			DefaultBytes:  min(DefaultVolumeSize, d.cfg.Inline.MaxBytes),
 			PVCName:       in.PodName,
 			PVCNamespace:  in.PodNamespace,
 			SizeLimit:     in.SizeLimit,

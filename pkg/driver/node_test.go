@@ -315,13 +315,18 @@ func TestDeleteVolumeInUse(t *testing.T) {
 		require.NoError(t, err)
 		_, err = h.node.NodeStageVolume(t.Context(), stage)
 		require.NoError(t, err, "staging again at the same path is idempotent")
-		// A staging counts as use only while something is mounted there
-		// (directory volumes stage without a mount; loop volumes mount).
+		// A directory volume stages without a mount: its staging never
+		// counts as use, and a mount of something else at its staging
+		// path is not the volume's (loop volumes: TestLoopDeleteInUse).
 		require.NoError(t, os.MkdirAll(staging, 0o750))
 		require.NoError(t, h.mounter.Mount("/dev/loop-fake", staging, "ext4", nil))
-		requireCode(t, codes.FailedPrecondition, deleteVol(t, id))
-		require.DirExists(t, h.dataDir(id))
+		_, err = h.node.NodeUnstageVolume(t.Context(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+		require.NoError(t, err)
+		_, ok := h.mountAt(t, staging)
+		require.True(t, ok, "unstaging a directory volume leaves another mount at its staging path alone")
 		require.NoError(t, h.mounter.Unmount(staging))
+		_, err = h.node.NodeStageVolume(t.Context(), stage)
+		require.NoError(t, err)
 
 		unstage := &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}
 		_, err = h.node.NodeUnstageVolume(t.Context(), unstage)

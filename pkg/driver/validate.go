@@ -120,10 +120,12 @@ func checkCapability(c *csi.VolumeCapability) (capInfo, error) {
 
 // volumeShape is what CreateVolume's capabilities ask for.
 type volumeShape struct {
-	readerOnly bool   // only reader-only modes
-	block      bool   // raw block access
-	multiNode  bool   // some multi-node writer mode
-	fsType     string // from the mount capabilities ("" if none)
+	readerOnly   bool   // only reader-only modes
+	singleWriter bool   // only SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod)
+	block        bool   // raw block access
+	multiNode    bool   // some multi-node writer mode
+	multiReader  bool   // MULTI_NODE_READER_ONLY
+	fsType       string // from the mount capabilities ("" if none)
 }
 
 // checkCapabilities validates the capabilities of a CreateVolume (or
@@ -132,7 +134,7 @@ func checkCapabilities(caps []*csi.VolumeCapability) (volumeShape, error) {
 	if len(caps) == 0 {
 		return volumeShape{}, fmt.Errorf("volume capabilities are required")
 	}
-	sh := volumeShape{readerOnly: true}
+	sh := volumeShape{readerOnly: true, singleWriter: true}
 	for i, c := range caps {
 		ci, err := checkCapability(c)
 		if err != nil {
@@ -148,6 +150,11 @@ func checkCapabilities(caps []*csi.VolumeCapability) (volumeShape, error) {
 		switch c.GetAccessMode().GetMode() {
 		case csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, csi.VolumeCapability_AccessMode_MULTI_NODE_SINGLE_WRITER:
 			sh.multiNode = true
+		case csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY:
+			sh.multiReader = true
+		}
+		if !ci.singleWriter {
+			sh.singleWriter = false
 		}
 		if ci.fsType != "" {
 			if sh.fsType != "" && sh.fsType != ci.fsType {

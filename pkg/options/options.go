@@ -10,10 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 )
 
@@ -47,6 +49,18 @@ type Options struct {
 	// HTTPEndpoint is the HOST:PORT (or :PORT) of the HTTP server for
 	// Prometheus metrics (/metrics) and health (/healthz); empty: off.
 	HTTPEndpoint string
+
+	// InlinePools are the pools CSI inline volumes may live in (nil: the
+	// pool "default" if it is configured and node-local; empty: inline
+	// volumes are turned off). Pod authors choose inline attributes, so
+	// these four options are the admin's bound on them.
+	InlinePools []string
+	// InlineAttributes are the attributes pods may set on inline volumes
+	// (a subset of params.InlineAttributes).
+	InlineAttributes []string
+	// InlineMaxBytes bounds one inline volume, InlineMaxTotalBytes all of
+	// this node's inline volumes together.
+	InlineMaxBytes, InlineMaxTotalBytes int64
 }
 
 // Defaults returns Options with every default filled in.
@@ -56,6 +70,10 @@ func Defaults() Options {
 		NodeID:     defaultNodeID(),
 		DriverName: DefaultDriverName,
 		StateDir:   "/var/lib/hostvol/state",
+
+		InlineAttributes:    append([]string(nil), params.InlineAttributes...),
+		InlineMaxBytes:      params.DefaultInlineMaxBytes,
+		InlineMaxTotalBytes: params.DefaultInlineMaxTotalBytes,
 	}
 }
 
@@ -101,6 +119,66 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.RegistrationDir, "registration-dir", o.RegistrationDir, "kubelet plugins_registry directory (as mounted here) to register with the kubelet; empty: do not register (use node-driver-registrar)")
 	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", o.KubeletRegistrationPath, "the CSI socket path as the kubelet sees it on the host, e.g. /var/lib/kubelet/plugins/hostvol.csi.io/csi.sock (required with --registration-dir)")
 	fs.StringVar(&o.HTTPEndpoint, "http-endpoint", o.HTTPEndpoint, "HOST:PORT or :PORT for Prometheus metrics (/metrics) and health (/healthz), e.g. :9808; empty: off")
+	fs.Func("inline-pools", "comma-separated node-local pools CSI inline volumes may use; empty turns inline volumes off (default: \"default\" if configured and not shared)", func(v string) error {
+		o.InlinePools = splitList(v)
+		return nil
+	})
+	fs.Func("inline-attributes", "comma-separated volumeAttributes pods may set on inline volumes (default and maximum: "+strings.Join(params.InlineAttributes, ",")+")", func(v string) error {
+		o.InlineAttributes = splitList(v)
+		return nil
+	})
+	fs.Var(sizeFlag{&o.InlineMaxBytes}, "inline-max-size", "largest inline volume, a quantity such as 4Gi (default 4Gi)")
+	fs.Var(sizeFlag{&o.InlineMaxTotalBytes}, "inline-max-total", "most bytes all inline volumes of this node may hold together (default 16Gi)")
+}
+
+// splitList splits a comma-separated list, dropping empty items; "" is an
+// empty, non-nil list.
+func splitList(v string) []string {
+	out := []string{}
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// sizeFlag is a byte count given as a Kubernetes quantity.
+type sizeFlag struct{ n *int64 }
+
+func (f sizeFlag) String() string {
+	if f.n == nil {
+		return ""
+	}
+	return strconv.FormatInt(*f.n, 10)
+}
+
+func (f sizeFlag) Set(v string) error {
+	n, err := params.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*f.n = n
+	return nil
+}
+
+// Inline returns the inline volume policy the options give.
+func (o *Options) Inline() params.InlinePolicy {
+	pools := o.InlinePools
+	if pools == nil {
+		pools = []string{}
+		for _, p := range o.Pools {
+			if p.Name == pool.DefaultName && !p.Shared {
+				pools = append(pools, p.Name)
+			}
+		}
+	}
+	return params.InlinePolicy{
+		Pools:         pools,
+		Attributes:    o.InlineAttributes,
+		MaxBytes:      o.InlineMaxBytes,
+		MaxTotalBytes: o.InlineMaxTotalBytes,
+	}
 }
 
 var driverNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?$`)
@@ -165,7 +243,38 @@ func (o *Options) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, o.validateInline()...)
 	return errors.Join(errs...)
+}
+
+// validateInline checks the inline volume policy: its pools exist and are
+// node-local, its attributes are inline attributes, its bounds positive.
+func (o *Options) validateInline() []error {
+	var errs []error
+	shared := map[string]bool{}
+	for _, p := range o.Pools {
+		shared[p.Name] = p.Shared
+	}
+	for _, name := range o.InlinePools {
+		switch sh, ok := shared[name]; {
+		case !ok:
+			errs = append(errs, fmt.Errorf("--inline-pools: pool %q is not configured (--pool)", name))
+		case sh:
+			errs = append(errs, fmt.Errorf("--inline-pools: pool %q is shared; inline volumes live in node-local pools only", name))
+		}
+	}
+	for _, a := range o.InlineAttributes {
+		if !slices.Contains(params.InlineAttributes, a) {
+			errs = append(errs, fmt.Errorf("--inline-attributes: %q is not an attribute pods may be allowed to set (possible: %s; sizeLimit is never one: inline volumes are always hard-sized)", a, strings.Join(params.InlineAttributes, ", ")))
+		}
+	}
+	if o.InlineMaxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--inline-max-size %d: must be positive (turn inline volumes off with --inline-pools=)", o.InlineMaxBytes))
+	}
+	if o.InlineMaxTotalBytes < o.InlineMaxBytes {
+		errs = append(errs, fmt.Errorf("--inline-max-total %d: must be at least --inline-max-size %d", o.InlineMaxTotalBytes, o.InlineMaxBytes))
+	}
+	return errs
 }
 
 // nested reports whether a and b are the same path or one contains the other.

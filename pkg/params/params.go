@@ -6,8 +6,10 @@
 package params
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -162,39 +164,118 @@ func IsEphemeral(volumeContext map[string]string) bool {
 	return volumeContext[KeyEphemeral] == "true"
 }
 
-// ParseInline parses the volume context of an inline volume: the
-// StorageClass keys (type, pool, csi.storage.k8s.io/fstype, sizeLimit,
-// inodeLimit) plus size, next to the pod information the kubelet adds.
-// As with a class, unknown keys are errors.
-func ParseInline(ctx map[string]string) (Inline, error) {
+// InlineAttributes are the attributes a pod may ever set on a CSI inline
+// volume; an admin may allow fewer (InlinePolicy.Attributes). sizeLimit is
+// not among them: an inline volume is always hard-sized, since its pod's
+// author, not the cluster's admin, would choose to lift the limit. Nor is
+// allowBlockRWX: inline volumes are never raw block.
+var InlineAttributes = []string{KeySize, KeyType, KeyFsType, KeyPool, KeyInodeLimit}
+
+// InlinePolicy is what an admin lets pod authors ask of CSI inline volumes:
+// a security boundary, since anyone who may create a pod may write
+// volumeAttributes (docs/security.md).
+type InlinePolicy struct {
+	// Pools are the pools inline volumes may live in (node-local ones
+	// only); none turns inline volumes off.
+	Pools []string
+	// Attributes are the keys of InlineAttributes a pod may set; the
+	// others take their defaults.
+	Attributes []string
+	// MaxBytes bounds one inline volume, MaxTotalBytes all of a node's.
+	MaxBytes, MaxTotalBytes int64
+}
+
+// Default inline volume bounds: scratch space the size of a generous
+// emptyDir, and at most four of them at full size per node.
+const (
+	DefaultInlineMaxBytes      = 4 << 30
+	DefaultInlineMaxTotalBytes = 16 << 30
+)
+
+// DefaultInlinePolicy allows every inline attribute in the pool "default",
+// within the default bounds.
+func DefaultInlinePolicy() InlinePolicy {
+	return InlinePolicy{
+		Pools:         []string{pool.DefaultName},
+		Attributes:    append([]string(nil), InlineAttributes...),
+		MaxBytes:      DefaultInlineMaxBytes,
+		MaxTotalBytes: DefaultInlineMaxTotalBytes,
+	}
+}
+
+// ErrInlineOff is returned (wrapped) by ParseInline when the node allows no
+// inline volumes at all.
+var ErrInlineOff = errors.New("inline volumes are turned off")
+
+// ErrInlineTooLarge is returned (wrapped) by ParseInline for a size above
+// the policy's MaxBytes.
+var ErrInlineTooLarge = errors.New("inline volume too large")
+
+// ParseInline parses the volume context of an inline volume against what
+// the admin allows: the StorageClass keys of pol.Attributes (type, pool,
+// csi.storage.k8s.io/fstype, inodeLimit) plus size, next to the pod
+// information the kubelet adds. As with a class, unknown keys are errors;
+// so are keys the policy does not allow, a pool it does not list and a
+// size above its MaxBytes. sizeLimit is always required.
+func ParseInline(ctx map[string]string, pol InlinePolicy) (Inline, error) {
+	if len(pol.Pools) == 0 {
+		return Inline{}, ErrInlineOff
+	}
 	rest := make(map[string]string, len(ctx))
 	var in Inline
-	for k, v := range ctx {
+	keys := make([]string, 0, len(ctx))
+	for k := range ctx {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := ctx[k]
 		switch k {
-		case KeySize:
-			n, err := parseSize(v)
+		case KeyPodName:
+			in.PodName = v
+			continue
+		case KeyPodNamespace:
+			in.PodNamespace = v
+			continue
+		case KeyPodUID, KeyServiceAccountName, KeyServiceAccountToks, KeyEphemeral:
+			continue
+		case KeyPVCName, KeyPVCNamespace, KeyPVName:
+			return Inline{}, fmt.Errorf("parameter %q belongs to a claim, not to an inline volume", k)
+		}
+		if !slices.Contains(pol.Attributes, k) {
+			if slices.Contains(known, k) || k == KeySize {
+				return Inline{}, fmt.Errorf("parameter %q may not be set on inline volumes on this node (allowed: %s)", k, strings.Join(pol.Attributes, ", "))
+			}
+			return Inline{}, fmt.Errorf("unknown parameter %q (inline volumes take: %s)", k, strings.Join(pol.Attributes, ", "))
+		}
+		if k == KeySize {
+			n, err := ParseSize(v)
 			if err != nil {
 				return Inline{}, fmt.Errorf("parameter %q: %v", k, err)
 			}
 			in.SizeBytes = n
-		case KeyPodName:
-			in.PodName = v
-		case KeyPodNamespace:
-			in.PodNamespace = v
-		case KeyPodUID, KeyServiceAccountName, KeyServiceAccountToks, KeyEphemeral:
-		case KeyPVCName, KeyPVCNamespace, KeyPVName:
-			return Inline{}, fmt.Errorf("parameter %q belongs to a claim, not to an inline volume", k)
-		default:
-			rest[k] = v
+			continue
 		}
+		rest[k] = v
 	}
 	p, err := Parse(rest)
 	if err != nil {
 		return Inline{}, err
 	}
+	p.SizeLimit = volume.SizeLimitRequired
+	if in.SizeBytes > pol.MaxBytes {
+		return Inline{}, fmt.Errorf("%w: size %s is more than the %d bytes an inline volume may have on this node", ErrInlineTooLarge, ctx[KeySize], pol.MaxBytes)
+	}
+	if !slices.Contains(pol.Pools, p.Pool) {
+		return Inline{}, fmt.Errorf("pool %q may not hold inline volumes on this node (allowed: %s)", p.Pool, strings.Join(pol.Pools, ", "))
+	}
 	in.Params = p
 	return in, nil
 }
+
+// ParseSize parses a Kubernetes quantity ("1Gi", "500M", "1.5Gi") into
+// bytes, rounding a fraction of a byte up as Kubernetes does.
+func ParseSize(v string) (int64, error) { return parseSize(v) }
 
 // parseSize parses a Kubernetes quantity into bytes, rounding a fraction of
 // a byte up as Kubernetes does.

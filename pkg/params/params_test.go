@@ -51,6 +51,11 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func withInodes(p Params, n int64) Params {
+	p.InodeLimit = n
+	return p
+}
+
 func TestParseInline(t *testing.T) {
 	pod := map[string]string{
 		KeyPodName: "web-0", KeyPodNamespace: "shop", KeyPodUID: "u", KeyServiceAccountName: "default",
@@ -87,10 +92,17 @@ func TestParseInline(t *testing.T) {
 		{name: "unknown_key", in: with("sise", "1Gi"), wantErr: true},
 		{name: "claim_key", in: with(KeyPVCName, "data"), wantErr: true},
 		{name: "class_key_checked", in: with("type", "nfs"), wantErr: true},
+		// Pod authors are bounded by the admin's policy (docs/security.md).
+		{name: "size_limit_never_allowed", in: with("sizeLimit", "optional"), wantErr: true},
+		{name: "block_rwx_never_allowed", in: with("allowBlockRWX", "true"), wantErr: true},
+		{name: "size_above_max", in: with("type", "loop", "size", "5Gi"), wantErr: true},
+		{name: "size_at_max", in: with("type", "loop", "size", "4Gi"), want: Inline{Params: loop, SizeBytes: 4 << 30, PodName: "web-0", PodNamespace: "shop"}},
+		{name: "pool_not_allowed", in: with("pool", "fast"), wantErr: true},
+		{name: "inode_limit_allowed", in: with("inodeLimit", "100"), want: Inline{Params: withInodes(base, 100), PodName: "web-0", PodNamespace: "shop"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseInline(tc.in)
+			got, err := ParseInline(tc.in, DefaultInlinePolicy())
 			if tc.wantErr {
 				require.Error(t, err)
 				return
@@ -100,6 +112,18 @@ func TestParseInline(t *testing.T) {
 		})
 	}
 	require.True(t, IsEphemeral(pod))
+	require.False(t, IsEphemeral(map[string]string{KeyEphemeral: "false"}))
+
+	// An admin's narrower policy.
+	pol := InlinePolicy{Pools: []string{"scratch"}, Attributes: []string{KeySize}, MaxBytes: 1 << 30, MaxTotalBytes: 4 << 30}
+	_, err := ParseInline(with("type", "loop"), pol)
+	require.ErrorContains(t, err, "may not be set")
+	_, err = ParseInline(with("size", "2Gi"), pol)
+	require.ErrorIs(t, err, ErrInlineTooLarge)
+	_, err = ParseInline(with("size", "1Gi"), pol)
+	require.ErrorContains(t, err, `pool "default" may not hold inline volumes`)
+	_, err = ParseInline(with(), InlinePolicy{})
+	require.ErrorIs(t, err, ErrInlineOff)
 	require.False(t, IsEphemeral(map[string]string{KeyEphemeral: "false"}))
 	require.False(t, IsEphemeral(nil))
 }

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"k8s.io/klog/v2"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
+	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
@@ -24,7 +27,9 @@ import (
 // ("pvc-<uid>"); a CreateVolume that picked the same name anyway gets a
 // volume that is not Ephemeral, which neither side then mistakes for the
 // other (compatible refuses the mix).
-func EphemeralName(handle string) string { return "ephemeral/" + handle }
+func EphemeralName(handle string) string { return ephemeralPrefix + handle }
+
+const ephemeralPrefix = "ephemeral/"
 
 // EphemeralID returns the volume ID of the inline volume with this handle
 // and whether such a volume exists on this node.
@@ -48,10 +53,38 @@ type EphemeralRequest struct {
 // any step fails, what it made is removed again unless the volume is
 // published elsewhere, so a pod that never starts leaves nothing behind.
 // The caller holds the volume's lock.
+//
+// Pod authors choose an inline volume's attributes, so what they may ask
+// is bounded here, whatever the driver let through: only hard-sized
+// volumes (a loop volume, or a directory limited by its pool: sizeLimit is
+// always required), only node-local pools, at most InlineMaxBytes each and
+// InlineMaxTotalBytes for all of this node's inline volumes together.
 func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
 	req.Create.Ephemeral = true
 	if req.Create.Kind == KindBlock {
 		return fmt.Errorf("%w: inline volumes are filesystems; raw block needs a PersistentVolumeClaim", ErrInvalid)
+	}
+	if req.Create.Kind == KindDir {
+		req.Create.SizeLimit = SizeLimitRequired
+	}
+	p := m.pools[req.Create.Pool]
+	if p == nil {
+		return fmt.Errorf("%w: %q", ErrPoolUnavailable, req.Create.Pool)
+	}
+	if p.Shared {
+		return fmt.Errorf("%w: pool %q is shared; inline volumes live in node-local pools only", ErrNotAllowed, p.Name)
+	}
+	id := volumeid.FromName(req.Create.Name)
+	if _, gerr := m.Get(id); errors.Is(gerr, ErrNotFound) {
+		// A new inline volume (a retried publish finds its volume made).
+		if err := m.reserveInline(id, req.Create); err != nil {
+			return err
+		}
+		defer func() {
+			if _, gerr := m.Get(id); err != nil && gerr != nil {
+				m.inline.release(id) // not made, or removed again
+			}
+		}()
 	}
 	v, err := m.Create(req.Create)
 	if err != nil {
@@ -64,22 +97,44 @@ func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
 			}
 		}
 	}()
+	failpoint.Hit("inline-after-create")
 	pub := req.Publish
 	pub.ID = v.ID
 	if v.Kind == KindLoop {
 		staging := m.ephemeralStaging(v.ID)
-		if err := os.MkdirAll(staging, 0o700); err != nil {
+		if err := os.MkdirAll(m.ephemeralDir, 0o700); err != nil {
 			return fmt.Errorf("create staging directory of inline volume %s: %w", v.ID, err)
 		}
-		if err := m.Stage(StageRequest{ID: v.ID, StagingPath: staging, FsType: v.FsType, MountFlags: req.MountFlags}); err != nil {
+		if err := m.stage(v, StageRequest{ID: v.ID, StagingPath: staging, FsType: v.FsType, MountFlags: req.MountFlags}); err != nil {
 			return err
 		}
 		pub.StagingPath = staging
 	}
-	if err := m.Publish(pub); err != nil {
+	if err := m.publish(v, pub); err != nil {
 		return err
 	}
 	klog.V(2).InfoS("Inline volume published", "volumeID", v.ID, "name", v.Name, "pod", klog.KRef(v.PVCNamespace, v.PVCName), "targetPath", pub.TargetPath)
+	return nil
+}
+
+// reserveInline checks a new inline volume's size against the node's caps
+// and counts it in.
+func (m *Manager) reserveInline(id string, req CreateRequest) error {
+	if m.inline.maxBytes <= 0 {
+		return fmt.Errorf("%w: inline volumes are turned off on node %q", ErrNotAllowed, m.nodeID)
+	}
+	size, err := chooseSize(req)
+	if err != nil {
+		return err
+	}
+	if size > m.inline.maxBytes {
+		return fmt.Errorf("%w: the inline volume needs %s (a %s volume of at least the size asked), more than the %s one inline volume may have on node %q",
+			ErrOutOfRange, fmtBytes(size), kindName(req.Kind, req.FsType), fmtBytes(m.inline.maxBytes), m.nodeID)
+	}
+	if used, ok := m.inline.reserve(id, size); !ok {
+		return fmt.Errorf("%w: inline volumes on node %q may hold %s together; %s are in use, %s more asked",
+			ErrNoSpace, m.nodeID, fmtBytes(m.inline.maxTotal), fmtBytes(used), fmtBytes(size))
+	}
 	return nil
 }
 
@@ -93,7 +148,9 @@ func (m *Manager) UnpublishEphemeral(id, targetPath string) error {
 }
 
 // dropEphemeral unstages and deletes an inline volume that is published
-// nowhere; one still published is left alone.
+// nowhere; one still published is left alone. It unstages from what is
+// mounted and attached, so a loop device or mount left without a record
+// by a crash goes too.
 func (m *Manager) dropEphemeral(id string) error {
 	v, err := m.Get(id)
 	if errors.Is(err, ErrNotFound) {
@@ -109,20 +166,29 @@ func (m *Manager) dropEphemeral(id string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := m.liveTargets(&ns); err != nil {
+	src, err := m.source(v, ns)
+	if err != nil {
+		return err
+	}
+	if _, err := m.liveTargets(v, &ns, src); err != nil {
 		return err
 	}
 	if len(ns.Targets) > 0 {
 		return nil
 	}
-	if ns.StagingPath != "" {
-		if err := m.Unstage(id, ns.StagingPath); err != nil {
+	staging := m.ephemeralStaging(id)
+	if v.Kind == KindLoop || ns.StagingPath != "" {
+		if ns.StagingPath != "" {
+			staging = ns.StagingPath
+		}
+		if err := m.Unstage(id, staging); err != nil {
 			return err
 		}
 	}
-	if err := os.Remove(m.ephemeralStaging(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if _, _, err := mounter.RemoveMountPoint(m.ephemeralStaging(id), false); err != nil {
 		return fmt.Errorf("remove staging directory of inline volume %s: %w", id, err)
 	}
+	failpoint.Hit("inline-after-unstage")
 	if err := m.Delete(id); err != nil {
 		return err
 	}
@@ -138,18 +204,75 @@ func (m *Manager) ephemeralStaging(id string) string {
 
 // UnpublishGone answers a NodeUnpublishVolume for an ID no volume has (an
 // inline volume already deleted): success when nothing is mounted at the
-// target, whose empty directory is removed; NOT_FOUND when something is,
-// since it is not ours to unmount.
+// target, whose empty directory is removed (anything else there is left
+// alone); NOT_FOUND when something is mounted, since it is not ours to
+// unmount.
 func (m *Manager) UnpublishGone(handle, targetPath string) error {
-	mounted, err := m.isMounted(targetPath)
+	mounted, err := m.mounter.MountRoot(targetPath)
 	if err != nil {
 		return err
 	}
 	if mounted {
 		return fmt.Errorf("%w: no volume has ID %q, and %s is a mount of something else", ErrNotFound, handle, targetPath)
 	}
-	if err := os.Remove(targetPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+	removed, reason, err := mounter.RemoveMountPoint(targetPath, false)
+	if err != nil {
 		return fmt.Errorf("remove target %s: %w", targetPath, err)
 	}
+	if !removed {
+		klog.InfoS("Target path left in place: hostvol removes only what a publish makes", "volumeID", handle, "targetPath", targetPath, "found", reason)
+	}
 	return nil
+}
+
+// inlineBudget counts the bytes of this node's inline volumes against the
+// node's cap. A check-and-reserve is one short critical section, so two
+// pods starting at once cannot both take the last bytes.
+type inlineBudget struct {
+	maxBytes, maxTotal int64
+
+	mu   sync.Mutex
+	used int64
+	byID map[string]int64
+}
+
+func newInlineBudget(maxBytes, maxTotal int64) *inlineBudget {
+	return &inlineBudget{maxBytes: maxBytes, maxTotal: maxTotal, byID: map[string]int64{}}
+}
+
+// reserve counts bytes for id if the total stays within the cap; it
+// returns what was in use before.
+func (b *inlineBudget) reserve(id string, bytes int64) (used int64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur := b.byID[id]
+	if b.used-cur+bytes > b.maxTotal {
+		return b.used, false
+	}
+	b.used += bytes - cur
+	b.byID[id] = bytes
+	return b.used - bytes, true
+}
+
+// set counts an existing inline volume (start-up), whatever the cap.
+func (b *inlineBudget) set(id string, bytes int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used += bytes - b.byID[id]
+	b.byID[id] = bytes
+}
+
+// release forgets a volume; unknown IDs are ignored.
+func (b *inlineBudget) release(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= b.byID[id]
+	delete(b.byID, id)
+}
+
+// InlineBytes returns the bytes this node's inline volumes hold and the cap.
+func (m *Manager) InlineBytes() (used, max int64) {
+	m.inline.mu.Lock()
+	defer m.inline.mu.Unlock()
+	return m.inline.used, m.inline.maxTotal
 }

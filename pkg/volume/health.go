@@ -276,7 +276,11 @@ func (m *Manager) checkTarget(cs *conditions, v Volume, ns nodeState, path strin
 		cs.add(Inaccessible, ReasonNotPublishedAtPath, "volume %s is not published at %s on node %q", v.ID, path, m.nodeID)
 		return nil
 	}
-	mounted, err := m.isMounted(path)
+	src, err := m.source(v, ns)
+	if err != nil {
+		return err
+	}
+	mounted, err := m.showsTarget(v, path, src)
 	if err != nil {
 		return err
 	}
@@ -301,23 +305,31 @@ func (m *Manager) checkTarget(cs *conditions, v Volume, ns nodeState, path strin
 // back its image, and a loop volume's filesystem must be mounted at the
 // staging path, writable (unless every publish is read-only) and not full.
 func (m *Manager) checkStaging(cs *conditions, p *pool.Pool, v Volume, ns nodeState, dataOK, readOnlyExpected bool) error {
-	mounted := true
-	if v.Kind == KindLoop {
-		var err error
-		if mounted, err = m.isMounted(ns.StagingPath); err != nil {
-			return err
-		}
-		if !mounted {
-			cs.add(Inaccessible, ReasonStagingMountMissing, "volume %s is staged at %s, but its filesystem is not mounted there (unmounted, or the node rebooted); stage it again", v.ID, ns.StagingPath)
-		}
-	}
+	dev := ""
 	if dataOK && m.loop != nil {
-		dev, err := m.findDevice(p, v, ns.Device)
+		var err error
+		dev, err = m.findDevice(p, v, ns.Device)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 		if dev == "" {
 			cs.add(Inaccessible, ReasonLoopDeviceDetached, "volume %s is staged at %s, but no loop device backs its image %s (detached, or the node rebooted); stage it again", v.ID, ns.StagingPath, p.ImagePath(v.ID))
+		}
+	}
+	mounted := true
+	if v.Kind == KindLoop {
+		var err error
+		if dataOK {
+			mounted, err = m.shows(ns.StagingPath, dev)
+		} else {
+			// No image to identify the mount by: anything mounted there.
+			mounted, err = m.mounter.MountRoot(ns.StagingPath)
+		}
+		if err != nil {
+			return err
+		}
+		if !mounted {
+			cs.add(Inaccessible, ReasonStagingMountMissing, "volume %s is staged at %s, but its filesystem is not mounted there (unmounted, or the node rebooted); stage it again", v.ID, ns.StagingPath)
 		}
 	}
 	if v.Kind != KindLoop || !mounted {

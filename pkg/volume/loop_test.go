@@ -34,7 +34,7 @@ func newLoopEnv(t *testing.T) *loopEnv {
 func (e *loopEnv) load(t *testing.T) *volume.Manager {
 	t.Helper()
 	m, err := volume.New(volume.Config{NodeID: "node", StateDir: e.stateDir, Pools: []*pool.Pool{e.pool},
-		Mounter: e.mounter, Loop: e.loop, FS: e.fs})
+		Mounter: e.mounter, Loop: e.loop, FS: e.fs, InlineMaxBytes: 4 << 30, InlineMaxTotalBytes: 16 << 30})
 	require.NoError(t, err)
 	require.NoError(t, m.Load())
 	return m

@@ -19,6 +19,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/inflight"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
+	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
@@ -39,15 +40,24 @@ type Config struct {
 	// Quota finds how each pool limits directory volumes (quota.New() on
 	// a node, a quota.Fake in tests). Nil: no pool limits them.
 	Quota quota.System
+	// InlineMaxBytes and InlineMaxTotalBytes bound CSI inline volumes,
+	// which pod authors ask for: the size of one (after rounding up to
+	// what its filesystem needs) and of all of them on this node together.
+	// 0: no inline volume may be made.
+	InlineMaxBytes, InlineMaxTotalBytes int64
 }
 
 // Manager owns the volumes of one node.
 type Manager struct {
 	nodeID  string
 	pools   map[string]*pool.Pool
-	mounter mount.Interface
-	loop    loop.Manager
-	fs      fsutil.Interface
+	mounter mounter.Interface
+	// protected are the real paths of the pools and the state directory:
+	// no target or staging path from a request may be at, inside or above
+	// one of them.
+	protected []protectedPath
+	loop      loop.Manager
+	fs        fsutil.Interface
 	// enforcers limit the directory volumes of each pool (by pool name).
 	enforcers map[string]quota.Enforcer
 
@@ -64,6 +74,9 @@ type Manager struct {
 	// ephemeralDir holds the staging mounts of inline loop volumes, which
 	// the kubelet never stages (ephemeral.go).
 	ephemeralDir string
+	// inline keeps the bytes of this node's inline volumes against the
+	// node's cap (ephemeral.go).
+	inline *inlineBudget
 
 	// index caches the records of node-local pools (the files stay the
 	// source of truth). Shared-pool records are always read from the pool,
@@ -87,7 +100,7 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{
 		nodeID:   cfg.NodeID,
 		pools:    make(map[string]*pool.Pool, len(cfg.Pools)),
-		mounter:  cfg.Mounter,
+		mounter:  mounter.FromList(cfg.Mounter),
 		loop:     cfg.Loop,
 		fs:       cfg.FS,
 		promises: newPromises(),
@@ -96,6 +109,7 @@ func New(cfg Config) (*Manager, error) {
 		kinds:    make(map[Kind]int),
 
 		ephemeralDir: filepath.Join(cfg.StateDir, "ephemeral"),
+		inline:       newInlineBudget(cfg.InlineMaxBytes, cfg.InlineMaxTotalBytes),
 	}
 	var err error
 	if m.local, err = records.Open(filepath.Join(cfg.StateDir, "volumes")); err != nil {
@@ -118,6 +132,14 @@ func New(cfg Config) (*Manager, error) {
 		}
 	}
 	m.openEnforcers(cfg.Quota)
+	if err := m.protect(cfg.StateDir, "the state directory"); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Pools {
+		if err := m.protect(p.Path, fmt.Sprintf("pool %q", p.Name)); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -145,6 +167,9 @@ func (m *Manager) store(poolName string) *records.Store {
 // interrupted, reports data without a record, and marks the manager ready.
 // It is the only O(n) step, and it runs once, at start-up.
 func (m *Manager) Load() error {
+	if err := m.reconcileDevices(); err != nil {
+		return err
+	}
 	stores := map[string]*records.Store{"": m.local}
 	for name, s := range m.shared {
 		stores[name] = s
@@ -185,6 +210,9 @@ func (m *Manager) Load() error {
 			}
 		}
 	}
+	if err := m.reconcileLeases(); err != nil {
+		return err
+	}
 	m.loaded.Store(true)
 	klog.V(2).InfoS("Volume records loaded", "volumes", m.indexLen())
 	return nil
@@ -214,6 +242,9 @@ func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
 			klog.ErrorS(err, "Volume data is missing", "volumeID", v.ID, "pool", v.Pool, "kind", v.Kind)
 		}
 		m.promises.set(v.ID, v.Pool, m.unallocated(p, v))
+		if v.Ephemeral {
+			m.inline.set(v.ID, v.CapacityBytes)
+		}
 		return nil
 	case StateCreating:
 		if shared && v.CreatedBy != m.nodeID {
@@ -263,6 +294,7 @@ func (m *Manager) removeVolume(s *records.Store, p *pool.Pool, v Volume) error {
 	m.releaseQuota(v)
 	m.deleteIndex(v.ID)
 	m.promises.drop(v.ID)
+	m.inline.release(v.ID)
 	if err := m.nodeStates.Delete(v.ID); err != nil {
 		return err
 	}
@@ -393,7 +425,8 @@ func kindName(k Kind, fsType string) string {
 // compatible reports whether an existing volume satisfies a create request
 // (CSI: same name, compatible capacity, capabilities and parameters).
 func compatible(v Volume, req CreateRequest) bool {
-	if v.Kind != req.Kind || v.Pool != req.Pool || v.ReaderOnly != req.ReaderOnly || v.FsType != req.FsType || v.Ephemeral != req.Ephemeral {
+	if v.Kind != req.Kind || v.Pool != req.Pool || v.ReaderOnly != req.ReaderOnly || v.FsType != req.FsType || v.Ephemeral != req.Ephemeral ||
+		v.SingleWriter != req.SingleWriter || v.MultiNode != req.MultiNode {
 		return false
 	}
 	if v.CapacityBytes < req.RequiredBytes {
@@ -496,6 +529,8 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 		FsType:        req.FsType,
 		CreatedBy:     m.nodeID,
 		ReaderOnly:    req.ReaderOnly,
+		SingleWriter:  req.SingleWriter,
+		MultiNode:     req.MultiNode,
 		PVCName:       req.PVCName,
 		PVCNamespace:  req.PVCNamespace,
 		Ephemeral:     req.Ephemeral,

@@ -74,6 +74,15 @@ type Volume struct {
 	// ReaderOnly is set when the volume was created with reader-only access
 	// modes only: every publish is then read-only and a writer is refused.
 	ReaderOnly bool `json:"readerOnly,omitempty"`
+	// SingleWriter is set when the volume was created for
+	// SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod) only: every publish is
+	// then exclusive, whatever access mode the publish names.
+	SingleWriter bool `json:"singleWriter,omitempty"`
+	// MultiNode is set when the volume was created with a multi-node
+	// access mode (a raw block volume of a class with allowBlockRWX, or a
+	// volume of a shared pool): its image may be attached on several
+	// nodes at once, so a shared pool's lease is not taken for it.
+	MultiNode bool `json:"multiNode,omitempty"`
 	// SizeLimit and InodeLimit are what the class asked of a directory
 	// volume ("" in records from before size limits: optional).
 	SizeLimit  SizeLimit `json:"sizeLimit,omitempty"`
@@ -136,8 +145,12 @@ type CreateRequest struct {
 	LimitBytes    int64 // 0: no upper bound
 	DefaultBytes  int64 // size when neither bound is given
 	ReaderOnly    bool
-	PVCName       string
-	PVCNamespace  string
+	// SingleWriter: created for SINGLE_NODE_SINGLE_WRITER only.
+	SingleWriter bool
+	// MultiNode: created with a multi-node access mode.
+	MultiNode    bool
+	PVCName      string
+	PVCNamespace string
 	// SizeLimit says what to do when the pool cannot enforce a directory
 	// volume's size ("": optional; the driver passes the class's value,
 	// whose default is required). InodeLimit (0: none) is a hard limit

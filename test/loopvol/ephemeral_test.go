@@ -132,9 +132,10 @@ func TestInlineVolumes(t *testing.T) {
 		name   string
 		attrs  map[string]string
 		fsType string
-		size   int64 // asked, 0: none (a directory without a limit)
+		size   int64 // asked of a loop volume, 0: a directory volume
+		btrfs  bool  // on a btrfs pool with quotas (directories need a limit)
 	}{
-		{name: "dir", attrs: map[string]string{"sizeLimit": "optional"}},
+		{name: "dir", attrs: map[string]string{"size": "64Mi"}, btrfs: true},
 		{name: "ext4", attrs: map[string]string{"type": "loop", "size": "64Mi"}, size: 64 * mib},
 		{name: "xfs", attrs: map[string]string{"type": "loop", "size": "300Mi"}, fsType: "xfs", size: 300 * mib},
 		{name: "xfs_by_attribute", attrs: map[string]string{"type": "loop", "size": "300Mi", "csi.storage.k8s.io/fstype": "xfs"}, size: 300 * mib},
@@ -142,6 +143,9 @@ func TestInlineVolumes(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			n, dir := setup(t)
+			if tc.btrfs {
+				n, dir = setupOn(t, testutil.BtrfsPool(t, 256<<20))
+			}
 			v := newInline(t, n, dir, tc.name, tc.attrs)
 			v.fsType = tc.fsType
 			v.publish()
@@ -215,8 +219,12 @@ func TestInlineVolumeBadInput(t *testing.T) {
 		{name: "claim_attribute", attrs: map[string]string{"csi.storage.k8s.io/pvc/name": "x"}},
 		{name: "unknown_fstype", attrs: map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "vfat"}},
 		{name: "block", attrs: map[string]string{"type": "loop"}, block: true},
-		{name: "handle_with_slash", handle: "csi-../../x", attrs: map[string]string{"sizeLimit": "optional"}},
-		{name: "handle_with_nul", handle: "csi-\x00", attrs: map[string]string{"sizeLimit": "optional"}},
+		{name: "handle_with_slash", handle: "csi-../../x", attrs: map[string]string{"type": "loop"}},
+		{name: "handle_with_nul", handle: "csi-\x00", attrs: map[string]string{"type": "loop"}},
+		// What pod authors may never ask (docs/security.md).
+		{name: "size_limit_lifted", attrs: map[string]string{"sizeLimit": "optional"}},
+		{name: "block_rwx", attrs: map[string]string{"type": "loop", "allowBlockRWX": "true"}},
+		{name: "persistent_volume_id", handle: "hv-00112233445566778899aabbccddeeff", attrs: map[string]string{"type": "loop"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -250,9 +258,9 @@ func TestInlineVolumeBadInput(t *testing.T) {
 // made): the volume is removed again, and an unpublish of the handle, as
 // the kubelet may send after an uncertain failure, succeeds.
 func TestInlineVolumePublishFailsCleanly(t *testing.T) {
-	n, dir := setup(t)
+	n, dir := setupOn(t, testutil.BtrfsPool(t, 256<<20))
 	for _, typ := range []string{"dir", "loop"} {
-		v := newInline(t, n, dir, typ, map[string]string{"type": typ, "sizeLimit": "optional", "size": "64Mi"})
+		v := newInline(t, n, dir, typ, map[string]string{"type": typ, "size": "64Mi"})
 		require.NoError(t, os.MkdirAll(filepath.Dir(v.target), 0o750))
 		require.NoError(t, os.WriteFile(v.target, nil, 0o644))
 		require.Error(t, v.publishErr(), "publish onto a file")
@@ -296,7 +304,7 @@ func TestInlineVolumeRestartAndReboot(t *testing.T) {
 // unpublishing a handle that never was is harmless.
 func TestInlineHandleIsNotAVolumeID(t *testing.T) {
 	n, dir := setup(t)
-	v := newInline(t, n, dir, "scratch", map[string]string{"sizeLimit": "optional"})
+	v := newInline(t, n, dir, "scratch", map[string]string{"type": "loop", "size": "32Mi"})
 	v.unpublish() // never published: nothing to do
 	v.publish()
 	list, err := n.Client.ListVolumes(rpcCtx(t), &csi.ListVolumesRequest{})

@@ -62,10 +62,17 @@ func (k kind) capability() *csi.VolumeCapability {
 // or attached under it registered first, and a node serving a pool in it.
 func setup(t *testing.T) (*Node, string) {
 	t.Helper()
+	return setupOn(t, "")
+}
+
+// setupOn is setup with the pool at poolPath (an existing directory, such
+// as testutil.BtrfsPool's mount point; "": a new plain directory).
+func setupOn(t *testing.T, poolPath string) (*Node, string) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	CleanupUnder(t, dir)
-	return NewNode(t, dir, ""), dir
+	return NewNode(t, dir, poolPath), dir
 }
 
 // rpcCtx bounds one RPC by rpcTimeout.

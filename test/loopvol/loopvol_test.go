@@ -381,7 +381,9 @@ func TestConcurrentStageDistinctVolumes(t *testing.T) {
 
 // TestDeleteRefusedWhileInUse: DeleteVolume is FAILED_PRECONDITION while
 // the volume is staged or published, and while its image is attached to a
-// loop device even though no staging is recorded (attached by hand here).
+// loop device that something holds open though no staging is recorded
+// (attached by hand and opened here). A device that nothing holds (left by
+// a stage a crash cut short) does not block it: DeleteVolume detaches it.
 func TestDeleteRefusedWhileInUse(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range []kind{ext4Kind, blockKind} {
@@ -402,12 +404,21 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 			dev, err := loop.New().Attach(f, loop.AttachOptions{})
 			f.Close()
 			require.NoError(t, err)
-			requireCode(t, codes.FailedPrecondition, v.deleteErr(), "DeleteVolume while attached by hand")
+			holder, err := os.Open(dev)
+			require.NoError(t, err)
+			requireCode(t, codes.FailedPrecondition, v.deleteErr(), "DeleteVolume while attached by hand and held open")
 			_, err = os.Stat(v.image())
 			require.NoError(t, err, "a refused delete keeps the image")
+			require.NoError(t, holder.Close())
+			require.NoError(t, loop.New().Detach(dev)) // the refused delete left autoclear; make sure
 
-			require.NoError(t, loop.New().Detach(dev))
-			require.NoError(t, v.deleteErr())
+			f, err = os.OpenFile(v.image(), os.O_RDWR, 0)
+			require.NoError(t, err)
+			dev, err = loop.New().Attach(f, loop.AttachOptions{})
+			f.Close()
+			require.NoError(t, err)
+			require.NoError(t, v.deleteErr(), "DeleteVolume detaches a device nothing holds")
+			require.Empty(t, LosetupFor(t, v.image()))
 			_, err = os.Stat(v.image())
 			require.ErrorIs(t, err, os.ErrNotExist)
 			require.NoError(t, v.deleteErr(), "deleting a deleted volume succeeds")

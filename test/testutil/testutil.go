@@ -19,6 +19,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -66,6 +67,8 @@ type Options struct {
 
 	// Interceptors are passed to driver.Config (e.g. pkg/metrics').
 	Interceptors []grpc.UnaryServerInterceptor
+	// Inline bounds inline volumes; nil: params.DefaultInlinePolicy().
+	Inline *params.InlinePolicy
 }
 
 // RealOptions are Options with the adapters cmd/hostvol builds: the
@@ -113,7 +116,18 @@ func StartDriver(t testing.TB, o Options) *Env {
 		t.Cleanup(func() { _ = p.Close() })
 		env.Pools = append(env.Pools, p)
 	}
-	mgr, err := volume.New(volume.Config{NodeID: o.NodeID, StateDir: o.StateDir, Pools: env.Pools, Mounter: o.Mounter, Loop: o.Loop, FS: o.FS, Quota: o.Quota})
+	inline := params.DefaultInlinePolicy()
+	if o.Inline != nil {
+		inline = *o.Inline
+	}
+	inlineMax := inline.MaxBytes
+	if len(inline.Pools) == 0 {
+		inlineMax = 0
+	}
+	mgr, err := volume.New(volume.Config{
+		NodeID: o.NodeID, StateDir: o.StateDir, Pools: env.Pools, Mounter: o.Mounter, Loop: o.Loop, FS: o.FS, Quota: o.Quota,
+		InlineMaxBytes: inlineMax, InlineMaxTotalBytes: inline.MaxTotalBytes,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +135,7 @@ func StartDriver(t testing.TB, o Options) *Env {
 	if err := mgr.Load(); err != nil {
 		t.Fatal(err)
 	}
-	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "test", NodeID: o.NodeID, MaxVolumes: o.MaxVolumes, Manager: mgr, Interceptors: o.Interceptors})
+	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "test", NodeID: o.NodeID, MaxVolumes: o.MaxVolumes, Manager: mgr, Interceptors: o.Interceptors, Inline: inline})
 	if err != nil {
 		t.Fatal(err)
 	}

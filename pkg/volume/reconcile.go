@@ -1,0 +1,174 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+
+	"k8s.io/klog/v2"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/records"
+	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+)
+
+// Start-up reconciliation of what the kernel holds with the records. A
+// SIGKILL between a stage's attach and its record, or an unstage cut short,
+// leaves a loop device attached to a pool image that no staging owns;
+// nothing else would ever detach it (DeleteVolume would refuse the volume
+// as "attached" forever). Load calls reconcileDevices before it settles
+// the records, so that an image whose creation or deletion it rolls back
+// is not held by a device.
+
+// reconcileDevices detaches every loop device attached to an image of this
+// node's pools that no staging or publish of this node holds and that is
+// not mounted anywhere. Devices are matched to images by the backing
+// file's device and inode (LOOP_GET_STATUS64), never by path: a device
+// whose image is not in a pool of ours is not ours and is left alone, as
+// is one whose volume's record cannot be read. It costs one read of every
+// attached loop device and, only if some are attached, one stat of every
+// image; nothing when none is attached (after a reboot).
+func (m *Manager) reconcileDevices() error {
+	if m.loop == nil {
+		return nil
+	}
+	attached, err := m.loop.List()
+	if err != nil {
+		return fmt.Errorf("list loop devices: %w", err)
+	}
+	if len(attached) == 0 {
+		return nil
+	}
+	type imageRef struct {
+		pool *pool.Pool
+		id   string
+	}
+	images := map[[2]uint64]imageRef{}
+	for _, p := range m.pools {
+		ids, err := p.Images()
+		if err != nil {
+			return fmt.Errorf("list images of pool %q: %w", p.Name, err)
+		}
+		for _, id := range ids {
+			if volumeid.Validate(id) != nil {
+				continue
+			}
+			dev, ino, err := p.ImageFileID(id)
+			if err != nil {
+				klog.ErrorS(err, "Cannot identify an image; a loop device attached to it is left alone", "pool", p.Name, "volumeID", id)
+				continue
+			}
+			images[[2]uint64{dev, ino}] = imageRef{pool: p, id: id}
+		}
+	}
+	var mountedDevs map[string]bool
+	for _, a := range attached {
+		ref, ok := images[[2]uint64{a.Image.Dev, a.Image.Ino}]
+		if !ok {
+			continue
+		}
+		owned, err := m.deviceOwned(ref.pool, ref.id, a.Device)
+		if err != nil {
+			klog.ErrorS(err, "Cannot tell whether a loop device is in use; leaving it attached", "volumeID", ref.id, "device", a.Device)
+			continue
+		}
+		if owned {
+			continue
+		}
+		if mountedDevs == nil {
+			if mountedDevs, err = m.mountedDevices(); err != nil {
+				return err
+			}
+		}
+		if mountedDevs[a.Device] {
+			klog.InfoS("A loop device of a volume is mounted where no record says; leaving it to the CO's next stage or unstage", "volumeID", ref.id, "device", a.Device)
+			continue
+		}
+		if err := m.loop.Detach(a.Device); err != nil {
+			klog.ErrorS(err, "Could not detach a loop device that no staging holds", "volumeID", ref.id, "device", a.Device)
+			continue
+		}
+		klog.InfoS("Detached a loop device that no staging holds (left by an interrupted stage or unstage)", "volumeID", ref.id, "device", a.Device, "image", ref.pool.ImagePath(ref.id))
+	}
+	return nil
+}
+
+// deviceOwned reports whether this node's record of a volume holds the
+// loop device: a ready volume staged here (for a loop volume, with its
+// filesystem mounted at the staging path), or published at a target that
+// shows the device. An unreadable record owns it: hostvol never acts on
+// what it cannot read.
+func (m *Manager) deviceOwned(p *pool.Pool, id, dev string) (bool, error) {
+	var v Volume
+	err := m.store(p.Name).Get(id, &v)
+	if errors.Is(err, records.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	ns, err := m.getNodeState(id)
+	if err != nil {
+		return true, err
+	}
+	if v.State == StateReady && ns.StagingPath != "" {
+		if v.Kind == KindBlock {
+			return true, nil
+		}
+		if ok, err := m.shows(ns.StagingPath, dev); err != nil || ok {
+			return true, err
+		}
+	}
+	for t := range ns.Targets {
+		if ok, err := m.shows(t, dev); err != nil || ok {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
+// mountedDevices returns the sources of every mount (one read of the mount
+// table, at start-up only).
+func (m *Manager) mountedDevices() (map[string]bool, error) {
+	mps, err := m.mounter.List()
+	if err != nil {
+		return nil, fmt.Errorf("list mounts: %w", err)
+	}
+	out := make(map[string]bool, len(mps))
+	for _, mp := range mps {
+		out[mp.Device] = true
+	}
+	return out, nil
+}
+
+// reconcileLeases gives back the leases this node holds in shared pools
+// for volumes it has not staged (a stage that failed or was killed after
+// taking the lease): another node may need them.
+func (m *Manager) reconcileLeases() error {
+	for _, p := range m.pools {
+		if !p.Shared {
+			continue
+		}
+		ids, err := p.Leases()
+		if err != nil {
+			return fmt.Errorf("list leases of pool %q: %w", p.Name, err)
+		}
+		for _, id := range ids {
+			if volumeid.Validate(id) != nil {
+				continue
+			}
+			holder, err := p.LeaseHolder(id)
+			if err != nil || holder != m.nodeID {
+				continue
+			}
+			ns, err := m.getNodeState(id)
+			if err != nil || ns.StagingPath != "" || len(ns.Targets) > 0 {
+				continue
+			}
+			if err := p.ReleaseLease(id, m.nodeID); err != nil {
+				return err
+			}
+			klog.InfoS("Gave back the lease of a volume this node has not staged", "volumeID", id, "pool", p.Name)
+		}
+	}
+	return nil
+}
