@@ -18,7 +18,22 @@ const EnvVar = "HOSTVOL_FAILPOINT"
 
 var armed = os.Getenv(EnvVar)
 
-// Points lists every failpoint the driver defines, for tests to iterate.
+// NodePoints lists the failpoints of the node's stage, unstage, publish and
+// unpublish, and of an inline volume's publish and unpublish, for
+// test/crash's node tests to iterate.
+var NodePoints = []string{
+	"stage-after-attach",
+	"stage-after-mount",
+	"unstage-after-unmount",
+	"unstage-after-detach",
+	"publish-after-mount",
+	"unpublish-after-unmount",
+	"inline-after-create",
+	"inline-after-unstage",
+}
+
+// Points lists the failpoints of CreateVolume and DeleteVolume, for tests
+// to iterate.
 var Points = []string{
 	"create-after-intent",
 	"create-after-data",

@@ -63,6 +63,14 @@ func TestFlagsAndValidate(t *testing.T) {
 		{name: "http_endpoint_port_too_big", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=:65536"}, wantErr: true},
 		{name: "http_endpoint_empty_port", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=127.0.0.1:"}, wantErr: true},
 		{name: "http_endpoint_bad_host", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=bad/host:9808"}, wantErr: true},
+		{name: "inline_bounds", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-max-size=1Gi", "--inline-max-total=10Gi", "--inline-attributes=size,type"}},
+		{name: "inline_off", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-pools="}},
+		{name: "inline_unknown_pool", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-pools=fast"}, wantErr: true},
+		{name: "inline_shared_pool", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--pool=nfs=/mnt/nfs,shared", "--inline-pools=nfs"}, wantErr: true},
+		{name: "inline_size_limit_attribute", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-attributes=size,sizeLimit"}, wantErr: true},
+		{name: "inline_max_size_zero", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-max-size=0"}, wantErr: true},
+		{name: "inline_max_size_garbage", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-max-size=lots"}, wantErr: true},
+		{name: "inline_total_below_size", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-max-size=4Gi", "--inline-max-total=1Gi"}, wantErr: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,4 +99,26 @@ func TestHTTPEndpointOffByDefault(t *testing.T) {
 func TestNodeIDFromEnv(t *testing.T) {
 	t.Setenv("NODE_NAME", "from-env")
 	require.Equal(t, "from-env", Defaults().NodeID)
+}
+
+func TestInlinePolicy(t *testing.T) {
+	o, err := parse(t, "--node-id=n1", "--pool=default=/srv/a", "--pool=fast=/srv/b")
+	require.NoError(t, err)
+	pol := o.Inline()
+	require.Equal(t, []string{"default"}, pol.Pools, "by default the pool named default")
+	require.Equal(t, int64(4<<30), pol.MaxBytes)
+	require.Equal(t, int64(16<<30), pol.MaxTotalBytes)
+
+	o, err = parse(t, "--node-id=n1", "--pool=default=/srv/a,shared")
+	require.NoError(t, err)
+	require.Empty(t, o.Inline().Pools, "a shared default pool holds no inline volumes")
+
+	o, err = parse(t, "--node-id=n1", "--pool=default=/srv/a", "--pool=fast=/srv/b", "--inline-pools=fast", "--inline-max-size=512Mi")
+	require.NoError(t, err)
+	require.Equal(t, []string{"fast"}, o.Inline().Pools)
+	require.Equal(t, int64(512<<20), o.Inline().MaxBytes)
+
+	o, err = parse(t, "--node-id=n1", "--pool=default=/srv/a", "--inline-pools=")
+	require.NoError(t, err)
+	require.Empty(t, o.Inline().Pools, "an empty list turns inline volumes off")
 }

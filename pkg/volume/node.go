@@ -193,17 +193,18 @@ func (m *Manager) inUse(v Volume) (string, error) {
 			ns.StagingPath, ns.Device = "", ""
 			changed = true
 		}
-		if src != "" && !live && len(ns.Targets) == 0 {
+		holder, err := m.leaseHolder(v)
+		if err != nil {
+			return "", err
+		}
+		if holder != "" && holder != m.nodeID {
+			where = append(where, fmt.Sprintf("node %q (its lease %s)", holder, m.pools[v.Pool].LeasePath(v.ID)))
+		} else if src != "" && !live && len(ns.Targets) == 0 {
 			if err := m.detachLeftover(v, src); errors.Is(err, loop.ErrBusy) {
 				where = append(where, src+" (attached, and open elsewhere)")
 			} else if err != nil {
 				return "", err
 			}
-		}
-		if holder, err := m.leaseHolder(v); err != nil {
-			return "", err
-		} else if holder != "" && holder != m.nodeID {
-			where = append(where, fmt.Sprintf("node %q (its lease %s)", holder, m.pools[v.Pool].LeasePath(v.ID)))
 		}
 	}
 	if changed {

@@ -28,14 +28,25 @@ func TestCrashInlineVolume(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("mkfs.ext4 not installed (make deps installs it)")
 	}
-	for _, tc := range []struct{ point, op string }{
-		{point: "create-after-intent", op: "publish"},
-		{point: "create-after-data", op: "publish"},
-		{point: "create-after-ready", op: "publish"},
-		{point: "delete-after-intent", op: "unpublish"},
-		{point: "delete-after-data", op: "unpublish"},
-	} {
-		t.Run(tc.point, func(t *testing.T) {
+	type crashCase struct {
+		point, op string
+		// podGone: the pod was deleted while the publish was lost, so the
+		// kubelet's next call is the unpublish, not a retry.
+		podGone bool
+	}
+	var cases []crashCase
+	for _, p := range []string{"create-after-intent", "create-after-data", "create-after-ready", "inline-after-create", "stage-after-attach", "stage-after-mount", "publish-after-mount"} {
+		cases = append(cases, crashCase{point: p, op: "publish"}, crashCase{point: p, op: "publish", podGone: true})
+	}
+	for _, p := range []string{"unpublish-after-unmount", "unstage-after-unmount", "unstage-after-detach", "inline-after-unstage", "delete-after-intent", "delete-after-data"} {
+		cases = append(cases, crashCase{point: p, op: "unpublish"})
+	}
+	for _, tc := range cases {
+		name := tc.point
+		if tc.podGone {
+			name += "/pod_gone"
+		}
+		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			loopvol.CleanupUnder(t, e.dir)
 			handle := fmt.Sprintf("csi-%x", sha256.Sum256([]byte(tc.point)))
@@ -85,7 +96,12 @@ func TestCrashInlineVolume(t *testing.T) {
 			d = e.start("")
 			d.waitReady(e)
 			requireConsistent(t, e, d)
-			if tc.op == "publish" {
+			loops, err := loopvol.LoopsUnder(e.poolDir)
+			require.NoError(t, err)
+			if tc.point == "stage-after-attach" {
+				require.Empty(t, loops, "start-up detaches the device a killed stage attached")
+			}
+			if tc.op == "publish" && !tc.podGone {
 				require.NoError(t, publish(d), "the kubelet's retry of the publish")
 				require.NoError(t, os.WriteFile(filepath.Join(target, "f"), []byte("x"), 0o644), "the pod writes")
 			}
@@ -96,7 +112,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			require.NoError(t, err)
 			require.Empty(t, imgs, "images left")
 			require.Empty(t, testutil.MountsUnder(t, e.dir), "mounts left")
-			loops, err := loopvol.LoopsUnder(e.dir)
+			loops, err = loopvol.LoopsUnder(e.dir)
 			require.NoError(t, err)
 			require.Empty(t, loops, "loop devices left")
 			d.stop()

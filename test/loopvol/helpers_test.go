@@ -72,6 +72,11 @@ func setupOn(t *testing.T, poolPath string) (*Node, string) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	CleanupUnder(t, dir)
+	if poolPath != "" {
+		// Loop devices of images in a pool outside dir, before the pool
+		// itself goes (its clean-up was registered first, so runs last).
+		CleanupUnder(t, filepath.Join(poolPath, "images"))
+	}
 	return NewNode(t, dir, poolPath), dir
 }
 
