@@ -67,6 +67,10 @@ const (
 	// ReasonNotPublishedAtPath: NodeGetVolumeHealth named a publish path
 	// where the volume is not published (never was, or its mount is gone).
 	ReasonNotPublishedAtPath = "NotPublishedAtPath"
+	// ReasonPoolTooFull: a loop or block volume's pool has less space
+	// available than its sparse image may still need, so writes inside the
+	// volume can fail.
+	ReasonPoolTooFull = "PoolTooFull"
 	// ReasonHealthCheckFailed: ControllerListVolumeHealth could not check
 	// the volume (its node state is unreadable, the loop devices could not
 	// be searched).
@@ -230,6 +234,11 @@ func (m *Manager) check(v Volume, publishPath, stagingPath string) ([]Condition,
 			return nil, err
 		}
 	}
+	if v.Kind.HasImage() && pc.Problem == "" && dataOK {
+		if err := m.checkImageBacked(&cs, p, v); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case v.Kind.HasImage() && ns.StagingPath != "":
 		if err := m.checkStaging(&cs, p, v, ns, dataOK, readOnlyExpected); err != nil {
@@ -246,6 +255,27 @@ func (m *Manager) check(v Volume, publishPath, stagingPath string) ([]Condition,
 		}
 	}
 	return cs, nil
+}
+
+// checkImageBacked adds PoolTooFull when the pool has less space available
+// than the volume's sparse image may still need: a write inside the volume
+// that reaches the unallocated part then fails (an I/O error on the loop
+// device, which ext4 may answer by remounting read-only), although nothing
+// is wrong with the volume itself. Promised capacity keeps this from
+// happening through hostvol; something else filling the pool does not.
+func (m *Manager) checkImageBacked(cs *conditions, p *pool.Pool, v Volume) error {
+	size, allocated, err := p.ImageUsage(v.ID)
+	if err != nil {
+		return err
+	}
+	st, err := p.Stats()
+	if err != nil {
+		return err
+	}
+	if need := size - allocated; need > st.AvailableBytes {
+		cs.add(Degraded, ReasonPoolTooFull, "volume %s: its image may still need %s, but pool %q has %s available; writes inside the volume can fail with I/O errors until space is freed", v.ID, fmtBytes(need), p.Name, fmtBytes(st.AvailableBytes))
+	}
+	return nil
 }
 
 // checkData adds DataMissing when the volume's directory or image is gone

@@ -277,6 +277,7 @@ const (
 	loopDetached      = "INACCESSIBLE/" + volume.ReasonLoopDeviceDetached
 	stagingMissing    = "INACCESSIBLE/" + volume.ReasonStagingMountMissing
 	limitExhausted    = "DEGRADED/" + volume.ReasonLimitExhausted
+	poolTooFull       = "DEGRADED/" + volume.ReasonPoolTooFull
 	filesystemRO      = "DEGRADED/" + volume.ReasonFilesystemReadOnly
 	poolUnavailable   = "INACCESSIBLE/" + volume.ReasonPoolUnavailable
 	storageReadOnly   = "STORAGE_DEGRADED/" + volume.ReasonPoolReadOnly
@@ -546,6 +547,27 @@ func TestPoolNearlyFull(t *testing.T) {
 	v.requireHealth(true)
 	v.unpublish()
 	v.unstage()
+	v.delete()
+}
+
+// TestPoolTooFullForImage: something other than hostvol fills the pool of
+// a sparse loop volume until the pool cannot hold what the image may still
+// grow into. Writes inside the volume would then fail with I/O errors; its
+// health says so (DEGRADED PoolTooFull) instead of healthy. Freeing the
+// space mends it.
+func TestPoolTooFullForImage(t *testing.T) {
+	dir := setup(t)
+	n := loopvol.NewNode(t, dir, poolFilesystem(t, dir, 96*mib))
+	k := blockKind
+	k.size = 40 * mib
+	v := create(t, n, dir, "blk", k)
+	v.requireHealth(false)
+	junk := filepath.Join(n.PoolPath, "junk")
+	_, err := fillUp(junk)
+	require.ErrorIs(t, err, syscall.ENOSPC, "filling the pool from outside hostvol")
+	v.requireHealth(false, poolTooFull)
+	require.NoError(t, os.Remove(junk))
+	v.eventuallyHealthy(false)
 	v.delete()
 }
 
