@@ -350,6 +350,22 @@ const minBlockSize = 1 << 20
 // imageAlign is the granularity of image sizes (filesystem block size).
 const imageAlign = 4096
 
+// maxImageSize is the largest image size: the largest whole number of
+// 4 KiB blocks an int64 (off_t) holds.
+const maxImageSize = math.MaxInt64 / imageAlign * imageAlign
+
+// roundImageSize rounds an image size up to whole 4 KiB blocks. ok is false
+// when the rounded size would not fit in an int64: rounding would overflow
+// into a negative size, and no filesystem holds such a file anyway. Every
+// image size (create and expand) goes through here; each caller decides
+// what its refusal means to the CO.
+func roundImageSize(size int64) (rounded int64, ok bool) {
+	if size > maxImageSize {
+		return 0, false
+	}
+	return (size + imageAlign - 1) / imageAlign * imageAlign, true
+}
+
 // chooseSize picks the capacity for a request: the required size, else the
 // default capped by the limit; images are rounded up to whole 4 KiB blocks
 // and to the filesystem's minimum, within the limit.
@@ -371,12 +387,13 @@ func chooseSize(req CreateRequest) (int64, error) {
 	if req.Kind == KindLoop {
 		minSize = fsutil.MinSize[req.FsType]
 	}
-	size = max(size, minSize)
-	if size > math.MaxInt64-imageAlign {
-		// Rounding up would overflow; no pool holds this much anyway.
+	rounded, ok := roundImageSize(max(size, minSize))
+	if !ok {
+		// No pool holds this much: the same answer as for any size larger
+		// than the pool (docs/design.md, "Loop and block volumes").
 		return 0, fmt.Errorf("%w: %d bytes is more than any pool can hold", ErrNoSpace, size)
 	}
-	size = (size + imageAlign - 1) / imageAlign * imageAlign
+	size = rounded
 	if req.LimitBytes > 0 && size > req.LimitBytes {
 		return 0, fmt.Errorf("%w: a %s volume needs at least %d bytes (whole 4 KiB blocks), the limit is %d", ErrOutOfRange, kindName(req.Kind, req.FsType), size, req.LimitBytes)
 	}
