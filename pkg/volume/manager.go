@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 
@@ -538,6 +539,12 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 		if rerr := m.removeVolume(s, p, v); rerr != nil {
 			klog.ErrorS(rerr, "Rollback of failed creation incomplete; it is retried on the next create or at start-up", "volumeID", id)
 		}
+		if errors.Is(err, unix.ENOSPC) && !errors.Is(err, ErrNoSpace) {
+			// A full pool (filled outside hostvol's promises) refused a
+			// mkdir, a subvolume or an image: RESOURCE_EXHAUSTED, like a
+			// create the promises refuse.
+			err = fmt.Errorf("volume %q in pool %q: %w: %w", req.Name, p.Name, ErrNoSpace, err)
+		}
 		return Volume{}, err
 	}
 	failpoint.Hit("create-after-data")
@@ -601,10 +608,28 @@ func (m *Manager) createImage(p *pool.Pool, v Volume) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		if err := m.fs.Format(ctx, v.FsType, p.ImagePath(v.ID)); err != nil {
+			if errors.Is(err, fsutil.ErrNoSpace) || poolFull(p) {
+				return fmt.Errorf("format %s in pool %q: %w: %w", v.ID, p.Name, ErrNoSpace, err)
+			}
 			return fmt.Errorf("format %s: %w", v.ID, err)
 		}
 	}
 	return nil
+}
+
+// poolFull reports whether a pool has (almost) nothing left, read right
+// after a format failed and before the rollback frees the image's blocks.
+// The promises counted the image whole, so a pool this full means
+// something outside hostvol filled it (or the filesystem's own metadata
+// needs outgrew what statfs showed). mkfs naming ENOSPC (fsutil.ErrNoSpace)
+// is the exact signal; this one also covers a tool that reports the errno
+// otherwise (a number, another wording), and is cheap: one statfs, on the
+// failure path only. The threshold is the one under which health calls a
+// filesystem exhausted: ext4 and XFS refuse writes with some tens of KiB
+// still shown available.
+func poolFull(p *pool.Pool) bool {
+	st, err := p.Stats()
+	return err == nil && st.AvailableBytes < exhaustedBytes
 }
 
 // Delete removes a volume and its data. A missing volume is not an error
