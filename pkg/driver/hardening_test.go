@@ -7,12 +7,16 @@ package driver_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -27,4 +31,55 @@ func TestCreateVolumeFormatNoSpace(t *testing.T) {
 	_, err := h.ctrl.CreateVolume(t.Context(), req)
 	requireCode(t, codes.ResourceExhausted, err)
 	requireNoVolumes(t, h)
+}
+
+// NodeGetVolumeStats of a published volume whose data vanished (removed
+// by hand, a disk not mounted) is NOT_FOUND saying the data is missing,
+// not INTERNAL.
+func TestNodeGetVolumeStatsDataMissing(t *testing.T) {
+	unlimited := quota.NewFake()
+	unlimited.Method = quota.None
+	cases := []struct {
+		name  string
+		opts  testutil.Options
+		req   func(*csi.CreateVolumeRequest)
+		block bool
+	}{
+		{name: "dir_limited"},
+		{name: "dir_unlimited", opts: testutil.Options{Quota: unlimited}, req: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"sizeLimit": "optional"}
+		}},
+		{name: "block", block: true, req: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{blockCap(snw)}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := start(t, tc.opts)
+			r := createReq("vol")
+			if tc.req != nil {
+				tc.req(r)
+			}
+			id := h.create(t, r)
+			capability, data := mountCap(snw), h.dataDir(id)
+			if tc.block {
+				capability, data = blockCap(snw), h.Pools[0].ImagePath(id)
+			}
+			staging, target := filepath.Join(h.Dir, "staging"), filepath.Join(h.Dir, "target")
+			_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: capability})
+			require.NoError(t, err)
+			pub := publishReq(id, target, capability, false)
+			pub.StagingTargetPath = staging
+			_, err = h.node.NodePublishVolume(t.Context(), pub)
+			require.NoError(t, err)
+			_, err = h.node.NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+			require.NoError(t, err)
+
+			require.NoError(t, os.RemoveAll(data))
+			_, err = h.node.NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+			requireCode(t, codes.NotFound, err)
+			require.ErrorContains(t, err, "missing")
+			require.ErrorContains(t, err, id)
+		})
+	}
 }

@@ -345,6 +345,24 @@ func dataExists(p *pool.Pool, v Volume) (bool, error) {
 	return p.DirExists(v.ID)
 }
 
+// dataPresent returns ErrNotFound when a volume's data (directory or
+// image) is gone, or is no longer a directory or regular file, with a
+// message saying so: nothing on the node can reach or measure it.
+func dataPresent(p *pool.Pool, v Volume) error {
+	where := p.DirPath(v.ID)
+	if v.Kind.HasImage() {
+		where = p.ImagePath(v.ID)
+	}
+	ok, err := dataExists(p, v)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: the data of volume %s at %s is not usable: %v", ErrNotFound, v.ID, where, err)
+	case !ok:
+		return fmt.Errorf("%w: the data of volume %s is missing: %s does not exist", ErrNotFound, v.ID, where)
+	}
+	return nil
+}
+
 // minBlockSize is the smallest raw block volume.
 const minBlockSize = 1 << 20
 
