@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -82,4 +83,87 @@ func TestNodeGetVolumeStatsDataMissing(t *testing.T) {
 			require.ErrorContains(t, err, id)
 		})
 	}
+}
+
+// After a restart with another --node-id on the same state directory, the
+// node-local volumes whose records name the old node are not this node's:
+// DeleteVolume is FAILED_PRECONDITION naming both nodes (deleting would
+// remove data the other node owns; OK would make the provisioner believe
+// it gone), expansion NOT_FOUND, as stage and publish already answer.
+// Shared-pool volumes (no node in the record) are unaffected.
+func TestVolumesOfTheOldNodeID(t *testing.T) {
+	base := t.TempDir()
+	poolDir, sharedDir := filepath.Join(base, "pool"), filepath.Join(base, "shared")
+	require.NoError(t, os.Mkdir(poolDir, 0o755))
+	require.NoError(t, os.Mkdir(sharedDir, 0o755))
+	opts := func(node string) testutil.Options {
+		return testutil.Options{
+			NodeID:   node,
+			StateDir: filepath.Join(base, "state"),
+			PoolSpecs: []pool.Spec{
+				{Name: pool.DefaultName, Path: poolDir},
+				{Name: "shared", Path: sharedDir, Shared: true},
+			},
+		}
+	}
+	a := start(t, opts("node-a"))
+	dirID := a.create(t, createReq("dir"))
+	loopReq := createReq("loop")
+	loopReq.Parameters = map[string]string{"type": "loop"}
+	loopReq.CapacityRange = &csi.CapacityRange{RequiredBytes: 20 * mib}
+	loopID := a.create(t, loopReq)
+	sharedReq := createReq("shared")
+	sharedReq.Parameters = map[string]string{"pool": "shared", "sizeLimit": "optional"}
+	sharedID := a.create(t, sharedReq)
+	a.Driver.Stop()
+
+	b := start(t, opts("node-b"))
+	target := filepath.Join(base, "target")
+	for _, tc := range []struct {
+		name string
+		id   string
+		data string
+	}{
+		{name: "dir", id: dirID, data: b.dataDir(dirID)},
+		{name: "loop", id: loopID, data: b.Pools[0].ImagePath(loopID)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: tc.id})
+			requireCode(t, codes.FailedPrecondition, err)
+			require.ErrorContains(t, err, `"node-a"`)
+			require.ErrorContains(t, err, `"node-b"`)
+			require.ErrorContains(t, err, tc.id)
+			require.FileExists(t, filepath.Join(base, "state", "volumes", tc.id+".json"))
+
+			_, err = b.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: tc.id, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+			requireCode(t, codes.NotFound, err)
+			_, err = b.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{VolumeId: tc.id, VolumePath: target, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+			requireCode(t, codes.NotFound, err)
+
+			resp, err := b.ctrl.ControllerGetVolume(t.Context(), &csi.ControllerGetVolumeRequest{VolumeId: tc.id})
+			require.NoError(t, err)
+			require.Less(t, resp.GetVolume().GetCapacityBytes(), 64*mib, "the record is unchanged")
+			fi, err := os.Stat(tc.data)
+			require.NoError(t, err, "the data stays")
+			if !fi.IsDir() {
+				require.Less(t, fi.Size(), 64*mib, "the image did not grow")
+			}
+		})
+	}
+	t.Run("shared_pool_volume", func(t *testing.T) {
+		_, err := b.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: sharedID, CapacityRange: &csi.CapacityRange{RequiredBytes: 2 * mib}})
+		require.NoError(t, err)
+		_, err = b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: sharedID})
+		require.NoError(t, err)
+		require.NoDirExists(t, filepath.Join(sharedDir, "volumes", sharedID))
+	})
+
+	// Under its own name again, the node deletes them.
+	b.Driver.Stop()
+	a = start(t, opts("node-a"))
+	for _, id := range []string{dirID, loopID} {
+		_, err := a.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+		require.NoError(t, err)
+	}
+	requireNoVolumes(t, a)
 }

@@ -29,6 +29,10 @@ func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, boo
 	if v.State != StateReady {
 		return 0, false, fmt.Errorf("%w: %s is %s", ErrNotFound, id, v.State)
 	}
+	if m.otherNode(v) {
+		// As stage and publish see it (onThisNode): not a volume of this node.
+		return 0, false, fmt.Errorf("%w: %s lives on node %q, not %q", ErrNotFound, id, v.Node, m.nodeID)
+	}
 	if limitBytes > 0 && requiredBytes > limitBytes {
 		return 0, false, fmt.Errorf("%w: required %d bytes exceeds limit %d", ErrOutOfRange, requiredBytes, limitBytes)
 	}

@@ -198,6 +198,13 @@ func (m *Manager) indexLen() int {
 }
 
 func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
+	if m.otherNode(v) && v.State == StateReady {
+		// Once per volume, at start-up: delete and expand refuse it, and
+		// stage, publish and stats treat it as not on this node. (A
+		// creation or deletion it left half done is still finished below:
+		// it was this machine's, under its old name, and nobody else can.)
+		klog.InfoS("Volume record names another node; this node will not delete, expand, stage or publish it (was hostvol restarted with another --node-id?)", "volumeID", v.ID, "recordNode", v.Node, "nodeID", m.nodeID, "state", v.State)
+	}
 	p := m.pools[v.Pool]
 	if p != nil {
 		m.adoptQuota(v)
@@ -335,6 +342,13 @@ func (m *Manager) Get(id string) (Volume, error) {
 		return Volume{}, fmt.Errorf("%w: %s is %s", ErrNotFound, id, v.State)
 	}
 	return v, nil
+}
+
+// otherNode reports whether a volume's record names another node: a
+// node-local volume created while hostvol ran with another --node-id.
+// Shared-pool volumes (no node) belong to every node.
+func (m *Manager) otherNode(v Volume) bool {
+	return v.Node != "" && v.Node != m.nodeID
 }
 
 // dataExists reports whether a volume's data (directory or image) exists.
@@ -662,6 +676,11 @@ func (m *Manager) Delete(id string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if m.otherNode(v) {
+		// Not OK either: the provisioner would believe the volume gone
+		// while its data stays on the node that owns it.
+		return fmt.Errorf("%w: volume %s lives on node %q (its record in %s says so), and this driver runs as node %q: refusing to delete another node's data; run hostvol with --node-id=%s to delete it", ErrOtherNode, id, v.Node, s.Dir(), m.nodeID, v.Node)
 	}
 	p := m.pools[v.Pool]
 	if p == nil {
