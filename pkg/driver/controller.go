@@ -72,6 +72,28 @@ func (d *Driver) accessibleTopology(p *pool.Pool) []*csi.Topology {
 	return []*csi.Topology{{Segments: d.nodeSegments()}}
 }
 
+// ContextRecordUnreadable is the volume_context key with which ListVolumes
+// lists a volume whose record cannot be read: its value says why. Such an
+// entry has no capacity; hostvol leaves the record and the data alone.
+const ContextRecordUnreadable = "recordUnreadable"
+
+// listedVolume is a ListVolumes entry: a volume, or an unreadable record.
+func (d *Driver) listedVolume(l volume.Listed) *csi.Volume {
+	if l.Unreadable == "" {
+		return d.csiVolume(l.Volume)
+	}
+	var top []*csi.Topology
+	if p := d.vols.Pool(l.Pool); p == nil || !p.Shared {
+		// A node-local record: it lives in this node's state directory.
+		top = []*csi.Topology{{Segments: d.nodeSegments()}}
+	}
+	return &csi.Volume{
+		VolumeId:           l.ID,
+		VolumeContext:      map[string]string{ContextRecordUnreadable: l.Unreadable},
+		AccessibleTopology: top,
+	}
+}
+
 func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
 	vc := params.Context(v.Kind, v.Pool, v.FsType)
 	if v.Ephemeral {
@@ -312,7 +334,7 @@ func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*c
 	}
 	resp := &csi.ListVolumesResponse{NextToken: next}
 	for _, v := range vols {
-		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.csiVolume(v)})
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.listedVolume(v)})
 	}
 	return resp, nil
 }

@@ -7,17 +7,22 @@ package driver_test
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -166,4 +171,73 @@ func TestVolumesOfTheOldNodeID(t *testing.T) {
 		require.NoError(t, err)
 	}
 	requireNoVolumes(t, a)
+}
+
+// Records that cannot be read no longer vanish: after the restart that
+// finds them, ListVolumes lists them in ID order with the others (no
+// capacity, a volume_context entry saying why), pages included, and the
+// controller health RPCs report them as INACCESSIBLE RecordUnreadable.
+// They are never deleted.
+func TestUnreadableRecordsReported(t *testing.T) {
+	base := t.TempDir()
+	poolDir := filepath.Join(base, "pool")
+	require.NoError(t, os.Mkdir(poolDir, 0o755))
+	opts := testutil.Options{StateDir: filepath.Join(base, "state"), PoolSpecs: []pool.Spec{{Name: pool.DefaultName, Path: poolDir}}}
+	h := start(t, opts)
+	var good []string
+	for i := range 5 {
+		good = append(good, h.create(t, createReq(fmt.Sprintf("good-%d", i))))
+	}
+	bad := map[string]string{
+		volumeid.FromName("truncated"): `{"schema":1,"id":`,
+		volumeid.FromName("binary"):    "\x00\xff\xfe",
+	}
+	for id, content := range bad {
+		require.NoError(t, os.WriteFile(filepath.Join(h.StateDir, "volumes", id+".json"), []byte(content), 0o600))
+	}
+	h.Driver.Stop()
+	h = start(t, opts)
+
+	all := append([]string{}, good...)
+	for id := range bad {
+		all = append(all, id)
+	}
+	slices.Sort(all)
+	for _, max := range []int32{0, 1, 2, 4} {
+		ids, _ := listAll(t, h, max, nil)
+		require.Equal(t, all, ids, "max_entries %d", max)
+	}
+	resp, err := h.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
+	require.NoError(t, err)
+	for _, e := range resp.GetEntries() {
+		v := e.GetVolume()
+		if _, isBad := bad[v.GetVolumeId()]; !isBad {
+			require.NotContains(t, v.GetVolumeContext(), driver.ContextRecordUnreadable)
+			continue
+		}
+		require.Zero(t, v.GetCapacityBytes())
+		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], "cannot be read")
+		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], v.GetVolumeId()+".json")
+		require.Equal(t, nodeTopology(testNode)[0].GetSegments(), v.GetAccessibleTopology()[0].GetSegments())
+	}
+
+	for id := range bad {
+		resp, err := h.ctrl.ControllerGetVolumeHealth(t.Context(), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
+		require.NoError(t, err)
+		requireHealth(t, resp.GetVolumeHealth(), id, "INACCESSIBLE/"+volume.ReasonRecordUnreadable)
+	}
+	list, err := h.ctrl.ControllerListVolumeHealth(t.Context(), &csi.ControllerListVolumeHealthRequest{})
+	require.NoError(t, err)
+	var listed []string
+	for _, e := range list.GetEntries() {
+		requireHealth(t, e, e.GetVolumeId(), "INACCESSIBLE/"+volume.ReasonRecordUnreadable)
+		listed = append(listed, e.GetVolumeId())
+	}
+	require.ElementsMatch(t, slices.Collect(maps.Keys(bad)), listed)
+
+	for id := range bad {
+		_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+		requireCode(t, codes.DataLoss, err)
+		require.FileExists(t, filepath.Join(h.StateDir, "volumes", id+".json"), "never deleted")
+	}
 }

@@ -73,6 +73,11 @@ type Manager struct {
 	index map[string]Volume
 	// kinds counts the index's volumes by kind, for metrics (under mu).
 	kinds map[Kind]int
+	// unreadable holds the node-local records Load could not read, by ID,
+	// with why (under mu). They are never deleted (an admin must look);
+	// List and the health RPCs report them. A record fixed by hand is
+	// read again at the next start.
+	unreadable map[string]string
 
 	loaded atomic.Bool
 }
@@ -95,6 +100,8 @@ func New(cfg Config) (*Manager, error) {
 		shared:   make(map[string]*records.Store),
 		index:    make(map[string]Volume),
 		kinds:    make(map[Kind]int),
+
+		unreadable: make(map[string]string),
 
 		ephemeralDir: filepath.Join(cfg.StateDir, "ephemeral"),
 	}
@@ -164,7 +171,15 @@ func (m *Manager) Load() error {
 			var v Volume
 			if err := s.Get(id, &v); err != nil {
 				// Never delete what we cannot read: an admin must look.
+				// Node-local ones are kept in memory, so that listing
+				// and health report them without reading them again;
+				// List reads a shared pool's records anyway.
 				klog.ErrorS(err, "Unreadable volume record left in place", "volumeID", id, "dir", s.Dir())
+				if sharedPool == "" {
+					m.mu.Lock()
+					m.unreadable[id] = unreadableReason(s, id, err)
+					m.mu.Unlock()
+				}
 				known[id] = true
 				continue
 			}
@@ -321,15 +336,20 @@ func (m *Manager) lookup(id string) (Volume, *records.Store, error) {
 
 func (m *Manager) sharedStores() []*records.Store {
 	out := make([]*records.Store, 0, len(m.shared))
+	for _, n := range m.sharedPoolNames() {
+		out = append(out, m.shared[n])
+	}
+	return out
+}
+
+// sharedPoolNames are the names of the shared pools, sorted.
+func (m *Manager) sharedPoolNames() []string {
 	names := make([]string, 0, len(m.shared))
 	for n := range m.shared {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		out = append(out, m.shared[n])
-	}
-	return out
+	return names
 }
 
 // Get returns a ready volume. id must be validated.
@@ -709,21 +729,43 @@ func (m *Manager) Delete(id string) error {
 	return nil
 }
 
-// List returns ready volumes with IDs greater than after, in ID order, at
-// most max of them (0: all), and the token for the next page ("" at the end).
-func (m *Manager) List(after string, max int) ([]Volume, string, error) {
+// unreadableReason says why a record could not be read, for listings and
+// health messages.
+func unreadableReason(s *records.Store, id string, err error) string {
+	return fmt.Sprintf("record %s cannot be read: %v", filepath.Join(s.Dir(), id+".json"), err)
+}
+
+// Listed is one entry of List: a ready volume, or a volume whose record
+// cannot be read, of which only the ID (and, when known, the pool) is set
+// and Unreadable says why.
+type Listed struct {
+	Volume
+	Unreadable string
+}
+
+// List returns the ready volumes, and the volumes whose records cannot be
+// read, with IDs greater than after, in ID order, at most max of them (0:
+// all), and the token for the next page ("" at the end).
+func (m *Manager) List(after string, max int) ([]Listed, string, error) {
 	m.mu.RLock()
-	ids := make([]string, 0, len(m.index))
-	vols := make(map[string]Volume, len(m.index))
+	ids := make([]string, 0, len(m.index)+len(m.unreadable))
+	vols := make(map[string]Listed, len(m.index)+len(m.unreadable))
 	for id, v := range m.index {
 		if id > after {
 			ids = append(ids, id)
-			vols[id] = v
+			vols[id] = Listed{Volume: v}
+		}
+	}
+	for id, why := range m.unreadable {
+		if _, dup := vols[id]; id > after && !dup {
+			ids = append(ids, id)
+			vols[id] = Listed{Volume: Volume{ID: id, Node: m.nodeID}, Unreadable: why}
 		}
 	}
 	m.mu.RUnlock()
-	for _, s := range m.sharedStores() {
-		keys, err := s.Keys()
+	shared := map[string]string{} // ID -> pool, for those not listed yet
+	for _, name := range m.sharedPoolNames() {
+		keys, err := m.shared[name].Keys()
 		if err != nil {
 			return nil, "", err
 		}
@@ -731,24 +773,42 @@ func (m *Manager) List(after string, max int) ([]Volume, string, error) {
 			if id > after && volumeid.Validate(id) == nil {
 				if _, dup := vols[id]; !dup {
 					ids = append(ids, id)
+					shared[id] = name
 				}
 			}
 		}
 	}
 	sort.Strings(ids)
-	out := make([]Volume, 0, len(ids))
+	out := make([]Listed, 0, len(ids))
 	for _, id := range ids {
 		if max > 0 && len(out) == max {
 			return out, out[len(out)-1].ID, nil
 		}
-		v, ok := vols[id]
+		l, ok := vols[id]
 		if !ok {
-			var err error
-			if v, err = m.Get(id); err != nil {
+			v, err := m.Get(id)
+			switch {
+			case errors.Is(err, records.ErrCorrupt):
+				// Another node may write it again; until then it is
+				// listed as what it is.
+				s := m.shared[shared[id]]
+				l = Listed{Volume: Volume{ID: id, Pool: shared[id]}, Unreadable: unreadableReason(s, id, err)}
+			case err != nil:
 				continue // deleted meanwhile, or not ready
+			default:
+				l = Listed{Volume: v}
 			}
 		}
-		out = append(out, v)
+		out = append(out, l)
 	}
 	return out, "", nil
+}
+
+// Unreadable returns why a node-local volume's record could not be read
+// at start-up, if it could not. It costs one map lookup.
+func (m *Manager) Unreadable(id string) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	why, ok := m.unreadable[id]
+	return why, ok
 }
