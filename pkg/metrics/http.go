@@ -10,6 +10,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 )
 
@@ -47,8 +48,11 @@ func healthz(p Prober) http.HandlerFunc {
 		w.Header().Set("Cache-Control", "no-store")
 		switch {
 		case err != nil:
+			// The driver says why in the status (FAILED_PRECONDITION:
+			// its state directory cannot be written).
+			st := status.Convert(err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: Probe failed: %v\n", err)
+			fmt.Fprintf(w, "not ready: Probe answered %s: %s\n", st.Code(), st.Message())
 		case resp.GetReady() != nil && !resp.GetReady().GetValue():
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "not ready: Probe answered ready=false (the driver is still loading its volume records)")

@@ -221,6 +221,9 @@ func TestHealthz(t *testing.T) {
 		{name: "ready_unset_means_ready", prober: &fakeProber{}, wantCode: http.StatusOK, wantBody: "ok"},
 		{name: "not_ready", prober: &fakeProber{ready: wrapperspb.Bool(false)}, wantCode: http.StatusServiceUnavailable, wantBody: "not ready: Probe answered ready=false"},
 		{name: "probe_error", prober: &fakeProber{err: status.Error(codes.FailedPrecondition, "pool default is gone")}, wantCode: http.StatusServiceUnavailable, wantBody: "pool default is gone"},
+		{name: "state_dir_read_only", prober: &fakeProber{err: status.Error(codes.FailedPrecondition, "state directory /s/volumes is on a read-only filesystem")},
+			wantCode: http.StatusServiceUnavailable, wantBody: "not ready: Probe answered FailedPrecondition: state directory /s/volumes is on a read-only filesystem\n"},
+		{name: "plain_error", prober: &fakeProber{err: errors.New("boom")}, wantCode: http.StatusServiceUnavailable, wantBody: "not ready: Probe answered Unknown: boom\n"},
 	}
 	m := newMetrics(t, nil)
 	for _, tc := range cases {

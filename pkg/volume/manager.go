@@ -80,6 +80,11 @@ type Manager struct {
 	unreadable map[string]string
 
 	loaded atomic.Bool
+
+	// stateDirMsg is the state directory's last reported condition, to
+	// log changes only (statedir.go).
+	stateDirMu  sync.Mutex
+	stateDirMsg string
 }
 
 // New opens the record stores. Call Load before serving.
