@@ -63,6 +63,11 @@ func TestFlagsAndValidate(t *testing.T) {
 		{name: "http_endpoint_port_too_big", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=:65536"}, wantErr: true},
 		{name: "http_endpoint_empty_port", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=127.0.0.1:"}, wantErr: true},
 		{name: "http_endpoint_bad_host", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=bad/host:9808"}, wantErr: true},
+		// The manifests pass --http-endpoint=[$(POD_IP)]:9808; the kubelet
+		// expands it to the pod's IPv4 or IPv6 address, brackets kept.
+		{name: "http_endpoint_pod_ipv4_bracketed", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=[10.244.1.5]:9808"}},
+		{name: "http_endpoint_pod_ipv6_bracketed", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=[fd00:10:244::5]:9808"}},
+		{name: "http_endpoint_pod_ip_not_expanded", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=[$(POD_IP)]:9808"}, wantErr: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
