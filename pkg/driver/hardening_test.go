@@ -11,11 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
@@ -239,5 +241,127 @@ func TestUnreadableRecordsReported(t *testing.T) {
 		_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
 		requireCode(t, codes.DataLoss, err)
 		require.FileExists(t, filepath.Join(h.StateDir, "volumes", id+".json"), "never deleted")
+	}
+}
+
+// A 10 KB string in a request (an ID, a name, a path, a parameter, a
+// token, a mount flag) is echoed cut to a few hundred bytes with its full
+// length, whichever check refuses it, not whole into the error and the
+// "Call failed" log line.
+func TestLongRequestStringsAreCut(t *testing.T) {
+	h := start(t, testutil.Options{})
+	existing := h.create(t, createReq("existing"))
+	long := strings.Repeat("a", 10<<10)
+	longName := strings.Repeat("n", 1000) // names are refused above 1024 bytes
+	target := filepath.Join(h.Dir, "target")
+	ephemeral := func(attrs map[string]string) *csi.NodePublishVolumeRequest {
+		ctx := map[string]string{"csi.storage.k8s.io/ephemeral": "true"}
+		maps.Copy(ctx, attrs)
+		return &csi.NodePublishVolumeRequest{VolumeId: "csi-" + strings.Repeat("ab", 32), TargetPath: target, VolumeCapability: mountCap(snw), VolumeContext: ctx}
+	}
+	fsCap := &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: long}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: snw},
+	}
+	cases := []struct {
+		name   string
+		length int // of the string that must appear cut
+		call   func() error
+	}{
+		{name: "create_volume_name", length: len(longName), call: func() error {
+			r := createReq(longName)
+			r.VolumeCapabilities = nil
+			_, err := h.ctrl.CreateVolume(t.Context(), r)
+			return err
+		}},
+		{name: "create_volume_parameter_key", length: len(long), call: func() error {
+			r := createReq("v")
+			r.Parameters = map[string]string{long: "x"}
+			_, err := h.ctrl.CreateVolume(t.Context(), r)
+			return err
+		}},
+		{name: "create_volume_parameter_value", length: len(long), call: func() error {
+			r := createReq("v")
+			r.Parameters = map[string]string{"type": long}
+			_, err := h.ctrl.CreateVolume(t.Context(), r)
+			return err
+		}},
+		{name: "create_volume_pool_name", length: len(long), call: func() error {
+			r := createReq("v")
+			r.Parameters = map[string]string{"pool": long}
+			_, err := h.ctrl.CreateVolume(t.Context(), r)
+			return err
+		}},
+		{name: "create_volume_fs_type", length: len(long), call: func() error {
+			r := createReq("v")
+			r.VolumeCapabilities = []*csi.VolumeCapability{fsCap}
+			_, err := h.ctrl.CreateVolume(t.Context(), r)
+			return err
+		}},
+		{name: "delete_volume_id", length: len(long), call: func() error {
+			_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: long})
+			return err
+		}},
+		{name: "controller_expand_volume_no_range", length: len(long), call: func() error {
+			_, err := h.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: long})
+			return err
+		}},
+		{name: "list_volumes_token", length: len(long), call: func() error {
+			_, err := h.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{StartingToken: long})
+			return err
+		}},
+		{name: "list_volume_health_token", length: len(long), call: func() error {
+			_, err := h.ctrl.ControllerListVolumeHealth(t.Context(), &csi.ControllerListVolumeHealthRequest{StartingToken: long})
+			return err
+		}},
+		{name: "node_stage_volume_no_capability", length: len(long), call: func() error {
+			_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: long, StagingTargetPath: target})
+			return err
+		}},
+		{name: "node_stage_volume_relative_path", length: len(long), call: func() error {
+			_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: existing, StagingTargetPath: long, VolumeCapability: mountCap(snw)})
+			return err
+		}},
+		{name: "node_stage_volume_mount_flag", length: len(long), call: func() error {
+			_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: existing, StagingTargetPath: target, VolumeCapability: mountCap(snw, long)})
+			return err
+		}},
+		{name: "node_publish_volume_id_and_path", length: len(long), call: func() error {
+			_, err := h.node.NodePublishVolume(t.Context(), publishReq(long, long, mountCap(snw), false))
+			return err
+		}},
+		{name: "node_publish_inline_size", length: len(long), call: func() error {
+			_, err := h.node.NodePublishVolume(t.Context(), ephemeral(map[string]string{"size": long}))
+			return err
+		}},
+		{name: "node_publish_inline_attribute_key", length: len(long), call: func() error {
+			_, err := h.node.NodePublishVolume(t.Context(), ephemeral(map[string]string{long: "x"}))
+			return err
+		}},
+		{name: "node_unpublish_volume_id", length: len(long), call: func() error {
+			_, err := h.node.NodeUnpublishVolume(t.Context(), &csi.NodeUnpublishVolumeRequest{VolumeId: long, TargetPath: target})
+			return err
+		}},
+		{name: "node_get_volume_stats_no_path", length: len(long), call: func() error {
+			_, err := h.node.NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: long})
+			return err
+		}},
+		{name: "node_expand_volume_no_path", length: len(long), call: func() error {
+			_, err := h.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{VolumeId: long})
+			return err
+		}},
+		{name: "node_get_volume_health_relative_path", length: len(long), call: func() error {
+			_, err := h.node.NodeGetVolumeHealth(t.Context(), &csi.NodeGetVolumeHealthRequest{VolumeId: long, VolumePublishPath: long})
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			require.Error(t, err)
+			msg := status.Convert(err).Message()
+			require.Less(t, len(msg), 1024, "message: %.2000s", msg)
+			require.Contains(t, msg, fmt.Sprintf("... (%d bytes)", tc.length))
+		})
 	}
 }

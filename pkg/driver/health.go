@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
@@ -69,7 +70,7 @@ func (d *Driver) ControllerListVolumeHealth(_ context.Context, req *csi.Controll
 	}
 	after := req.GetStartingToken()
 	if after != "" && volumeid.Validate(after) != nil {
-		return nil, status.Errorf(codes.Aborted, "starting_token %q is not valid", after)
+		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
 	}
 	list, next, err := d.vols.ListHealth(after, int(req.GetMaxEntries()))
 	if err != nil {

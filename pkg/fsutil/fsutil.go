@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 )
 
 // Supported filesystem types.
@@ -51,7 +53,7 @@ func Check(fsType string) (string, error) {
 	case XFS:
 		return XFS, nil
 	default:
-		return "", fmt.Errorf("%w %q (supported: ext4, xfs)", ErrUnsupported, fsType)
+		return "", fmt.Errorf("%w %s (supported: ext4, xfs)", ErrUnsupported, untrusted.Quote(fsType))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -77,23 +78,24 @@ func Parse(m map[string]string) (Params, error) {
 			case volume.KindDir, volume.KindLoop:
 				p.Type = volume.Kind(v)
 			default:
-				return Params{}, fmt.Errorf("parameter %q: unknown volume type %q (supported: %s, %s)", k, v, volume.KindDir, volume.KindLoop)
+				return Params{}, fmt.Errorf("parameter %s: unknown volume type %s (supported: %s, %s)", untrusted.Quote(k), untrusted.Quote(v), volume.KindDir, volume.KindLoop)
 			}
 		case KeyPool:
 			if err := (pool.Spec{Name: v, Path: "/x"}).Validate(); err != nil {
-				return Params{}, fmt.Errorf("parameter %q: %v", k, err)
+				// Not Validate's message: it quotes the name whole.
+				return Params{}, fmt.Errorf("parameter %s: pool name %s: want lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit", untrusted.Quote(k), untrusted.Quote(v))
 			}
 			p.Pool = v
 		case KeyAllowBlockRWX:
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return Params{}, fmt.Errorf("parameter %q: want true or false, got %q", k, v)
+				return Params{}, fmt.Errorf("parameter %s: want true or false, got %s", untrusted.Quote(k), untrusted.Quote(v))
 			}
 			p.AllowBlockRWX = b
 		case KeyFsType:
 			t, err := fsutil.Check(v)
 			if err != nil {
-				return Params{}, fmt.Errorf("parameter %q: %v", k, err)
+				return Params{}, fmt.Errorf("parameter %s: %v", untrusted.Quote(k), err)
 			}
 			p.FsType = t
 		case KeySizeLimit:
@@ -101,12 +103,12 @@ func Parse(m map[string]string) (Params, error) {
 			case volume.SizeLimitRequired, volume.SizeLimitOptional:
 				p.SizeLimit = volume.SizeLimit(v)
 			default:
-				return Params{}, fmt.Errorf("parameter %q: want %s or %s, got %q", k, volume.SizeLimitRequired, volume.SizeLimitOptional, v)
+				return Params{}, fmt.Errorf("parameter %s: want %s or %s, got %s", untrusted.Quote(k), volume.SizeLimitRequired, volume.SizeLimitOptional, untrusted.Quote(v))
 			}
 		case KeyInodeLimit:
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n <= 0 {
-				return Params{}, fmt.Errorf("parameter %q: want a positive number of inodes, got %q", k, v)
+				return Params{}, fmt.Errorf("parameter %s: want a positive number of inodes, got %s", untrusted.Quote(k), untrusted.Quote(v))
 			}
 			p.InodeLimit = n
 		case KeyPVCName:
@@ -116,7 +118,7 @@ func Parse(m map[string]string) (Params, error) {
 		case KeyPVName:
 			// The PV name is the CSI volume name already.
 		default:
-			return Params{}, fmt.Errorf("unknown parameter %q (known: %s)", k, strings.Join(known, ", "))
+			return Params{}, fmt.Errorf("unknown parameter %s (known: %s)", untrusted.Quote(k), strings.Join(known, ", "))
 		}
 	}
 	return p, nil
@@ -174,7 +176,7 @@ func ParseInline(ctx map[string]string) (Inline, error) {
 		case KeySize:
 			n, err := parseSize(v)
 			if err != nil {
-				return Inline{}, fmt.Errorf("parameter %q: %v", k, err)
+				return Inline{}, fmt.Errorf("parameter %s: %v", untrusted.Quote(k), err)
 			}
 			in.SizeBytes = n
 		case KeyPodName:
@@ -183,7 +185,7 @@ func ParseInline(ctx map[string]string) (Inline, error) {
 			in.PodNamespace = v
 		case KeyPodUID, KeyServiceAccountName, KeyServiceAccountToks, KeyEphemeral:
 		case KeyPVCName, KeyPVCNamespace, KeyPVName:
-			return Inline{}, fmt.Errorf("parameter %q belongs to a claim, not to an inline volume", k)
+			return Inline{}, fmt.Errorf("parameter %s belongs to a claim, not to an inline volume", untrusted.Quote(k))
 		default:
 			rest[k] = v
 		}
@@ -201,11 +203,11 @@ func ParseInline(ctx map[string]string) (Inline, error) {
 func parseSize(v string) (int64, error) {
 	q, err := resource.ParseQuantity(v)
 	if err != nil {
-		return 0, fmt.Errorf("want a quantity such as 1Gi, got %q", v)
+		return 0, fmt.Errorf("want a quantity such as 1Gi, got %s", untrusted.Quote(v))
 	}
 	// ParseQuantity clamps what int64 cannot hold to MaxInt64.
 	if q.Sign() <= 0 || q.CmpInt64(math.MaxInt64) >= 0 {
-		return 0, fmt.Errorf("want a positive size of less than %d bytes, got %q", int64(math.MaxInt64), v)
+		return 0, fmt.Errorf("want a positive size of less than %d bytes, got %s", int64(math.MaxInt64), untrusted.Quote(v))
 	}
 	return q.Value(), nil
 }

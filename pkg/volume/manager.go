@@ -23,6 +23,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
@@ -497,16 +498,16 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	existing, es, err := m.lookup(id)
 	switch {
 	case err == nil && existing.Name != req.Name:
-		return Volume{}, fmt.Errorf("%w: ID %s is taken by volume %q", ErrAlreadyExists, id, existing.Name)
+		return Volume{}, fmt.Errorf("%w: ID %s is taken by volume %s", ErrAlreadyExists, id, untrusted.Quote(existing.Name))
 	case err == nil && existing.State == StateReady:
 		if !compatible(existing, req) {
-			return Volume{}, fmt.Errorf("%w: %q (%s) has %d bytes in pool %q", ErrAlreadyExists, req.Name, id, existing.CapacityBytes, existing.Pool)
+			return Volume{}, fmt.Errorf("%w: %s (%s) has %d bytes in pool %q", ErrAlreadyExists, untrusted.Quote(req.Name), id, existing.CapacityBytes, existing.Pool)
 		}
 		return existing, nil
 	case err == nil && existing.CreatedBy != m.nodeID:
 		// A shared-pool volume another node is creating or deleting: only
 		// that node may finish or roll it back.
-		return Volume{}, fmt.Errorf("%w: %q (%s) is %s by node %q", ErrBusy, req.Name, id, existing.State, existing.CreatedBy)
+		return Volume{}, fmt.Errorf("%w: %s (%s) is %s by node %q", ErrBusy, untrusted.Quote(req.Name), id, existing.State, existing.CreatedBy)
 	case err == nil:
 		// An earlier attempt failed half-way in this process (its rollback
 		// failed too): finish removing it, then create afresh.
@@ -536,7 +537,7 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	limited := false
 	if req.Kind == KindDir {
 		if limited, err = m.sizeLimitFor(p, req.SizeLimit, req.InodeLimit); err != nil {
-			return Volume{}, fmt.Errorf("volume %q: %w", req.Name, err)
+			return Volume{}, fmt.Errorf("volume %s: %w", untrusted.Quote(req.Name), err)
 		}
 	}
 	// Data without any record is not ours to reuse or remove (Load reports
@@ -545,14 +546,14 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	if ok, err := dataExists(p, probe); err != nil {
 		return Volume{}, err
 	} else if ok {
-		return Volume{}, fmt.Errorf("%w: data for %q already exists in pool %q without a volume record; an admin must restore or remove it", ErrAlreadyExists, req.Name, p.Name)
+		return Volume{}, fmt.Errorf("%w: data for %s already exists in pool %q without a volume record; an admin must restore or remove it", ErrAlreadyExists, untrusted.Quote(req.Name), p.Name)
 	}
 	st, err := p.Stats()
 	if err != nil {
 		return Volume{}, err
 	}
 	if err := m.promises.reserve(id, p.Name, st.AvailableBytes, size); err != nil {
-		return Volume{}, fmt.Errorf("volume %q: %w", req.Name, err)
+		return Volume{}, fmt.Errorf("volume %s: %w", untrusted.Quote(req.Name), err)
 	}
 	reserved := true
 	defer func() {
@@ -600,7 +601,7 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 			// A full pool (filled outside hostvol's promises) refused a
 			// mkdir, a subvolume or an image: RESOURCE_EXHAUSTED, like a
 			// create the promises refuse.
-			err = fmt.Errorf("volume %q in pool %q: %w: %w", req.Name, p.Name, ErrNoSpace, err)
+			err = fmt.Errorf("volume %s in pool %q: %w: %w", untrusted.Quote(req.Name), p.Name, ErrNoSpace, err)
 		}
 		return Volume{}, err
 	}
