@@ -278,18 +278,28 @@ func (c clients) list(ctx context.Context) error {
 			return err
 		}
 		for _, e := range resp.GetEntries() {
-			v := e.GetVolume()
-			var tops []string
-			for _, t := range v.GetAccessibleTopology() {
-				tops = append(tops, fmt.Sprint(t.GetSegments()))
-			}
-			fmt.Fprintf(w, "%s\t%d\t%v\t%s\n", v.GetVolumeId(), v.GetCapacityBytes(), v.GetVolumeContext(), strings.Join(tops, ","))
+			fmt.Fprintln(w, listRow(e.GetVolume()))
 		}
 		if token = resp.GetNextToken(); token == "" {
 			break
 		}
 	}
 	return w.Flush()
+}
+
+// listRow is one line of "hostvol client list": a volume whose record
+// cannot be read shows "?" as its capacity and why in the context column,
+// so an admin sees what to repair.
+func listRow(v *csi.Volume) string {
+	var tops []string
+	for _, t := range v.GetAccessibleTopology() {
+		tops = append(tops, fmt.Sprint(t.GetSegments()))
+	}
+	capacity, context := strconv.FormatInt(v.GetCapacityBytes(), 10), fmt.Sprint(v.GetVolumeContext())
+	if why, ok := v.GetVolumeContext()[driver.ContextRecordUnreadable]; ok {
+		capacity, context = "?", "UNREADABLE RECORD: "+why
+	}
+	return fmt.Sprintf("%s\t%s\t%s\t%s", v.GetVolumeId(), capacity, context, strings.Join(tops, ","))
 }
 
 func (c clients) capacity(ctx context.Context, args []string) error {

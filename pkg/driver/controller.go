@@ -13,6 +13,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
@@ -72,6 +73,28 @@ func (d *Driver) accessibleTopology(p *pool.Pool) []*csi.Topology {
 	return []*csi.Topology{{Segments: d.nodeSegments()}}
 }
 
+// ContextRecordUnreadable is the volume_context key with which ListVolumes
+// lists a volume whose record cannot be read: its value says why. Such an
+// entry has no capacity; hostvol leaves the record and the data alone.
+const ContextRecordUnreadable = "recordUnreadable"
+
+// listedVolume is a ListVolumes entry: a volume, or an unreadable record.
+func (d *Driver) listedVolume(l volume.Listed) *csi.Volume {
+	if l.Unreadable == "" {
+		return d.csiVolume(l.Volume)
+	}
+	var top []*csi.Topology
+	if p := d.vols.Pool(l.Pool); p == nil || !p.Shared {
+		// A node-local record: it lives in this node's state directory.
+		top = []*csi.Topology{{Segments: d.nodeSegments()}}
+	}
+	return &csi.Volume{
+		VolumeId:           l.ID,
+		VolumeContext:      map[string]string{ContextRecordUnreadable: l.Unreadable},
+		AccessibleTopology: top,
+	}
+}
+
 func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
 	vc := params.Context(v.Kind, v.Pool, v.FsType)
 	if v.Ephemeral {
@@ -98,32 +121,32 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	}
 	shape, err := checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
 	}
 	if req.GetVolumeContentSource() != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: creating from a snapshot or volume is not supported", name)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: creating from a snapshot or volume is not supported", untrusted.Quote(name))
 	}
 	if len(req.GetMutableParameters()) > 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: mutable parameters are not supported", name)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: mutable parameters are not supported", untrusted.Quote(name))
 	}
 	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
 	if required < 0 || limit < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: capacity range must not be negative", name)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", untrusted.Quote(name))
 	}
 	if limit > 0 && required > limit {
-		return nil, status.Errorf(codes.OutOfRange, "volume %q: required %d bytes exceeds limit %d", name, required, limit)
+		return nil, status.Errorf(codes.OutOfRange, "volume %s: required %d bytes exceeds limit %d", untrusted.Quote(name), required, limit)
 	}
 	p, err := params.Parse(req.GetParameters())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
 	}
 	kind, fsType, err := volumeKind(p, shape)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
 	}
 	pl := d.vols.Pool(p.Pool)
 	if pl == nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: pool %q is not configured on node %q", name, p.Pool, d.cfg.NodeID)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: pool %q is not configured on node %q", untrusted.Quote(name), p.Pool, d.cfg.NodeID)
 	}
 	if pl.Shared && kind == volume.KindLoop && (shape.multiNode || shape.multiReader) {
 		// Every node reaches a shared pool's image, and two kernels that
@@ -133,7 +156,7 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if !pl.Shared {
 		ar := req.GetAccessibilityRequirements()
 		if len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
-			return nil, status.Errorf(codes.ResourceExhausted, "volume %q: pool %q is local to node %q, which the requisite topology excludes", name, p.Pool, d.cfg.NodeID)
+			return nil, status.Errorf(codes.ResourceExhausted, "volume %s: pool %q is local to node %q, which the requisite topology excludes", untrusted.Quote(name), p.Pool, d.cfg.NodeID)
 		}
 		// Without requisite topology the spec lets the SP choose any
 		// topology: preferred terms are a hint, and this node is the only
@@ -279,11 +302,11 @@ func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerEx
 		return nil, errNoVolumeID
 	}
 	if req.GetCapacityRange() == nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range is required", id)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range is required", untrusted.Quote(id))
 	}
 	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
 	if required < 0 || limit < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", id)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", untrusted.Quote(id))
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
@@ -314,7 +337,7 @@ func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*c
 	}
 	after := req.GetStartingToken()
 	if after != "" && volumeid.Validate(after) != nil {
-		return nil, status.Errorf(codes.Aborted, "starting_token %q is not valid", after)
+		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
 	}
 	vols, next, err := d.vols.List(after, int(req.GetMaxEntries()))
 	if err != nil {
@@ -322,7 +345,7 @@ func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*c
 	}
 	resp := &csi.ListVolumesResponse{NextToken: next}
 	for _, v := range vols {
-		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.csiVolume(v)})
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.listedVolume(v)})
 	}
 	return resp, nil
 }

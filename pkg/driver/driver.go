@@ -25,8 +25,13 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
+
+// maxLoggedRequest bounds a request in the V(4) call log: a few times what
+// any request hostvol accepts takes (paths, a volume context, capabilities).
+const maxLoggedRequest = 4096
 
 // TopologyKey is the topology segment that pins node-local volumes.
 const TopologyKey = "topology.hostvol.csi.io/node"
@@ -154,7 +159,8 @@ func (d *Driver) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 			resp = nil
 		}
 	}()
-	klog.V(4).InfoS("Call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
+	// Bounded: a request may carry a 10 KB ID or a 4 MB map.
+	klog.V(4).InfoS("Call", "method", info.FullMethod, "request", untrusted.Stringer{V: protosanitizer.StripSecrets(req), Max: maxLoggedRequest})
 	if !d.vols.Ready() && !strings.HasPrefix(info.FullMethod, "/csi.v1.Identity/") {
 		// Until the records are loaded and reconciled, nothing else may run.
 		err := status.Error(codes.Unavailable, "hostvol is still loading its volume records")

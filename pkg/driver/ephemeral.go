@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
@@ -22,7 +23,7 @@ import (
 // make up, but nothing that is malformed as an ID.
 func checkHandle(handle string) error {
 	if err := volumeid.Validate(handle); err != nil && !errors.Is(err, volumeid.ErrForeign) {
-		return status.Errorf(codes.InvalidArgument, "volume ID %q: %v", handle, err)
+		return status.Errorf(codes.InvalidArgument, "volume ID %s: %v", untrusted.Quote(handle), err)
 	}
 	return nil
 }
@@ -37,7 +38,7 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 	}
 	ci, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", handle, err)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(handle), err)
 	}
 	if err := checkHandle(handle); err != nil {
 		return nil, err

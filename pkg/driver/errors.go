@@ -26,7 +26,8 @@ func codeFor(err error) codes.Code {
 	case errors.Is(err, volume.ErrAlreadyExists):
 		return codes.AlreadyExists
 	case errors.Is(err, volume.ErrInUse), errors.Is(err, volume.ErrNotAllowed),
-		errors.Is(err, volume.ErrPoolUnavailable), errors.Is(err, volume.ErrNotStaged):
+		errors.Is(err, volume.ErrPoolUnavailable), errors.Is(err, volume.ErrNotStaged),
+		errors.Is(err, volume.ErrOtherNode):
 		return codes.FailedPrecondition
 	case errors.Is(err, volume.ErrBusy), errors.Is(err, loop.ErrBusy):
 		// Retryable: another operation (or a last close of a loop device)

@@ -40,6 +40,7 @@ func TestCodeFor(t *testing.T) {
 		{name: "in_use", err: volume.ErrInUse, want: codes.FailedPrecondition},
 		{name: "not_allowed", err: volume.ErrNotAllowed, want: codes.FailedPrecondition},
 		{name: "pool_unavailable", err: volume.ErrPoolUnavailable, want: codes.FailedPrecondition},
+		{name: "other_node", err: volume.ErrOtherNode, want: codes.FailedPrecondition},
 		{name: "no_space", err: volume.ErrNoSpace, want: codes.ResourceExhausted},
 		{name: "corrupt_record", err: records.ErrCorrupt, want: codes.DataLoss},
 		{name: "context_canceled", err: context.Canceled, want: codes.Canceled},

@@ -1,6 +1,7 @@
 package driver_test
 
 import (
+	"math"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -94,4 +96,52 @@ func TestNodeExpandVolumeGrowsTheVolume(t *testing.T) {
 		requireCode(t, codes.NotFound, err)
 		require.Equal(t, 4*mib, capacity())
 	})
+}
+
+// A size no image can have (rounding it to whole 4 KiB blocks overflows)
+// is OUT_OF_RANGE, through either RPC that grows a volume; it once was
+// INTERNAL "refusing to shrink it to -9223372036854771712".
+func TestExpandVolumeNearMaxInt64(t *testing.T) {
+	h := start(t, testutil.Options{})
+	req := createReq("huge")
+	req.Parameters = map[string]string{"type": "loop"}
+	req.CapacityRange = &csi.CapacityRange{RequiredBytes: 20 * mib}
+	id := h.create(t, req)
+	staging, target := filepath.Join(h.Dir, "staging"), filepath.Join(h.Dir, "target")
+	_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap(snw)})
+	require.NoError(t, err)
+	pub := publishReq(id, target, mountCap(snw), false)
+	pub.StagingTargetPath = staging
+	_, err = h.node.NodePublishVolume(t.Context(), pub)
+	require.NoError(t, err)
+
+	cases := []struct {
+		name   string
+		expand func(required int64) error
+	}{
+		{name: "controller_expand_volume", expand: func(required int64) error {
+			_, err := h.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{
+				VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: required},
+			})
+			return err
+		}},
+		{name: "node_expand_volume", expand: func(required int64) error {
+			_, err := h.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{
+				VolumeId: id, VolumePath: target, CapacityRange: &csi.CapacityRange{RequiredBytes: required},
+			})
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, required := range []int64{math.MaxInt64, math.MaxInt64 - 100} {
+				err := tc.expand(required)
+				requireCode(t, codes.OutOfRange, err)
+				require.Contains(t, status.Convert(err).Message(), id)
+			}
+		})
+	}
+	resp, err := h.ctrl.ControllerGetVolume(t.Context(), &csi.ControllerGetVolumeRequest{VolumeId: id})
+	require.NoError(t, err)
+	require.Equal(t, 20*mib, resp.GetVolume().GetCapacityBytes())
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
@@ -69,7 +70,7 @@ func (d *Driver) ControllerListVolumeHealth(_ context.Context, req *csi.Controll
 	}
 	after := req.GetStartingToken()
 	if after != "" && volumeid.Validate(after) != nil {
-		return nil, status.Errorf(codes.Aborted, "starting_token %q is not valid", after)
+		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
 	}
 	list, next, err := d.vols.ListHealth(after, int(req.GetMaxEntries()))
 	if err != nil {
@@ -120,9 +121,13 @@ func (d *Driver) NodeGetVolumeHealth(_ context.Context, req *csi.NodeGetVolumeHe
 	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: volumeHealth(id, cs)}, nil
 }
 
-// NodeGetStorageHealth reports the pools of this node: missing (the path
-// is gone, not a directory, or no longer the directory opened at start-up)
-// is STORAGE_UNREACHABLE; read-only or nearly full is STORAGE_DEGRADED.
+// NodeGetStorageHealth reports the state directory and the pools of this
+// node: a state directory on a read-only filesystem is STORAGE_DEGRADED
+// (StateDirReadOnly: volumes in use keep working, nothing new can be
+// recorded), one that cannot be examined STORAGE_UNREACHABLE; a pool
+// missing (the path is gone, not a directory, or no longer the directory
+// opened at start-up) is STORAGE_UNREACHABLE; read-only or nearly full is
+// STORAGE_DEGRADED.
 // Healthy pools add nothing. The spec allows one entry per (status,
 // reason), so pools with the same condition share an entry whose message
 // names each of them.
@@ -133,14 +138,20 @@ func (d *Driver) NodeGetStorageHealth(context.Context, *csi.NodeGetStorageHealth
 	}
 	var order []key
 	msgs := map[key][]string{}
-	for _, p := range d.vols.PoolHealth() {
-		for _, c := range p.Conditions {
+	add := func(cs []volume.Condition) {
+		for _, c := range cs {
 			k := key{storageStatus(c.Severity), c.Reason}
 			if _, seen := msgs[k]; !seen {
 				order = append(order, k)
 			}
 			msgs[k] = append(msgs[k], c.Message)
 		}
+	}
+	// The state directory first: while it cannot be written, no pool can
+	// take a new volume either.
+	add(d.vols.StateDirHealth())
+	for _, p := range d.vols.PoolHealth() {
+		add(p.Conditions)
 	}
 	resp := &csi.NodeGetStorageHealthResponse{}
 	for _, k := range order {

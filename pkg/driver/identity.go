@@ -2,8 +2,11 @@ package driver
 
 import (
 	"context"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -33,7 +36,21 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 	return &csi.GetPluginCapabilitiesResponse{Capabilities: out}, nil
 }
 
-// Probe is ready once the volume records are loaded and reconciled.
+// Probe is ready once the volume records are loaded and reconciled, and
+// while the state directory can be written. A state directory that cannot
+// (read-only, gone) is FAILED_PRECONDITION with the reason: the spec's
+// "plugin not healthy", and the only way a Probe can say why. It costs a
+// statfs or two (/healthz calls it every few seconds).
 func (d *Driver) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, error) {
-	return &csi.ProbeResponse{Ready: wrapperspb.Bool(d.vols.Ready())}, nil
+	if !d.vols.Ready() {
+		return &csi.ProbeResponse{Ready: wrapperspb.Bool(false)}, nil
+	}
+	if cs := d.vols.StateDirHealth(); len(cs) > 0 {
+		msgs := make([]string, 0, len(cs))
+		for _, c := range cs {
+			msgs = append(msgs, c.Message)
+		}
+		return nil, status.Error(codes.FailedPrecondition, strings.Join(msgs, "; "))
+	}
+	return &csi.ProbeResponse{Ready: wrapperspb.Bool(true)}, nil
 }

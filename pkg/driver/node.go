@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -53,7 +54,7 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	}
 	ci, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(id), err)
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
@@ -125,7 +126,7 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	}
 	ci, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(id), err)
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
@@ -221,7 +222,7 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 		return nil, errNoVolumeID
 	}
 	if req.GetVolumePath() == "" {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", id)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", untrusted.Quote(id))
 	}
 	if err := checkHandle(id); err != nil {
 		return nil, err
@@ -259,11 +260,11 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return nil, errNoVolumeID
 	}
 	if req.GetVolumePath() == "" {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", id)
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", untrusted.Quote(id))
 	}
 	if c := req.GetVolumeCapability(); c != nil {
 		if _, err := checkCapability(c); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+			return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(id), err)
 		}
 	}
 	if err := checkVolumeID(id); err != nil {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
@@ -32,7 +33,7 @@ func checkVolumeID(id string) error {
 		return status.Error(codes.InvalidArgument, "volume ID is required")
 	}
 	if err := volumeid.Validate(id); err != nil {
-		return status.Errorf(codeFor(err), "volume ID %q: %v", id, err)
+		return status.Errorf(codeFor(err), "volume ID %s: %v", untrusted.Quote(id), err)
 	}
 	return nil
 }
@@ -41,14 +42,14 @@ func checkVolumeID(id string) error {
 // bounded. It returns the cleaned path.
 func checkPath(what, p, volID string) (string, error) {
 	if p == "" {
-		return "", status.Errorf(codes.InvalidArgument, "volume %s: %s is required", volID, what)
+		return "", status.Errorf(codes.InvalidArgument, "volume %s: %s is required", untrusted.Quote(volID), what)
 	}
 	if len(p) > maxPathLen || strings.ContainsRune(p, 0) || !filepath.IsAbs(p) {
-		return "", status.Errorf(codes.InvalidArgument, "volume %s: %s %q must be an absolute path", volID, what, p)
+		return "", status.Errorf(codes.InvalidArgument, "volume %s: %s %s must be an absolute path", untrusted.Quote(volID), what, untrusted.Quote(p))
 	}
 	c := filepath.Clean(p)
 	if c == "/" {
-		return "", status.Errorf(codes.InvalidArgument, "volume %s: %s must not be /", volID, what)
+		return "", status.Errorf(codes.InvalidArgument, "volume %s: %s must not be /", untrusted.Quote(volID), what)
 	}
 	return c, nil
 }
@@ -193,7 +194,7 @@ func mountFlags(in []string) ([]string, error) {
 				continue
 			}
 			if !bindFlags[o] && !fsFlags[o] {
-				return nil, fmt.Errorf("mount flag %q is not supported (supported: ro, rw, nosuid, nodev, noexec, exec, noatime, nodiratime, relatime, strictatime, nosymfollow, discard, nodiscard, lazytime, nolazytime, sync, dirsync)", o)
+				return nil, fmt.Errorf("mount flag %s is not supported (supported: ro, rw, nosuid, nodev, noexec, exec, noatime, nodiratime, relatime, strictatime, nosymfollow, discard, nodiscard, lazytime, nolazytime, sync, dirsync)", untrusted.Quote(o))
 			}
 			out = append(out, o)
 		}

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 )
 
 // Supported filesystem types.
@@ -31,6 +33,11 @@ var ErrUnsupported = errors.New("unsupported filesystem type")
 // filesystem is then grown offline at the next stage.
 var ErrOnlineGrowUnavailable = errors.New("online growth unavailable")
 
+// ErrNoSpace marks a command that failed because a write hit ENOSPC: the
+// filesystem holding the image (or device) being formatted or grown is
+// full. See run for how it is recognised.
+var ErrNoSpace = errors.New("no space left on the filesystem holding the image")
+
 // MinSize is the smallest volume each filesystem can be made on: mkfs.xfs
 // refuses filesystems under 300 MiB; ext4 needs room for its journal.
 var MinSize = map[string]int64{
@@ -46,7 +53,7 @@ func Check(fsType string) (string, error) {
 	case XFS:
 		return XFS, nil
 	default:
-		return "", fmt.Errorf("%w %q (supported: ext4, xfs)", ErrUnsupported, fsType)
+		return "", fmt.Errorf("%w %s (supported: ext4, xfs)", ErrUnsupported, untrusted.Quote(fsType))
 	}
 }
 
@@ -134,9 +141,27 @@ func (f *FS) run(ctx context.Context, name string, args ...string) error {
 	cmd.SetEnv(append(os.Environ(), "LC_ALL=C"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		msg := strings.TrimSpace(string(out))
+		if reportsNoSpace(msg) {
+			return fmt.Errorf("%s %s: %w: %w: %s", name, strings.Join(args, " "), ErrNoSpace, err, msg)
+		}
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, msg)
 	}
 	return nil
+}
+
+// reportsNoSpace reports whether a tool's output names ENOSPC. The tools
+// report a failed write with strerror(3) of its errno ("mkfs.ext4: No
+// space left on device while writing out and closing file system",
+// "mkfs.xfs: libxfs_device_zero write failed: No space left on device"),
+// and run sets LC_ALL=C, so the text is the C library's English one
+// whatever the node's locale. The exit status cannot tell (mkfs exits 1
+// for every failure). Go's own text for the errno is the same words in
+// lower case, so the comparison ignores case and no literal is repeated
+// here. pkg/volume also checks the pool's free space after a failed
+// format, for a tool that words it otherwise.
+func reportsNoSpace(out string) bool {
+	return strings.Contains(strings.ToLower(out), unix.ENOSPC.Error())
 }
 
 // capSysResource reports whether this process has CAP_SYS_RESOURCE in its

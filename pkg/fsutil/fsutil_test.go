@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	utilexec "k8s.io/utils/exec"
+	testingexec "k8s.io/utils/exec/testing"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -64,4 +65,35 @@ func TestFormatErrorCarriesOutput(t *testing.T) {
 	err := fsutil.New(utilexec.New()).Format(context.Background(), fsutil.Ext4, filepath.Join(t.TempDir(), "missing", "img"))
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "mkfs.ext4")
+}
+
+// A tool that reports ENOSPC (in the C locale run sets) fails with
+// ErrNoSpace, whatever its exit status; any other failure does not.
+func TestFormatNoSpace(t *testing.T) {
+	cases := []struct {
+		name   string
+		output string
+		want   bool
+	}{
+		{name: "mkfs_ext4", output: "Warning: could not erase sector 2: No space left on device\nmkfs.ext4: No space left on device while writing out and closing file system", want: true},
+		{name: "mkfs_xfs", output: "mkfs.xfs: libxfs_device_zero write failed: No space left on device", want: true},
+		{name: "other_failure", output: "mkfs.ext4: Device size reported to be zero.", want: false},
+		{name: "no_output", output: "", want: false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := &testingexec.FakeExec{}
+			fe.CommandScript = append(fe.CommandScript, func(cmd string, args ...string) utilexec.Cmd {
+				return &testingexec.FakeCmd{CombinedOutputScript: []testingexec.FakeAction{
+					func() ([]byte, []byte, error) {
+						return []byte(tc.output), nil, &testingexec.FakeExitError{Status: 1}
+					},
+				}}
+			})
+			err := fsutil.New(fe).Format(t.Context(), fsutil.Ext4, "/pool/images/x.img")
+			require.Error(t, err)
+			require.Equal(t, tc.want, errors.Is(err, fsutil.ErrNoSpace), "%v", err)
+			require.Contains(t, err.Error(), tc.output, "the tool's output stays in the error")
+		})
+	}
 }

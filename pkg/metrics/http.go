@@ -10,6 +10,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 )
 
@@ -47,8 +48,11 @@ func healthz(p Prober) http.HandlerFunc {
 		w.Header().Set("Cache-Control", "no-store")
 		switch {
 		case err != nil:
+			// The driver says why in the status (FAILED_PRECONDITION:
+			// its state directory cannot be written).
+			st := status.Convert(err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: Probe failed: %v\n", err)
+			fmt.Fprintf(w, "not ready: Probe answered %s: %s\n", st.Code(), st.Message())
 		case resp.GetReady() != nil && !resp.GetReady().GetValue():
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "not ready: Probe answered ready=false (the driver is still loading its volume records)")
@@ -64,16 +68,45 @@ type Server struct {
 	l   net.Listener
 }
 
-// Listen opens addr (host:port) for h. Call it before serving CSI, so an
-// address that cannot be listened on stops start-up.
+// Timeouts bound how long the server gives a client (see net/http.Server).
+type Timeouts struct {
+	// ReadHeader is for a request's headers, Read for the whole request
+	// (GETs: no body), Write from the end of the headers to the end of the
+	// answer, Idle between requests on a kept-alive connection.
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+// DefaultTimeouts are --http-endpoint's. Write leaves a slow /metrics
+// scrape (a slow client, a statfs of a hung shared pool) three times
+// Prometheus' default 10 s scrape timeout, and /healthz its 5 s probe
+// bound; Idle keeps a connection across scrapes at the default 1 min
+// interval and closes it after that, so idle clients cannot hold
+// connections (and file descriptors) forever.
+var DefaultTimeouts = Timeouts{
+	ReadHeader: 10 * time.Second,
+	Read:       10 * time.Second,
+	Write:      30 * time.Second,
+	Idle:       90 * time.Second,
+}
+
+// Listen opens addr (host:port) for h with DefaultTimeouts. Call it before
+// serving CSI, so an address that cannot be listened on stops start-up.
 func Listen(addr string, h http.Handler) (*Server, error) {
+	return ListenWithTimeouts(addr, h, DefaultTimeouts)
+}
+
+// ListenWithTimeouts is Listen with other timeouts (tests use short ones).
+func ListenWithTimeouts(addr string, h http.Handler, t Timeouts) (*Server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	return &Server{l: l, srv: &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
 		ErrorLog:          klog.NewStandardLogger("ERROR"),
 	}}, nil
 }

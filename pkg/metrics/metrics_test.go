@@ -1,14 +1,18 @@
 package metrics
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -221,6 +225,9 @@ func TestHealthz(t *testing.T) {
 		{name: "ready_unset_means_ready", prober: &fakeProber{}, wantCode: http.StatusOK, wantBody: "ok"},
 		{name: "not_ready", prober: &fakeProber{ready: wrapperspb.Bool(false)}, wantCode: http.StatusServiceUnavailable, wantBody: "not ready: Probe answered ready=false"},
 		{name: "probe_error", prober: &fakeProber{err: status.Error(codes.FailedPrecondition, "pool default is gone")}, wantCode: http.StatusServiceUnavailable, wantBody: "pool default is gone"},
+		{name: "state_dir_read_only", prober: &fakeProber{err: status.Error(codes.FailedPrecondition, "state directory /s/volumes is on a read-only filesystem")},
+			wantCode: http.StatusServiceUnavailable, wantBody: "not ready: Probe answered FailedPrecondition: state directory /s/volumes is on a read-only filesystem\n"},
+		{name: "plain_error", prober: &fakeProber{err: errors.New("boom")}, wantCode: http.StatusServiceUnavailable, wantBody: "not ready: Probe answered Unknown: boom\n"},
 	}
 	m := newMetrics(t, nil)
 	for _, tc := range cases {
@@ -263,4 +270,62 @@ func TestShutdownWithoutServe(t *testing.T) {
 	again, err := Listen(addr, http.NotFoundHandler())
 	require.NoError(t, err, "the address is free again")
 	require.NoError(t, again.Shutdown(t.Context()))
+}
+
+// The server closes connections that stay idle: kept alive after a request
+// (IdleTimeout) or silent from the start (ReadHeaderTimeout). Short
+// timeouts here; the deadline on the client only bounds the test, far
+// beyond them, so a slow machine cannot make it flake.
+func TestServerClosesIdleConnections(t *testing.T) {
+	short := Timeouts{ReadHeader: 200 * time.Millisecond, Read: 200 * time.Millisecond, Write: 5 * time.Second, Idle: 200 * time.Millisecond}
+	cases := []struct {
+		name    string
+		request bool
+	}{
+		{name: "idle_after_a_request", request: true},
+		{name: "silent_from_the_start"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMetrics(t, nil)
+			srv, err := ListenWithTimeouts("127.0.0.1:0", m.Handler(&fakeProber{}), short)
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve() }()
+			t.Cleanup(func() {
+				require.NoError(t, srv.Shutdown(context.Background()))
+				require.NoError(t, <-done)
+			})
+
+			conn, err := net.Dial("tcp", srv.Addr())
+			require.NoError(t, err)
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			if tc.request {
+				_, err := fmt.Fprint(conn, "GET /healthz HTTP/1.1\r\nHost: hostvol\r\n\r\n")
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(br, nil)
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				require.NoError(t, err)
+				require.Equal(t, "ok", string(body))
+				require.False(t, resp.Close, "HTTP/1.1 keeps the connection alive")
+			}
+			require.NoError(t, conn.SetReadDeadline(time.Now().Add(time.Minute)))
+			_, err = io.Copy(io.Discard, br)
+			require.NoError(t, err, "the server closes the connection (EOF), the client's deadline does not fire")
+		})
+	}
+}
+
+// The defaults let a slow scrape finish and keep a connection across
+// scrapes at Prometheus' default interval, and none is unbounded.
+func TestDefaultTimeouts(t *testing.T) {
+	d := DefaultTimeouts
+	for _, v := range []time.Duration{d.ReadHeader, d.Read, d.Write, d.Idle} {
+		require.Positive(t, v)
+	}
+	require.GreaterOrEqual(t, d.Write, 10*time.Second, "Prometheus' default scrape timeout")
+	require.Greater(t, d.Write, probeTimeout, "/healthz may take probeTimeout")
+	require.Greater(t, d.Idle, time.Minute, "Prometheus' default scrape interval")
 }

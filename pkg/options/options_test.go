@@ -71,6 +71,11 @@ func TestFlagsAndValidate(t *testing.T) {
 		{name: "inline_max_size_zero", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-max-size=0"}, wantErr: true},
 		{name: "inline_max_size_garbage", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-max-size=lots"}, wantErr: true},
 		{name: "inline_total_below_size", args: []string{"--node-id=n1", "--pool=default=/srv/a", "--inline-max-size=4Gi", "--inline-max-total=1Gi"}, wantErr: true},
+		// The manifests pass --http-endpoint=[$(POD_IP)]:9808; the kubelet
+		// expands it to the pod's IPv4 or IPv6 address, brackets kept.
+		{name: "http_endpoint_pod_ipv4_bracketed", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=[10.244.1.5]:9808"}},
+		{name: "http_endpoint_pod_ipv6_bracketed", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=[fd00:10:244::5]:9808"}},
+		{name: "http_endpoint_pod_ip_not_expanded", args: []string{"--node-id=n1", "--pool=a=/srv/a", "--http-endpoint=[$(POD_IP)]:9808"}, wantErr: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

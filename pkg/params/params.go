@@ -18,6 +18,7 @@ import (
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -79,23 +80,24 @@ func Parse(m map[string]string) (Params, error) {
 			case volume.KindDir, volume.KindLoop:
 				p.Type = volume.Kind(v)
 			default:
-				return Params{}, fmt.Errorf("parameter %q: unknown volume type %q (supported: %s, %s)", k, v, volume.KindDir, volume.KindLoop)
+				return Params{}, fmt.Errorf("parameter %s: unknown volume type %s (supported: %s, %s)", untrusted.Quote(k), untrusted.Quote(v), volume.KindDir, volume.KindLoop)
 			}
 		case KeyPool:
 			if err := (pool.Spec{Name: v, Path: "/x"}).Validate(); err != nil {
-				return Params{}, fmt.Errorf("parameter %q: %v", k, err)
+				// Not Validate's message: it quotes the name whole.
+				return Params{}, fmt.Errorf("parameter %s: pool name %s: want lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit", untrusted.Quote(k), untrusted.Quote(v))
 			}
 			p.Pool = v
 		case KeyAllowBlockRWX:
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return Params{}, fmt.Errorf("parameter %q: want true or false, got %q", k, v)
+				return Params{}, fmt.Errorf("parameter %s: want true or false, got %s", untrusted.Quote(k), untrusted.Quote(v))
 			}
 			p.AllowBlockRWX = b
 		case KeyFsType:
 			t, err := fsutil.Check(v)
 			if err != nil {
-				return Params{}, fmt.Errorf("parameter %q: %v", k, err)
+				return Params{}, fmt.Errorf("parameter %s: %v", untrusted.Quote(k), err)
 			}
 			p.FsType = t
 		case KeySizeLimit:
@@ -103,12 +105,12 @@ func Parse(m map[string]string) (Params, error) {
 			case volume.SizeLimitRequired, volume.SizeLimitOptional:
 				p.SizeLimit = volume.SizeLimit(v)
 			default:
-				return Params{}, fmt.Errorf("parameter %q: want %s or %s, got %q", k, volume.SizeLimitRequired, volume.SizeLimitOptional, v)
+				return Params{}, fmt.Errorf("parameter %s: want %s or %s, got %s", untrusted.Quote(k), volume.SizeLimitRequired, volume.SizeLimitOptional, untrusted.Quote(v))
 			}
 		case KeyInodeLimit:
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n <= 0 {
-				return Params{}, fmt.Errorf("parameter %q: want a positive number of inodes, got %q", k, v)
+				return Params{}, fmt.Errorf("parameter %s: want a positive number of inodes, got %s", untrusted.Quote(k), untrusted.Quote(v))
 			}
 			p.InodeLimit = n
 		case KeyPVCName:
@@ -118,7 +120,7 @@ func Parse(m map[string]string) (Params, error) {
 		case KeyPVName:
 			// The PV name is the CSI volume name already.
 		default:
-			return Params{}, fmt.Errorf("unknown parameter %q (known: %s)", k, strings.Join(known, ", "))
+			return Params{}, fmt.Errorf("unknown parameter %s (known: %s)", untrusted.Quote(k), strings.Join(known, ", "))
 		}
 	}
 	return p, nil
@@ -240,18 +242,18 @@ func ParseInline(ctx map[string]string, pol InlinePolicy) (Inline, error) {
 		case KeyPodUID, KeyServiceAccountName, KeyServiceAccountToks, KeyEphemeral:
 			continue
 		case KeyPVCName, KeyPVCNamespace, KeyPVName:
-			return Inline{}, fmt.Errorf("parameter %q belongs to a claim, not to an inline volume", k)
+			return Inline{}, fmt.Errorf("parameter %s belongs to a claim, not to an inline volume", untrusted.Quote(k))
 		}
 		if !slices.Contains(pol.Attributes, k) {
 			if slices.Contains(known, k) || k == KeySize {
-				return Inline{}, fmt.Errorf("parameter %q may not be set on inline volumes on this node (allowed: %s)", k, strings.Join(pol.Attributes, ", "))
+				return Inline{}, fmt.Errorf("parameter %s may not be set on inline volumes on this node (allowed: %s)", untrusted.Quote(k), strings.Join(pol.Attributes, ", "))
 			}
-			return Inline{}, fmt.Errorf("unknown parameter %q (inline volumes take: %s)", k, strings.Join(pol.Attributes, ", "))
+			return Inline{}, fmt.Errorf("unknown parameter %s (inline volumes take: %s)", untrusted.Quote(k), strings.Join(pol.Attributes, ", "))
 		}
 		if k == KeySize {
 			n, err := ParseSize(v)
 			if err != nil {
-				return Inline{}, fmt.Errorf("parameter %q: %v", k, err)
+				return Inline{}, fmt.Errorf("parameter %s: %v", untrusted.Quote(k), err)
 			}
 			in.SizeBytes = n
 			continue
@@ -264,10 +266,10 @@ func ParseInline(ctx map[string]string, pol InlinePolicy) (Inline, error) {
 	}
 	p.SizeLimit = volume.SizeLimitRequired
 	if in.SizeBytes > pol.MaxBytes {
-		return Inline{}, fmt.Errorf("%w: size %s is more than the %d bytes an inline volume may have on this node", ErrInlineTooLarge, ctx[KeySize], pol.MaxBytes)
+		return Inline{}, fmt.Errorf("%w: size %s is more than the %d bytes an inline volume may have on this node", ErrInlineTooLarge, untrusted.Quote(ctx[KeySize]), pol.MaxBytes)
 	}
 	if !slices.Contains(pol.Pools, p.Pool) {
-		return Inline{}, fmt.Errorf("pool %q may not hold inline volumes on this node (allowed: %s)", p.Pool, strings.Join(pol.Pools, ", "))
+		return Inline{}, fmt.Errorf("pool %s may not hold inline volumes on this node (allowed: %s)", untrusted.Quote(p.Pool), strings.Join(pol.Pools, ", "))
 	}
 	in.Params = p
 	return in, nil
@@ -282,11 +284,11 @@ func ParseSize(v string) (int64, error) { return parseSize(v) }
 func parseSize(v string) (int64, error) {
 	q, err := resource.ParseQuantity(v)
 	if err != nil {
-		return 0, fmt.Errorf("want a quantity such as 1Gi, got %q", v)
+		return 0, fmt.Errorf("want a quantity such as 1Gi, got %s", untrusted.Quote(v))
 	}
 	// ParseQuantity clamps what int64 cannot hold to MaxInt64.
 	if q.Sign() <= 0 || q.CmpInt64(math.MaxInt64) >= 0 {
-		return 0, fmt.Errorf("want a positive size of less than %d bytes, got %q", int64(math.MaxInt64), v)
+		return 0, fmt.Errorf("want a positive size of less than %d bytes, got %s", int64(math.MaxInt64), untrusted.Quote(v))
 	}
 	return q.Value(), nil
 }

@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
 )
@@ -29,7 +30,14 @@ const (
 	// sharedRecordsDir holds the records of a shared pool inside the pool
 	// itself, so that every node mounting the pool can find them.
 	sharedRecordsDir = ".hostvol/records"
-	dirMode          = 0o777
+	// dirMode is a directory volume's: pods of any UID must be able to
+	// write to it.
+	dirMode = 0o777
+	// layoutMode is volumes/'s and images/': owner only. Pods reach their
+	// data through bind mounts, which need no search right on the parents,
+	// so host users get none: they can neither list the volumes nor reach
+	// a volume's world-writable data by its path.
+	layoutMode = 0o700
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -113,7 +121,7 @@ func Open(s Spec) (*Pool, error) {
 		return nil, fmt.Errorf("pool %q: %s is not a directory", s.Name, s.Path)
 	}
 	for _, d := range []string{volumesDir, imagesDir} {
-		if err := os.Mkdir(filepath.Join(s.Path, d), 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+		if err := os.Mkdir(filepath.Join(s.Path, d), layoutMode); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("pool %q: %w", s.Name, err)
 		}
 	}
@@ -121,7 +129,27 @@ func Open(s Spec) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", s.Name, err)
 	}
-	return &Pool{Spec: s, root: root}, nil
+	p := &Pool{Spec: s, root: root}
+	p.fixLayoutModes()
+	return p, nil
+}
+
+// fixLayoutModes sets volumes/ and images/ to layoutMode: pools made by
+// earlier versions have 0711, and mkdir is subject to the umask. A pool
+// whose modes cannot be changed (mounted read-only) still opens: the mode
+// is a hardening, and health reports a read-only pool.
+func (p *Pool) fixLayoutModes() {
+	for _, d := range []string{volumesDir, imagesDir} {
+		fi, err := p.root.Lstat(d)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() == layoutMode {
+			continue // not a directory: the operations on it will say so
+		}
+		if err := p.root.Chmod(d, layoutMode|os.ModeDir); err != nil {
+			klog.ErrorS(err, "Could not restrict a pool directory's mode", "pool", p.Name, "path", filepath.Join(p.Path, d), "mode", fmt.Sprintf("%#o", fi.Mode().Perm()), "want", fmt.Sprintf("%#o", layoutMode))
+			continue
+		}
+		klog.InfoS("Restricted a pool directory's mode", "pool", p.Name, "path", filepath.Join(p.Path, d), "from", fmt.Sprintf("%#o", fi.Mode().Perm()), "to", fmt.Sprintf("%#o", layoutMode))
+	}
 }
 
 // Close releases the pool's directory handle.

@@ -114,3 +114,43 @@ func TestVolumeDirReplacedBySymlink(t *testing.T) {
 	_, err = p.DirStats(id)
 	require.Error(t, err)
 }
+
+// volumes/ and images/ are 0700, also in pools made with other modes
+// (0711 before), whatever the umask; a volume's own directory stays 0777.
+func TestLayoutModes(t *testing.T) {
+	cases := []struct {
+		name string
+		mode os.FileMode // of existing volumes/ and images/; 0: none yet
+	}{
+		{name: "new_pool"},
+		{name: "earlier_0711", mode: 0o711},
+		{name: "world_readable", mode: 0o755},
+		{name: "setgid", mode: os.ModeSetgid | 0o775},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.mode != 0 {
+				for _, d := range []string{"volumes", "images"} {
+					require.NoError(t, os.Mkdir(filepath.Join(dir, d), 0o700))
+					require.NoError(t, os.Chmod(filepath.Join(dir, d), tc.mode))
+				}
+			}
+			p, err := Open(Spec{Name: "a", Path: dir})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = p.Close() })
+			for _, d := range []string{"volumes", "images"} {
+				fi, err := os.Lstat(filepath.Join(dir, d))
+				require.NoError(t, err)
+				require.True(t, fi.IsDir())
+				require.Equal(t, os.FileMode(0o700), fi.Mode().Perm(), d)
+				require.Zero(t, fi.Mode()&(os.ModeSetgid|os.ModeSetuid|os.ModeSticky), d)
+			}
+			id := "hv-00000000000000000000000000000001"
+			require.NoError(t, p.CreateDir(id))
+			fi, err := os.Stat(p.DirPath(id))
+			require.NoError(t, err)
+			require.Equal(t, os.FileMode(0o777), fi.Mode().Perm(), "pods of any UID write to the data")
+		})
+	}
+}

@@ -29,6 +29,10 @@ func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, boo
 	if v.State != StateReady {
 		return 0, false, fmt.Errorf("%w: %s is %s", ErrNotFound, id, v.State)
 	}
+	if m.otherNode(v) {
+		// As stage and publish see it (onThisNode): not a volume of this node.
+		return 0, false, fmt.Errorf("%w: %s lives on node %q, not %q", ErrNotFound, id, v.Node, m.nodeID)
+	}
 	if limitBytes > 0 && requiredBytes > limitBytes {
 		return 0, false, fmt.Errorf("%w: required %d bytes exceeds limit %d", ErrOutOfRange, requiredBytes, limitBytes)
 	}
@@ -44,7 +48,13 @@ func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, boo
 	}
 	size := requiredBytes
 	if v.Kind.HasImage() {
-		size = (size + imageAlign - 1) / imageAlign * imageAlign
+		var ok bool
+		if size, ok = roundImageSize(requiredBytes); !ok {
+			// CSI: "Unsupported capacity" is OUT_OF_RANGE, which the
+			// resizer and the kubelet treat as infeasible: no retry can
+			// ever grow an image to this size.
+			return 0, false, fmt.Errorf("%w: %s cannot grow to %d bytes: an image holds at most %d bytes (whole 4 KiB blocks in a signed 64-bit size)", ErrOutOfRange, id, requiredBytes, maxImageSize)
+		}
 		if limitBytes > 0 && size > limitBytes {
 			return 0, false, fmt.Errorf("%w: %s grows in whole 4 KiB blocks; %d bytes exceed the limit %d", ErrOutOfRange, id, size, limitBytes)
 		}
@@ -54,7 +64,9 @@ func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, boo
 		return 0, false, err
 	}
 	before := m.unallocated(p, v)
-	if err := m.promises.reserve(id, v.Pool, st.AvailableBytes, before+size-v.CapacityBytes); err != nil {
+	// size > v.CapacityBytes >= before here, so size-v.CapacityBytes+before
+	// cannot overflow (before+size can, for sizes near MaxInt64).
+	if err := m.promises.reserve(id, v.Pool, st.AvailableBytes, size-v.CapacityBytes+before); err != nil {
 		return 0, false, fmt.Errorf("expand %s: %w", id, err)
 	}
 	if v.Kind.HasImage() {

@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/records"
 )
 
 // Severity is how bad a condition is. The driver maps it to the CSI health
@@ -75,6 +76,10 @@ const (
 	// the volume (its node state is unreadable, the loop devices could not
 	// be searched).
 	ReasonHealthCheckFailed = "HealthCheckFailed"
+	// ReasonRecordUnreadable: the volume's record cannot be read (it does
+	// not decode, or reading it fails); hostvol leaves it, and the data,
+	// in place for an admin.
+	ReasonRecordUnreadable = "RecordUnreadable"
 )
 
 // Reasons of pool conditions (CSI StorageBackendHealth.reason).
@@ -137,11 +142,26 @@ type VolumeHealth struct {
 // check costs O(1) in the number of volumes. The caller holds the volume's
 // lock, so no stage or unstage is half done while it looks.
 func (m *Manager) Health(id string) ([]Condition, error) {
+	if why, ok := m.Unreadable(id); ok {
+		return recordUnreadable(id, why), nil
+	}
 	v, err := m.Get(id)
+	if errors.Is(err, records.ErrCorrupt) {
+		// A shared pool's record (List reads those anew), or one that
+		// became unreadable after start-up.
+		return recordUnreadable(id, err.Error()), nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	return m.check(v, "", "")
+}
+
+// recordUnreadable is the condition of a volume whose record cannot be
+// read: nothing else about it can be checked.
+func recordUnreadable(id, why string) []Condition {
+	return []Condition{{Severity: Inaccessible, Reason: ReasonRecordUnreadable,
+		Message: fmt.Sprintf("volume %s: %s; hostvol leaves the record and the data in place until an admin repairs or removes the record (and restarts hostvol)", id, why)}}
 }
 
 // NodeHealth reports the conditions of a volume of this node
@@ -158,12 +178,14 @@ func (m *Manager) NodeHealth(id, publishPath, stagingPath string) ([]Condition, 
 	return m.check(v, publishPath, stagingPath)
 }
 
-// ListHealth pages through ready volumes in ID order (like List) and
-// returns those with conditions, at most max of them (0: all), and the
-// token for the next page: the last volume examined, "" at the end. A
-// volume whose lock is held is skipped this time (an operation is changing
-// it; ControllerGetVolumeHealth answers for one volume), and a volume that
-// cannot be checked is reported with ReasonHealthCheckFailed.
+// ListHealth pages through ready volumes and unreadable records in ID
+// order (like List) and returns those with conditions, at most max of them
+// (0: all), and the token for the next page: the last volume examined, ""
+// at the end. A volume whose lock is held is skipped this time (an
+// operation is changing it; ControllerGetVolumeHealth answers for one
+// volume), a volume that cannot be checked is reported with
+// ReasonHealthCheckFailed, and an unreadable record with
+// ReasonRecordUnreadable.
 func (m *Manager) ListHealth(after string, max int) ([]VolumeHealth, string, error) {
 	vols, _, err := m.List(after, 0)
 	if err != nil {
@@ -171,7 +193,13 @@ func (m *Manager) ListHealth(after string, max int) ([]VolumeHealth, string, err
 	}
 	var out []VolumeHealth
 	for i, v := range vols {
-		cs, ok := m.tryCheck(v.ID)
+		var cs []Condition
+		ok := true
+		if v.Unreadable != "" {
+			cs = recordUnreadable(v.ID, v.Unreadable)
+		} else {
+			cs, ok = m.tryCheck(v.ID)
+		}
 		if !ok || len(cs) == 0 {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
@@ -85,8 +87,18 @@ type Manager struct {
 	index map[string]Volume
 	// kinds counts the index's volumes by kind, for metrics (under mu).
 	kinds map[Kind]int
+	// unreadable holds the node-local records Load could not read, by ID,
+	// with why (under mu). They are never deleted (an admin must look);
+	// List and the health RPCs report them. A record fixed by hand is
+	// read again at the next start.
+	unreadable map[string]string
 
 	loaded atomic.Bool
+
+	// stateDirMsg is the state directory's last reported condition, to
+	// log changes only (statedir.go).
+	stateDirMu  sync.Mutex
+	stateDirMsg string
 }
 
 // New opens the record stores. Call Load before serving.
@@ -107,6 +119,8 @@ func New(cfg Config) (*Manager, error) {
 		shared:   make(map[string]*records.Store),
 		index:    make(map[string]Volume),
 		kinds:    make(map[Kind]int),
+
+		unreadable: make(map[string]string),
 
 		ephemeralDir: filepath.Join(cfg.StateDir, "ephemeral"),
 		inline:       newInlineBudget(cfg.InlineMaxBytes, cfg.InlineMaxTotalBytes),
@@ -188,7 +202,15 @@ func (m *Manager) Load() error {
 			var v Volume
 			if err := s.Get(id, &v); err != nil {
 				// Never delete what we cannot read: an admin must look.
+				// Node-local ones are kept in memory, so that listing
+				// and health report them without reading them again;
+				// List reads a shared pool's records anyway.
 				klog.ErrorS(err, "Unreadable volume record left in place", "volumeID", id, "dir", s.Dir())
+				if sharedPool == "" {
+					m.mu.Lock()
+					m.unreadable[id] = unreadableReason(s, id, err)
+					m.mu.Unlock()
+				}
 				known[id] = true
 				continue
 			}
@@ -225,6 +247,13 @@ func (m *Manager) indexLen() int {
 }
 
 func (m *Manager) reconcile(s *records.Store, shared bool, v Volume) error {
+	if m.otherNode(v) && v.State == StateReady {
+		// Once per volume, at start-up: delete and expand refuse it, and
+		// stage, publish and stats treat it as not on this node. (A
+		// creation or deletion it left half done is still finished below:
+		// it was this machine's, under its old name, and nobody else can.)
+		klog.InfoS("Volume record names another node; this node will not delete, expand, stage or publish it (was hostvol restarted with another --node-id?)", "volumeID", v.ID, "recordNode", v.Node, "nodeID", m.nodeID, "state", v.State)
+	}
 	p := m.pools[v.Pool]
 	if p != nil {
 		m.adoptQuota(v)
@@ -345,15 +374,20 @@ func (m *Manager) lookup(id string) (Volume, *records.Store, error) {
 
 func (m *Manager) sharedStores() []*records.Store {
 	out := make([]*records.Store, 0, len(m.shared))
+	for _, n := range m.sharedPoolNames() {
+		out = append(out, m.shared[n])
+	}
+	return out
+}
+
+// sharedPoolNames are the names of the shared pools, sorted.
+func (m *Manager) sharedPoolNames() []string {
 	names := make([]string, 0, len(m.shared))
 	for n := range m.shared {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		out = append(out, m.shared[n])
-	}
-	return out
+	return names
 }
 
 // Get returns a ready volume. id must be validated.
@@ -368,6 +402,13 @@ func (m *Manager) Get(id string) (Volume, error) {
 	return v, nil
 }
 
+// otherNode reports whether a volume's record names another node: a
+// node-local volume created while hostvol ran with another --node-id.
+// Shared-pool volumes (no node) belong to every node.
+func (m *Manager) otherNode(v Volume) bool {
+	return v.Node != "" && v.Node != m.nodeID
+}
+
 // dataExists reports whether a volume's data (directory or image) exists.
 func dataExists(p *pool.Pool, v Volume) (bool, error) {
 	if v.Kind.HasImage() {
@@ -376,11 +417,45 @@ func dataExists(p *pool.Pool, v Volume) (bool, error) {
 	return p.DirExists(v.ID)
 }
 
+// dataPresent returns ErrNotFound when a volume's data (directory or
+// image) is gone, or is no longer a directory or regular file, with a
+// message saying so: nothing on the node can reach or measure it.
+func dataPresent(p *pool.Pool, v Volume) error {
+	where := p.DirPath(v.ID)
+	if v.Kind.HasImage() {
+		where = p.ImagePath(v.ID)
+	}
+	ok, err := dataExists(p, v)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: the data of volume %s at %s is not usable: %v", ErrNotFound, v.ID, where, err)
+	case !ok:
+		return fmt.Errorf("%w: the data of volume %s is missing: %s does not exist", ErrNotFound, v.ID, where)
+	}
+	return nil
+}
+
 // minBlockSize is the smallest raw block volume.
 const minBlockSize = 1 << 20
 
 // imageAlign is the granularity of image sizes (filesystem block size).
 const imageAlign = 4096
+
+// maxImageSize is the largest image size: the largest whole number of
+// 4 KiB blocks an int64 (off_t) holds.
+const maxImageSize = math.MaxInt64 / imageAlign * imageAlign
+
+// roundImageSize rounds an image size up to whole 4 KiB blocks. ok is false
+// when the rounded size would not fit in an int64: rounding would overflow
+// into a negative size, and no filesystem holds such a file anyway. Every
+// image size (create and expand) goes through here; each caller decides
+// what its refusal means to the CO.
+func roundImageSize(size int64) (rounded int64, ok bool) {
+	if size > maxImageSize {
+		return 0, false
+	}
+	return (size + imageAlign - 1) / imageAlign * imageAlign, true
+}
 
 // chooseSize picks the capacity for a request: the required size, else the
 // default capped by the limit; images are rounded up to whole 4 KiB blocks
@@ -403,12 +478,13 @@ func chooseSize(req CreateRequest) (int64, error) {
 	if req.Kind == KindLoop {
 		minSize = fsutil.MinSize[req.FsType]
 	}
-	size = max(size, minSize)
-	if size > math.MaxInt64-imageAlign {
-		// Rounding up would overflow; no pool holds this much anyway.
+	rounded, ok := roundImageSize(max(size, minSize))
+	if !ok {
+		// No pool holds this much: the same answer as for any size larger
+		// than the pool (docs/design.md, "Loop and block volumes").
 		return 0, fmt.Errorf("%w: %d bytes is more than any pool can hold", ErrNoSpace, size)
 	}
-	size = (size + imageAlign - 1) / imageAlign * imageAlign
+	size = rounded
 	if req.LimitBytes > 0 && size > req.LimitBytes {
 		return 0, fmt.Errorf("%w: a %s volume needs at least %d bytes (whole 4 KiB blocks), the limit is %d", ErrOutOfRange, kindName(req.Kind, req.FsType), size, req.LimitBytes)
 	}
@@ -455,16 +531,16 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	existing, es, err := m.lookup(id)
 	switch {
 	case err == nil && existing.Name != req.Name:
-		return Volume{}, fmt.Errorf("%w: ID %s is taken by volume %q", ErrAlreadyExists, id, existing.Name)
+		return Volume{}, fmt.Errorf("%w: ID %s is taken by volume %s", ErrAlreadyExists, id, untrusted.Quote(existing.Name))
 	case err == nil && existing.State == StateReady:
 		if !compatible(existing, req) {
-			return Volume{}, fmt.Errorf("%w: %q (%s) has %d bytes in pool %q", ErrAlreadyExists, req.Name, id, existing.CapacityBytes, existing.Pool)
+			return Volume{}, fmt.Errorf("%w: %s (%s) has %d bytes in pool %q", ErrAlreadyExists, untrusted.Quote(req.Name), id, existing.CapacityBytes, existing.Pool)
 		}
 		return existing, nil
 	case err == nil && existing.CreatedBy != m.nodeID:
 		// A shared-pool volume another node is creating or deleting: only
 		// that node may finish or roll it back.
-		return Volume{}, fmt.Errorf("%w: %q (%s) is %s by node %q", ErrBusy, req.Name, id, existing.State, existing.CreatedBy)
+		return Volume{}, fmt.Errorf("%w: %s (%s) is %s by node %q", ErrBusy, untrusted.Quote(req.Name), id, existing.State, existing.CreatedBy)
 	case err == nil:
 		// An earlier attempt failed half-way in this process (its rollback
 		// failed too): finish removing it, then create afresh.
@@ -494,7 +570,7 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	limited := false
 	if req.Kind == KindDir {
 		if limited, err = m.sizeLimitFor(p, req.SizeLimit, req.InodeLimit); err != nil {
-			return Volume{}, fmt.Errorf("volume %q: %w", req.Name, err)
+			return Volume{}, fmt.Errorf("volume %s: %w", untrusted.Quote(req.Name), err)
 		}
 	}
 	// Data without any record is not ours to reuse or remove (Load reports
@@ -503,14 +579,14 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	if ok, err := dataExists(p, probe); err != nil {
 		return Volume{}, err
 	} else if ok {
-		return Volume{}, fmt.Errorf("%w: data for %q already exists in pool %q without a volume record; an admin must restore or remove it", ErrAlreadyExists, req.Name, p.Name)
+		return Volume{}, fmt.Errorf("%w: data for %s already exists in pool %q without a volume record; an admin must restore or remove it", ErrAlreadyExists, untrusted.Quote(req.Name), p.Name)
 	}
 	st, err := p.Stats()
 	if err != nil {
 		return Volume{}, err
 	}
 	if err := m.promises.reserve(id, p.Name, st.AvailableBytes, size); err != nil {
-		return Volume{}, fmt.Errorf("volume %q: %w", req.Name, err)
+		return Volume{}, fmt.Errorf("volume %s: %w", untrusted.Quote(req.Name), err)
 	}
 	reserved := true
 	defer func() {
@@ -555,6 +631,12 @@ func (m *Manager) Create(req CreateRequest) (Volume, error) {
 	if v, err = m.createData(p, v); err != nil {
 		if rerr := m.removeVolume(s, p, v); rerr != nil {
 			klog.ErrorS(rerr, "Rollback of failed creation incomplete; it is retried on the next create or at start-up", "volumeID", id)
+		}
+		if errors.Is(err, unix.ENOSPC) && !errors.Is(err, ErrNoSpace) {
+			// A full pool (filled outside hostvol's promises) refused a
+			// mkdir, a subvolume or an image: RESOURCE_EXHAUSTED, like a
+			// create the promises refuse.
+			err = fmt.Errorf("volume %s in pool %q: %w: %w", untrusted.Quote(req.Name), p.Name, ErrNoSpace, err)
 		}
 		return Volume{}, err
 	}
@@ -619,10 +701,28 @@ func (m *Manager) createImage(p *pool.Pool, v Volume) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		if err := m.fs.Format(ctx, v.FsType, p.ImagePath(v.ID)); err != nil {
+			if errors.Is(err, fsutil.ErrNoSpace) || poolFull(p) {
+				return fmt.Errorf("format %s in pool %q: %w: %w", v.ID, p.Name, ErrNoSpace, err)
+			}
 			return fmt.Errorf("format %s: %w", v.ID, err)
 		}
 	}
 	return nil
+}
+
+// poolFull reports whether a pool has (almost) nothing left, read right
+// after a format failed and before the rollback frees the image's blocks.
+// The promises counted the image whole, so a pool this full means
+// something outside hostvol filled it (or the filesystem's own metadata
+// needs outgrew what statfs showed). mkfs naming ENOSPC (fsutil.ErrNoSpace)
+// is the exact signal; this one also covers a tool that reports the errno
+// otherwise (a number, another wording), and is cheap: one statfs, on the
+// failure path only. The threshold is the one under which health calls a
+// filesystem exhausted: ext4 and XFS refuse writes with some tens of KiB
+// still shown available.
+func poolFull(p *pool.Pool) bool {
+	st, err := p.Stats()
+	return err == nil && st.AvailableBytes < exhaustedBytes
 }
 
 // Delete removes a volume and its data. A missing volume is not an error
@@ -637,6 +737,11 @@ func (m *Manager) Delete(id string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if m.otherNode(v) {
+		// Not OK either: the provisioner would believe the volume gone
+		// while its data stays on the node that owns it.
+		return fmt.Errorf("%w: volume %s lives on node %q (its record in %s says so), and this driver runs as node %q: refusing to delete another node's data; run hostvol with --node-id=%s to delete it", ErrOtherNode, id, v.Node, s.Dir(), m.nodeID, v.Node)
 	}
 	p := m.pools[v.Pool]
 	if p == nil {
@@ -665,21 +770,43 @@ func (m *Manager) Delete(id string) error {
 	return nil
 }
 
-// List returns ready volumes with IDs greater than after, in ID order, at
-// most max of them (0: all), and the token for the next page ("" at the end).
-func (m *Manager) List(after string, max int) ([]Volume, string, error) {
+// unreadableReason says why a record could not be read, for listings and
+// health messages.
+func unreadableReason(s *records.Store, id string, err error) string {
+	return fmt.Sprintf("record %s cannot be read: %v", filepath.Join(s.Dir(), id+".json"), err)
+}
+
+// Listed is one entry of List: a ready volume, or a volume whose record
+// cannot be read, of which only the ID (and, when known, the pool) is set
+// and Unreadable says why.
+type Listed struct {
+	Volume
+	Unreadable string
+}
+
+// List returns the ready volumes, and the volumes whose records cannot be
+// read, with IDs greater than after, in ID order, at most max of them (0:
+// all), and the token for the next page ("" at the end).
+func (m *Manager) List(after string, max int) ([]Listed, string, error) {
 	m.mu.RLock()
-	ids := make([]string, 0, len(m.index))
-	vols := make(map[string]Volume, len(m.index))
+	ids := make([]string, 0, len(m.index)+len(m.unreadable))
+	vols := make(map[string]Listed, len(m.index)+len(m.unreadable))
 	for id, v := range m.index {
 		if id > after {
 			ids = append(ids, id)
-			vols[id] = v
+			vols[id] = Listed{Volume: v}
+		}
+	}
+	for id, why := range m.unreadable {
+		if _, dup := vols[id]; id > after && !dup {
+			ids = append(ids, id)
+			vols[id] = Listed{Volume: Volume{ID: id, Node: m.nodeID}, Unreadable: why}
 		}
 	}
 	m.mu.RUnlock()
-	for _, s := range m.sharedStores() {
-		keys, err := s.Keys()
+	shared := map[string]string{} // ID -> pool, for those not listed yet
+	for _, name := range m.sharedPoolNames() {
+		keys, err := m.shared[name].Keys()
 		if err != nil {
 			return nil, "", err
 		}
@@ -687,24 +814,42 @@ func (m *Manager) List(after string, max int) ([]Volume, string, error) {
 			if id > after && volumeid.Validate(id) == nil {
 				if _, dup := vols[id]; !dup {
 					ids = append(ids, id)
+					shared[id] = name
 				}
 			}
 		}
 	}
 	sort.Strings(ids)
-	out := make([]Volume, 0, len(ids))
+	out := make([]Listed, 0, len(ids))
 	for _, id := range ids {
 		if max > 0 && len(out) == max {
 			return out, out[len(out)-1].ID, nil
 		}
-		v, ok := vols[id]
+		l, ok := vols[id]
 		if !ok {
-			var err error
-			if v, err = m.Get(id); err != nil {
+			v, err := m.Get(id)
+			switch {
+			case errors.Is(err, records.ErrCorrupt):
+				// Another node may write it again; until then it is
+				// listed as what it is.
+				s := m.shared[shared[id]]
+				l = Listed{Volume: Volume{ID: id, Pool: shared[id]}, Unreadable: unreadableReason(s, id, err)}
+			case err != nil:
 				continue // deleted meanwhile, or not ready
+			default:
+				l = Listed{Volume: v}
 			}
 		}
-		out = append(out, v)
+		out = append(out, l)
 	}
 	return out, "", nil
+}
+
+// Unreadable returns why a node-local volume's record could not be read
+// at start-up, if it could not. It costs one map lookup.
+func (m *Manager) Unreadable(id string) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	why, ok := m.unreadable[id]
+	return why, ok
 }

@@ -287,15 +287,19 @@ func TestLoadReconciles(t *testing.T) {
 	t.Run("foreign_file_ignored", func(t *testing.T) {
 		require.FileExists(t, filepath.Join(s.Dir(), "README.json"))
 	})
-	t.Run("list_shows_ready_only", func(t *testing.T) {
+	t.Run("list_shows_ready_and_unreadable", func(t *testing.T) {
 		vols, next, err := m.List("", 0)
 		require.NoError(t, err)
 		require.Empty(t, next)
-		var ids []string
+		var ids, unreadable []string
 		for _, v := range vols {
 			ids = append(ids, v.ID)
+			if v.Unreadable != "" {
+				unreadable = append(unreadable, v.ID)
+			}
 		}
-		require.ElementsMatch(t, []string{ready.ID, readyNoData.ID}, ids)
+		require.ElementsMatch(t, []string{ready.ID, readyNoData.ID, corrupt}, ids)
+		require.Equal(t, []string{corrupt}, unreadable)
 	})
 }
 

@@ -844,6 +844,14 @@ func (m *Manager) Stats(id, path string) (Stats, error) {
 		return Stats{}, err
 	}
 	p := m.pools[v.Pool]
+	if v.Kind != KindLoop {
+		// A directory or image that vanished is NOT_FOUND, saying so. A
+		// loop volume is measured on its mounted filesystem, which lives
+		// on while its loop device holds the image.
+		if err := dataPresent(p, v); err != nil {
+			return Stats{}, err
+		}
+	}
 	var fs pool.FSStats
 	switch v.Kind {
 	case KindBlock:

@@ -132,6 +132,10 @@ var (
 	ErrOutOfRange = errors.New("capacity out of range")
 	// ErrNotStaged: a publish or expansion needs the volume staged first.
 	ErrNotStaged = errors.New("volume not staged")
+	// ErrOtherNode: the volume's record names another node (hostvol was
+	// restarted with another --node-id on the same state directory): this
+	// node must not remove data that node owns.
+	ErrOtherNode = errors.New("volume belongs to another node")
 )
 
 // CreateRequest describes a volume to create. The driver has validated and

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 )
 
 const (
@@ -62,12 +64,12 @@ func Validate(id string) error {
 		return fmt.Errorf("%w: contains \"..\"", ErrMalformed)
 	}
 	if len(id) != Len || !strings.HasPrefix(id, prefix) {
-		return fmt.Errorf("%w: %q", ErrForeign, id)
+		return fmt.Errorf("%w: %s", ErrForeign, untrusted.Quote(id))
 	}
 	for i := len(prefix); i < len(id); i++ {
 		c := id[i]
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return fmt.Errorf("%w: %q", ErrForeign, id)
+			return fmt.Errorf("%w: %s", ErrForeign, untrusted.Quote(id))
 		}
 	}
 	return nil
