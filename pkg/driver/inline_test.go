@@ -220,3 +220,18 @@ func mkdir(t *testing.T, name string) string {
 	require.NoError(t, os.Mkdir(d, 0o755))
 	return d
 }
+
+// TestInlineVolumeNotExpanded: an inline volume keeps the size its pod
+// asked for; growing it would step past the node's inline caps.
+func TestInlineVolumeNotExpanded(t *testing.T) {
+	h := start(t, testutil.Options{})
+	_, err := h.inlinePublish(t, inlineHandle("fixed"), map[string]string{"type": "loop", "size": "32Mi"})
+	require.NoError(t, err)
+	resp, err := h.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
+	require.NoError(t, err)
+	id := resp.GetEntries()[0].GetVolume().GetVolumeId()
+	_, err = h.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+	requireCode(t, codes.FailedPrecondition, err)
+	_, err = h.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 32 * mib}})
+	require.NoError(t, err, "its own size is no growth")
+}

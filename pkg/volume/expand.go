@@ -36,6 +36,10 @@ func (m *Manager) Expand(id string, requiredBytes, limitBytes int64) (int64, boo
 	if limitBytes > 0 && requiredBytes > limitBytes {
 		return 0, false, fmt.Errorf("%w: required %d bytes exceeds limit %d", ErrOutOfRange, requiredBytes, limitBytes)
 	}
+	if v.Ephemeral && requiredBytes > v.CapacityBytes {
+		// Its pod did not ask, and the node's inline caps would not hold.
+		return 0, false, fmt.Errorf("%w: %s is the inline volume of pod %s/%s; inline volumes keep the size their pod asked for", ErrNotAllowed, id, v.PVCNamespace, v.PVCName)
+	}
 	if limitBytes > 0 && v.CapacityBytes > limitBytes {
 		return 0, false, fmt.Errorf("%w: %s has %d bytes; shrinking to %d is not supported", ErrOutOfRange, id, v.CapacityBytes, limitBytes)
 	}
@@ -115,8 +119,12 @@ func (m *Manager) NodeExpand(ctx context.Context, id, path string) (int64, error
 		return 0, fmt.Errorf("refresh size of %s: %w", dev, err)
 	}
 	if v.Kind == KindLoop {
-		if ns.StagingPath == "" {
-			return 0, fmt.Errorf("%w: %s is attached but not staged", ErrNotStaged, id)
+		// Grow only the filesystem that is this volume's, mounted where it
+		// was staged; otherwise the next stage grows it.
+		if staged, err := m.shows(ns.StagingPath, dev); err != nil {
+			return 0, err
+		} else if ns.StagingPath == "" || !staged {
+			return 0, fmt.Errorf("%w: %s is attached but its filesystem is not mounted at its staging path; it grows when it is next staged", ErrNotStaged, id)
 		}
 		if err := m.fs.Grow(ctx, v.FsType, dev, ns.StagingPath); err != nil {
 			if errors.Is(err, fsutil.ErrOnlineGrowUnavailable) {

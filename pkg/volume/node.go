@@ -18,6 +18,7 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 )
 
 // The node side: stage, publish, unpublish, unstage. A node's life is
@@ -247,7 +248,7 @@ func (m *Manager) onThisNode(id string) (Volume, error) {
 	if err != nil {
 		return Volume{}, err
 	}
-	if v.Node != "" && v.Node != m.nodeID {
+	if m.otherNode(v) {
 		return Volume{}, fmt.Errorf("%w: %s lives on node %q, not %q", ErrNotFound, id, v.Node, m.nodeID)
 	}
 	if m.pools[v.Pool] == nil {
@@ -821,14 +822,14 @@ func (m *Manager) protect(dir, what string) error {
 func (m *Manager) checkRequestPath(what, path string) error {
 	real, err := mounter.ResolvePath(path)
 	if err != nil {
-		return fmt.Errorf("%w: %s %s: %v", ErrInvalid, what, path, err)
+		return fmt.Errorf("%w: %s %s: %v", ErrInvalid, what, untrusted.Quote(path), err)
 	}
 	for _, p := range m.protected {
 		switch {
 		case mounter.Within(real, p.real):
-			return fmt.Errorf("%w: %s %s is inside %s (%s); hostvol never mounts into its own directories", ErrInvalid, what, path, p.what, p.real)
+			return fmt.Errorf("%w: %s %s is inside %s (%s); hostvol never mounts into its own directories", ErrInvalid, what, untrusted.Quote(path), p.what, p.real)
 		case mounter.Within(p.real, real):
-			return fmt.Errorf("%w: %s %s contains %s (%s); a mount there would hide it", ErrInvalid, what, path, p.what, p.real)
+			return fmt.Errorf("%w: %s %s contains %s (%s); a mount there would hide it", ErrInvalid, what, untrusted.Quote(path), p.what, p.real)
 		}
 	}
 	return nil
