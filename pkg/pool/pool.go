@@ -392,13 +392,9 @@ func (p *Pool) GrowImage(id string, size int64) error {
 // ImageUsage returns an image's apparent size and the bytes it occupies on
 // the pool's filesystem.
 func (p *Pool) ImageUsage(id string) (size, allocated int64, err error) {
-	fi, err := p.root.Lstat(imageName(id))
+	fi, st, err := p.statImage(id)
 	if err != nil {
 		return 0, 0, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || !fi.Mode().IsRegular() {
-		return 0, 0, fmt.Errorf("image of %s in pool %q is not a regular file", id, p.Name)
 	}
 	return fi.Size(), st.Blocks * 512, nil
 }
@@ -406,15 +402,24 @@ func (p *Pool) ImageUsage(id string) (size, allocated int64, err error) {
 // ImageFileID returns the device and inode of a volume's image, as the
 // kernel reports a loop device's backing file (loop.Image).
 func (p *Pool) ImageFileID(id string) (dev, ino uint64, err error) {
-	fi, err := p.root.Lstat(imageName(id))
+	_, st, err := p.statImage(id)
 	if err != nil {
 		return 0, 0, err
 	}
+	return uint64(st.Dev), uint64(st.Ino), nil
+}
+
+// statImage lstats a volume's image, which must be a regular file.
+func (p *Pool) statImage(id string) (os.FileInfo, *syscall.Stat_t, error) {
+	fi, err := p.root.Lstat(imageName(id))
+	if err != nil {
+		return nil, nil, err
+	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok || !fi.Mode().IsRegular() {
-		return 0, 0, fmt.Errorf("image of %s in pool %q is not a regular file", id, p.Name)
+		return nil, nil, fmt.Errorf("image of %s in pool %q is not a regular file", id, p.Name)
 	}
-	return uint64(st.Dev), uint64(st.Ino), nil
+	return fi, st, nil
 }
 
 // Images lists the volume IDs that have an image in the pool.

@@ -309,17 +309,8 @@ func (m *Manager) checkImageBacked(cs *conditions, p *pool.Pool, v Volume) error
 // checkData adds DataMissing when the volume's directory or image is gone
 // (or is not a directory or regular file) and reports whether it is there.
 func (m *Manager) checkData(cs *conditions, p *pool.Pool, v Volume) bool {
-	where := p.DirPath(v.ID)
-	if v.Kind.HasImage() {
-		where = p.ImagePath(v.ID)
-	}
-	ok, err := dataExists(p, v)
-	switch {
-	case err != nil:
-		cs.add(Inaccessible, ReasonDataMissing, "volume %s: its data at %s is not usable: %v", v.ID, where, err)
-		return false
-	case !ok:
-		cs.add(Inaccessible, ReasonDataMissing, "volume %s: its data is missing: %s does not exist", v.ID, where)
+	if msg := dataProblem(p, v); msg != "" {
+		cs.add(Inaccessible, ReasonDataMissing, "volume %s: %s", v.ID, msg)
 		return false
 	}
 	return true

@@ -421,6 +421,15 @@ func dataExists(p *pool.Pool, v Volume) (bool, error) {
 // image) is gone, or is no longer a directory or regular file, with a
 // message saying so: nothing on the node can reach or measure it.
 func dataPresent(p *pool.Pool, v Volume) error {
+	if msg := dataProblem(p, v); msg != "" {
+		return fmt.Errorf("%w: volume %s: %s", ErrNotFound, v.ID, msg)
+	}
+	return nil
+}
+
+// dataProblem says what is wrong with a volume's data ("its data is
+// missing: ... does not exist"), or "".
+func dataProblem(p *pool.Pool, v Volume) string {
 	where := p.DirPath(v.ID)
 	if v.Kind.HasImage() {
 		where = p.ImagePath(v.ID)
@@ -428,11 +437,11 @@ func dataPresent(p *pool.Pool, v Volume) error {
 	ok, err := dataExists(p, v)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%w: the data of volume %s at %s is not usable: %v", ErrNotFound, v.ID, where, err)
+		return fmt.Sprintf("its data at %s is not usable: %v", where, err)
 	case !ok:
-		return fmt.Errorf("%w: the data of volume %s is missing: %s does not exist", ErrNotFound, v.ID, where)
+		return fmt.Sprintf("its data is missing: %s does not exist", where)
 	}
-	return nil
+	return ""
 }
 
 // minBlockSize is the smallest raw block volume.

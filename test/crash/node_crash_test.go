@@ -149,7 +149,10 @@ func TestCrashNodeOps(t *testing.T) {
 	}
 }
 
-func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
+// newNodeVol starts a driver on a new env and creates a 32 MiB volume of
+// kind k, with the staging and target paths the kubelet would give it.
+func newNodeVol(t *testing.T, k nodeKind, name string) (*env, *driverProc, *nodeVol) {
+	t.Helper()
 	e := newEnv(t)
 	e.params = k.params
 	loopvol.CleanupUnder(t, e.dir)
@@ -164,14 +167,19 @@ func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
 	d := e.start("")
 	d.waitReady(e)
 	ctx, cancel := ctxRPC()
-	req := createReq("node-crash")
+	defer cancel()
+	req := createReq(name)
 	req.Parameters = k.params
 	req.CapacityRange = &csi.CapacityRange{RequiredBytes: 32 << 20}
 	req.VolumeCapabilities = []*csi.VolumeCapability{k.capability()}
 	resp, err := d.ctrl.CreateVolume(ctx, req)
-	cancel()
 	require.NoError(t, err)
 	v.id = resp.GetVolume().GetVolumeId()
+	return e, d, v
+}
+
+func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
+	e, d, v := newNodeVol(t, k, "node-crash")
 	for _, op := range before[tc.op] {
 		require.NoError(t, v.do(d, op), op)
 	}
@@ -256,23 +264,8 @@ func TestReadOnlyStateDir(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("mkfs.ext4 not installed (make deps installs it)")
 	}
-	e := newEnv(t)
-	loopvol.CleanupUnder(t, e.dir)
 	k := nodeKinds[0] // ext4
-	e.params = k.params
-	v := &nodeVol{t: t, k: k, staging: filepath.Join(e.dir, "kubelet", "globalmount"), target: filepath.Join(e.dir, "kubelet", "pods", "p", "mount")}
-	require.NoError(t, os.MkdirAll(v.staging, 0o750))
-	require.NoError(t, os.MkdirAll(filepath.Dir(v.target), 0o750))
-	d := e.start("")
-	d.waitReady(e)
-	ctx, cancel := ctxRPC()
-	req := createReq("ro-state")
-	req.Parameters = k.params
-	req.CapacityRange = &csi.CapacityRange{RequiredBytes: 32 << 20}
-	resp, err := d.ctrl.CreateVolume(ctx, req)
-	cancel()
-	require.NoError(t, err)
-	v.id = resp.GetVolume().GetVolumeId()
+	e, d, v := newNodeVol(t, k, "ro-state")
 
 	readOnly := func() {
 		require.NoError(t, unix.Mount(e.stateDir, e.stateDir, "", unix.MS_BIND, ""))
@@ -281,7 +274,7 @@ func TestReadOnlyStateDir(t *testing.T) {
 	writable := func() { require.NoError(t, unix.Unmount(e.stateDir, 0)) }
 
 	readOnly()
-	err = v.do(d, "stage")
+	err := v.do(d, "stage")
 	require.Error(t, err, "stage with a read-only state directory")
 	loops, lerr := loopvol.LoopsUnder(e.poolDir)
 	require.NoError(t, lerr)
