@@ -867,6 +867,26 @@ func (m *Manager) Stats(id, path string) (Stats, error) {
 		}
 		return Stats{TotalBytes: size}, nil
 	case KindLoop:
+		// Measure only the volume's own filesystem: after a reboot, or an
+		// unmount by hand, the path is a plain directory of another one.
+		src, err := m.source(v, ns)
+		if err != nil {
+			return Stats{}, err
+		}
+		var mounted bool
+		if src != "" {
+			mounted, err = m.shows(clean, src)
+		} else if dataProblem(p, v) != "" {
+			// Its image is gone, so nothing identifies the filesystem; one
+			// still mounted at the recorded path outlives the image.
+			mounted, err = m.mounter.MountRoot(clean)
+		}
+		if err != nil {
+			return Stats{}, err
+		}
+		if !mounted {
+			return Stats{}, fmt.Errorf("%w: volume %s is not mounted at %s any more (the node rebooted, or it was unmounted); it is measured once staged and published again", ErrNotFound, id, untrusted.Quote(path))
+		}
 		var st unix.Statfs_t
 		if err := unix.Statfs(clean, &st); err != nil {
 			return Stats{}, fmt.Errorf("statfs %s: %w", clean, err)

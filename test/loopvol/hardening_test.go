@@ -347,3 +347,18 @@ func TestSharedPoolLease(t *testing.T) {
 	_, err = a.DeleteVolume(rpcCtx(t), &csi.DeleteVolumeRequest{VolumeId: id})
 	require.NoError(t, err)
 }
+
+// TestStatsOfUnmountedPath: after the mounts of a loop volume went (a
+// reboot, an unmount by hand), NodeGetVolumeStats of its recorded paths
+// is NOT_FOUND, not the figures of the filesystem underneath.
+func TestStatsOfUnmountedPath(t *testing.T) {
+	n, dir := setup(t)
+	v := create(t, n, dir, ext4Kind, volName(t, "stats"), 0)
+	v.up()
+	require.NoError(t, unix.Unmount(v.target, 0))
+	_, err := n.Client.NodeGetVolumeStats(rpcCtx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: v.id, VolumePath: v.target})
+	requireCode(t, codes.NotFound, err, "stats of a target that is no longer mounted")
+	v.stats(v.staging)
+	v.down()
+	require.NoError(t, v.deleteErr())
+}
