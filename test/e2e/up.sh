@@ -86,11 +86,13 @@ if ! findmnt -n "$E2E_WORK/pool" >/dev/null; then
     echo "$E2E_POOL_FS" > run/pool.fs
   fi
   mkdir -p pool
+  rm -f run/pool.devs   # a new mount: its device numbers are new (lib.sh, pool_devs)
   dev=$(losetup --find --show pool.img); echo "$dev" > run/pool.loop
   mount -t "$E2E_POOL_FS" "$dev" pool
   [ "$E2E_POOL_FS" = btrfs ] && btrfs quota enable pool 2>/dev/null || true
 fi
 mkdir -p pool/default
+pool_devs >/dev/null
 ts "pool: $E2E_POOL_FS $E2E_POOL_SIZE on $(cat run/pool.loop) at $E2E_WORK/pool"
 
 # 4. The pods' network: a bridge with the API server's address. Pods get a
