@@ -26,12 +26,25 @@ stop() { # name
   rm -f run/$1.pid; ts "stopped $1 ($p)"
 }
 
-# 1. Let Kubernetes unwind first: test namespaces, then hostvol, so that
-#    volumes are unpublished, unstaged and deleted by the driver itself.
+# 1. Let Kubernetes unwind first, so that volumes are unpublished, unstaged
+#    and deleted by the driver itself: test namespaces (pods, then claims),
+#    then the claims' volumes, and only then hostvol. A namespace is gone
+#    once its pods are, which is after NodeUnpublishVolume but before the
+#    kubelet's NodeUnstageVolume and the provisioner's DeleteVolume: both
+#    still need hostvol. Hence the wait for the PVs (DeleteVolume refuses an
+#    attached volume, so a PV gone is a volume unstaged, detached and
+#    deleted), then the DaemonSet (else it makes hostvol's pod again), then
+#    any pod left.
 if alive kube-apiserver && alive kubelet; then
   for ns in $(kubectl get ns -l hostvol-e2e=scenario -o name 2>/dev/null); do
     timeout 120 kubectl delete "$ns" --wait=true >/dev/null 2>&1 || true
   done
+  timeout 60 kubectl delete pods --all -A --field-selector metadata.namespace!=hostvol --grace-period=1 --wait=true >/dev/null 2>&1 || true
+  if [ -n "$(kubectl get pv -o name 2>/dev/null)" ]; then
+    timeout 130 kubectl wait --for=delete pv --all --timeout=120s >/dev/null 2>&1 ||
+      echo "e2e down: volumes not deleted within 120s: $(kubectl get pv -o name 2>/dev/null | tr '\n' ' ')"
+  fi
+  timeout 60 kubectl -n hostvol delete daemonset --all --wait=true >/dev/null 2>&1 || true
   timeout 60 kubectl delete pods --all -A --grace-period=1 --wait=true >/dev/null 2>&1 || true
 fi
 # 2. Processes, kubelet first (so it restarts nothing), containers, containerd.
