@@ -3,7 +3,8 @@
 # check that nothing of it is left: no process, mount, loop device, iptables
 # chain, cgroup or bridge. Prints what it finds and exits non-zero if
 # anything is left. WIPE=1 also deletes $E2E_WORK (etcd and containerd data,
-# certificates, the pool image); the caches in $E2E_CACHE stay.
+# certificates, the pool image) and the kubelet's pod and CSI volume
+# directories; the caches in $E2E_CACHE stay.
 #
 # Only what is recorded as ours is touched: processes by the PIDs in
 # $E2E_WORK/run, mounts under $KUBELET_DIR, $E2E_WORK and our containerd
@@ -153,7 +154,13 @@ for h in /sys/fs/cgroup/*/kubepods; do
   [ -d "$h" ] && ! grep -qxF "cgroup $h" <<<"$before" && report "cgroup $h"; done
 if [ "$left" = 0 ]; then
   rm -f run/host-before run/pool.devs
-  if [ "${WIPE:-0}" = 1 ]; then rm -rf "$E2E_WORK" "$RUN"; ts "wiped $E2E_WORK"; fi
+  if [ "${WIPE:-0}" = 1 ]; then
+    # Also the kubelet's directories of pods and of CSI volumes (nothing is
+    # mounted there any more): the orphans of pods that never finished (a
+    # failed scenario) would otherwise haunt the next cluster's kubelet.
+    rm -rf --one-file-system "$KUBELET_DIR/pods" "$KUBELET_DIR/plugins/kubernetes.io/csi"
+    rm -rf "$E2E_WORK" "$RUN"; ts "wiped $E2E_WORK and the kubelet's pod and CSI volume directories"
+  fi
   ts "down: no process, mount, loop device, iptables chain, cgroup or bridge of the e2e cluster is left"
 else
   exit 1
