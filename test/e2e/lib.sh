@@ -47,6 +47,10 @@ IMG_RESIZER=localhost/csi-resizer:$RESIZER_VERSION
 IMG_BUSYBOX=docker.io/library/busybox:1.37.0
 IMG_PAUSE=registry.k8s.io/pause:3.10
 
+# How up.sh starts the kubelet (the reboot scenario starts it again).
+KUBELET_CMD=(kubelet --config="$E2E_WORK/kubelet.yaml" --kubeconfig="$E2E_WORK/kubelet.conf"
+  --root-dir="$KUBELET_DIR" --hostname-override="$NODE" --v=1)
+
 export _t0=${_t0:-$(date +%s)}   # one clock for run.sh and every script it starts
 ts() { echo "[e2e $(( $(date +%s) - _t0 ))s] $*"; }
 die() { echo "e2e: $*" >&2; exit 1; }

@@ -170,8 +170,7 @@ if ! findmnt -n "$KUBELET_DIR" >/dev/null; then
   echo "$KUBELET_DIR" > run/kubelet.bind
 fi
 subst "$E2E_DIR/conf/kubelet.yaml" > kubelet.yaml
-start kubelet kubelet --config="$E2E_WORK/kubelet.yaml" --kubeconfig="$E2E_WORK/kubelet.conf" \
-  --root-dir="$KUBELET_DIR" --hostname-override="$NODE" --v=1
+start kubelet "${KUBELET_CMD[@]}"
 wait_for "kubelet (node $NODE Ready)" 180 bash -c "kubectl get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 wait_for "default service account" 60 kubectl get serviceaccount default
 ts "cluster up: export KUBECONFIG=$KUBECONFIG PATH=$K8S_BIN:\$PATH"
