@@ -27,7 +27,6 @@ new_ns
 pods="hostvol-dir-pvc hostvol-loop-ext4 hostvol-loop-xfs hostvol-block hostvol-inline"
 claims="hostvol-dir-pvc hostvol-loop-ext4 hostvol-loop-xfs hostvol-block"
 images() { find "$POOL/images" -maxdepth 1 -name '*.img' 2>/dev/null | sort; }
-none() { [ -z "$("$@")" ]; }   # none CMD...: CMD prints nothing
 hostvol_log() { cat "$E2E_WORK"/pod-logs/hostvol_hostvol-node-*/hostvol/*.log 2>/dev/null; }
 before=$(images)
 k apply -f "$EXAMPLES/dir-pvc/" -f "$EXAMPLES/loop-ext4/" -f "$EXAMPLES/loop-xfs/" \
