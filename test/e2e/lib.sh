@@ -47,7 +47,61 @@ IMG_RESIZER=localhost/csi-resizer:$RESIZER_VERSION
 IMG_BUSYBOX=docker.io/library/busybox:1.37.0
 IMG_PAUSE=registry.k8s.io/pause:3.10
 
+# How up.sh starts the kubelet (the reboot scenario starts it again).
+KUBELET_CMD=(kubelet --config="$E2E_WORK/kubelet.yaml" --kubeconfig="$E2E_WORK/kubelet.conf"
+  --root-dir="$KUBELET_DIR" --hostname-override="$NODE" --v=1)
+
 export _t0=${_t0:-$(date +%s)}   # one clock for run.sh and every script it starts
 ts() { echo "[e2e $(( $(date +%s) - _t0 ))s] $*"; }
 die() { echo "e2e: $*" >&2; exit 1; }
 ctr() { command ctr --address "$CONTAINERD_SOCK" "$@"; }
+
+# hostvol's loop devices on the e2e pool, found by what backs them, never by
+# path. A device that hostvol attaches in its container names its file by the
+# container's path (/var/lib/hostvol/pools/default/images/hv-<id>.img), and
+# once that container is gone by the path inside the pool's bind mount
+# (/images/hv-<id>.img): a check by path sees neither. LOOP_GET_STATUS64
+# gives the backing file's device and inode (losetup's BACK-MAJ:MIN and
+# BACK-INO), the numbers stat(2) gives for the file. On btrfs that device is
+# the anonymous device of the file's subvolume, not the pool filesystem's, so
+# the pool's devices are read with stat from the directories that hold
+# images while the pool is mounted, and kept in $E2E_WORK/run/pool.devs for
+# checks after it is unmounted. Those numbers mean the pool only while its
+# filesystem lives (mounted, or unmounted lazily and held by a leaked device,
+# which keeps the pool's own loop device attached); once it is gone the
+# kernel reuses them, so then pool_devs gives none.
+POOL_MNT=$E2E_WORK/pool
+POOL_IMG=$E2E_WORK/pool.img
+# pool_devs: the MAJ:MIN of the pool's directories, one a line.
+pool_devs() {
+  local rec=$E2E_WORK/run/pool.devs
+  if mountpoint -q "$POOL_MNT" 2>/dev/null; then
+    { cat "$rec" 2>/dev/null || true
+      stat -c '%Hd:%Ld' "$POOL_MNT" "$POOL_MNT"/* "$POOL_MNT"/*/images 2>/dev/null || true
+    } | sort -u > "$rec.new" && mv "$rec.new" "$rec"
+  elif ! pool_fs_alive; then
+    return 0
+  fi
+  cat "$rec" 2>/dev/null || true
+}
+# pool_fs_alive: the pool image is still attached to a loop device (by
+# device and inode: losetup -j).
+pool_fs_alive() { [ -f "$POOL_IMG" ] && [ -n "$(losetup -j "$POOL_IMG" 2>/dev/null)" ]; }
+# pool_loops: "DEVICE MAJ:MIN INODE BACKING-FILE" for each loop device whose
+# backing file lives on the pool.
+pool_loops() {
+  local devs; devs=$(pool_devs)
+  [ -n "$devs" ] || return 0
+  losetup -n -O NAME,BACK-MAJ:MIN,BACK-INO,BACK-FILE 2>/dev/null |
+    awk -v devs="$devs" 'BEGIN { n = split(devs, a, "\n"); for (i = 1; i <= n; i++) d[a[i]] = 1 } $2 in d'
+}
+# loops_backed_by DEVICE-NODE...: loop devices whose backing file is one of
+# these device nodes (by device and inode): the kubelet holds each raw block
+# volume it maps with a loop device of its own on hostvol's loop device.
+loops_backed_by() {
+  local want= n
+  for n in "$@"; do want="$want $(stat -c '%Hd:%Ld/%i' "$n" 2>/dev/null)"; done
+  [ -n "${want// }" ] || return 0
+  losetup -n -O NAME,BACK-MAJ:MIN,BACK-INO,BACK-FILE 2>/dev/null |
+    awk -v want="$want" 'BEGIN { n = split(want, a, " "); for (i = 1; i <= n; i++) w[a[i]] = 1 } ($2 "/" $3) in w'
+}

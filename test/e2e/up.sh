@@ -86,11 +86,13 @@ if ! findmnt -n "$E2E_WORK/pool" >/dev/null; then
     echo "$E2E_POOL_FS" > run/pool.fs
   fi
   mkdir -p pool
+  rm -f run/pool.devs   # a new mount: its device numbers are new (lib.sh, pool_devs)
   dev=$(losetup --find --show pool.img); echo "$dev" > run/pool.loop
   mount -t "$E2E_POOL_FS" "$dev" pool
   [ "$E2E_POOL_FS" = btrfs ] && btrfs quota enable pool 2>/dev/null || true
 fi
 mkdir -p pool/default
+pool_devs >/dev/null
 ts "pool: $E2E_POOL_FS $E2E_POOL_SIZE on $(cat run/pool.loop) at $E2E_WORK/pool"
 
 # 4. The pods' network: a bridge with the API server's address. Pods get a
@@ -168,8 +170,7 @@ if ! findmnt -n "$KUBELET_DIR" >/dev/null; then
   echo "$KUBELET_DIR" > run/kubelet.bind
 fi
 subst "$E2E_DIR/conf/kubelet.yaml" > kubelet.yaml
-start kubelet kubelet --config="$E2E_WORK/kubelet.yaml" --kubeconfig="$E2E_WORK/kubelet.conf" \
-  --root-dir="$KUBELET_DIR" --hostname-override="$NODE" --v=1
+start kubelet "${KUBELET_CMD[@]}"
 wait_for "kubelet (node $NODE Ready)" 180 bash -c "kubectl get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 wait_for "default service account" 60 kubectl get serviceaccount default
 ts "cluster up: export KUBECONFIG=$KUBECONFIG PATH=$K8S_BIN:\$PATH"

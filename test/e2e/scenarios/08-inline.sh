@@ -23,8 +23,12 @@ expect "writing 300MiB into 256Mi fails with ENOSPC ($(echo "$out" | grep -m1 -i
 img=$(comm -13 <(echo "$before") <(images) | head -1)
 expect "the volume's image is in the pool on the host ($img)" test -n "$img" -a -f "$img"
 expect "a loop device backs it ($(losetup -j "$img" | cut -d: -f1))" test -n "$(losetup -j "$img")"
+# The image's device and inode: once it is deleted, losetup -j finds nothing
+# whatever is attached.
+backing=$(stat -c '%Hd:%Ld %i' "$img")
+attached() { losetup -n -O BACK-MAJ:MIN,BACK-INO | awk -v b="$backing" '$1 " " $2 == b'; }
 expect "no claim or PV was made for it" test -z "$(k get pvc -o name)"
 k delete pod hostvol-inline --wait=true >/dev/null
 eventually 60 "the image is deleted with the pod" test ! -e "$img"
-eventually 30 "its loop device is detached" bash -c "test -z \"\$(losetup -j $img)\""
+eventually 30 "its loop device is detached (none is backed by device and inode $backing)" none attached
 cleanup_ns

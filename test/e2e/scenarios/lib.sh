@@ -52,6 +52,9 @@ cleanup_ns() {
   kubectl delete ns "$NS" --wait=true --timeout=180s >/dev/null
   for pv in $pvs; do kubectl wait --for=delete "pv/$pv" --timeout=120s >/dev/null 2>&1 || fail "PV $pv not deleted"; done
 }
+# none CMD...: CMD prints nothing (for eventually: the command runs anew
+# each time, unlike test -z "$(CMD)").
+none() { [ -z "$("$@")" ]; }
 pod_ready() { k wait --for=condition=Ready "pod/$1" --timeout="${2:-120}s" >/dev/null || fail "pod $1 not Ready"; ok "pod $1 Ready"; }
 pvc_phase() { k get pvc "$1" -o jsonpath='{.status.phase}'; }
 pvc_pv() { k get pvc "$1" -o jsonpath='{.spec.volumeName}'; }
