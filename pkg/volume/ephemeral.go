@@ -3,7 +3,6 @@ package volume
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 
@@ -100,21 +99,51 @@ func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
 	failpoint.Hit("inline-after-create")
 	pub := req.Publish
 	pub.ID = v.ID
+	direct := false
 	if v.Kind == KindLoop {
-		staging := m.ephemeralStaging(v.ID)
-		if err := os.MkdirAll(m.ephemeralDir, 0o700); err != nil {
-			return fmt.Errorf("create staging directory of inline volume %s: %w", v.ID, err)
-		}
-		if err := m.stage(v, StageRequest{ID: v.ID, StagingPath: staging, FsType: v.FsType, MountFlags: req.MountFlags}); err != nil {
+		if direct, err = m.mountInlineAtTarget(v, pub, req.MountFlags); err != nil {
 			return err
 		}
-		pub.StagingPath = staging
 	}
-	if err := m.publish(v, pub); err != nil {
-		return err
+	if !direct {
+		if err := m.publish(v, pub); err != nil {
+			return err
+		}
 	}
 	klog.V(2).InfoS("Inline volume published", "volumeID", v.ID, "name", v.Name, "pod", klog.KRef(v.PVCNamespace, v.PVCName), "targetPath", pub.TargetPath)
 	return nil
+}
+
+// mountInlineAtTarget mounts an inline loop volume's filesystem directly
+// at the pod's target, recorded as the volume's staging: the kubelet never
+// stages inline volumes, and a staging mount of hostvol's own would live in
+// hostvol's container's private mount namespace (the state directory has no
+// mount propagation) and vanish when the container restarts, while the
+// target, in the kubelet's directory, is shared with the host. It reports
+// false, having done nothing, when the volume is already mounted at another
+// target: a second target is then a bind mount of the first (publish).
+func (m *Manager) mountInlineAtTarget(v Volume, pub PublishRequest, fsFlags []string) (bool, error) {
+	ns, err := m.getNodeState(v.ID)
+	if err != nil {
+		return false, err
+	}
+	src, err := m.source(v, ns)
+	if err != nil {
+		return false, err
+	}
+	if live, err := m.staged(v, ns, src); err != nil {
+		return false, err
+	} else if live && ns.StagingPath != pub.TargetPath {
+		return false, nil
+	}
+	if err := m.checkRequestPath("target path", pub.TargetPath); err != nil {
+		return false, err
+	}
+	flags := append([]string{}, fsFlags...)
+	if pub.ReadOnly || !pub.Writer {
+		flags = append(flags, "ro")
+	}
+	return true, m.stage(v, StageRequest{ID: v.ID, StagingPath: pub.TargetPath, FsType: v.FsType, MountFlags: flags})
 }
 
 // reserveInline checks a new inline volume's size against the node's caps

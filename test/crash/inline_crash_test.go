@@ -35,7 +35,7 @@ func TestCrashInlineVolume(t *testing.T) {
 		podGone bool
 	}
 	var cases []crashCase
-	for _, p := range []string{"create-after-intent", "create-after-data", "create-after-ready", "inline-after-create", "stage-after-attach", "stage-after-mount", "publish-after-mount"} {
+	for _, p := range []string{"create-after-intent", "create-after-data", "create-after-ready", "inline-after-create", "stage-after-attach", "stage-after-mount"} {
 		cases = append(cases, crashCase{point: p, op: "publish"}, crashCase{point: p, op: "publish", podGone: true})
 	}
 	for _, p := range []string{"unpublish-after-unmount", "unstage-after-unmount", "unstage-after-detach", "inline-after-unstage", "delete-after-intent", "delete-after-data"} {

@@ -150,6 +150,10 @@ func TestInlineVolumes(t *testing.T) {
 			v.fsType = tc.fsType
 			v.publish()
 			requireMounted(t, v.target, true)
+			// Everything the pod needs is mounted at its target, in the
+			// kubelet's directory: nothing in hostvol's state directory,
+			// whose mounts a container restart would take away.
+			require.Empty(t, testutil.MountsUnder(t, n.StateDir), "mounts under the state directory")
 			require.NoError(t, os.WriteFile(filepath.Join(v.target, "hello"), []byte("inline"), 0o644))
 
 			v.publish() // a kubelet retry: same answer, nothing new
