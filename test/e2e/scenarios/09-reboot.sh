@@ -4,9 +4,9 @@
 #    claim (examples/dir-pvc, loop-ext4, loop-xfs, block) and a pod with an
 #    inline volume (examples/inline) write data. Then the node reboots, as
 #    far as volumes go: the kubelet stops; every container of these pods and
-#    of hostvol is killed (a reboot ends every process); every mount of these volumes under the kubelet's directory is
-#    unmounted (the pods' volume mounts, the CSI staging and block map
-#    mounts); every loop device on an image of the e2e pool is detached, the
+#    of hostvol is killed (a reboot ends every process); every mount of
+#    these volumes under the kubelet's directory is unmounted (the pods'
+#    volume mounts, the CSI staging and block map mounts); every loop device on an image of the e2e pool is detached, the
 #    kubelet's own on raw block volumes first; hostvol's pod is deleted (the
 #    DaemonSet makes a new one) and the kubelet starts again. The pods are
 #    deleted right away, so that the kubelet tears down what it finds on disk
