@@ -96,10 +96,11 @@ func TestReboot(t *testing.T) {
 }
 
 // TestRebootDevicesSwapped: after a reboot the loop device a volume's node
-// state remembers may hold another volume's image. Here, after the reboot,
-// B's image is attached to A's old device (by hand, as if B had been staged
-// first) and B and A are staged: A must not trust its hint, and each
-// volume must end on its own device with its own data.
+// state remembers may hold another volume's image. Here, after the reboot
+// and the driver's start, B's image is attached to A's old device (by hand,
+// as if B had been staged first) and B and A are staged: B uses the device
+// its image is on, A must not trust its hint, and each volume must end on
+// its own device with its own data.
 func TestRebootDevicesSwapped(t *testing.T) {
 	n, dir := setup(t)
 	a := create(t, n, dir, ext4Kind, volName(t, "a"), 0)
@@ -115,9 +116,11 @@ func TestRebootDevicesSwapped(t *testing.T) {
 	}
 	require.NoError(t, loop.New().Detach(devB))
 	require.NoError(t, loop.New().Detach(devA))
-	attachAt(t, devA, b.image())
 
+	// After start-up (which would detach a device no staging holds, such as
+	// one attached before it), B's image lands on A's old device.
 	n.Start()
+	attachAt(t, devA, b.image())
 	b.up()
 	require.Equal(t, devA, b.requireOneLoop(), "b uses the device its image is attached to")
 	a.up()
