@@ -89,7 +89,8 @@ type Manager interface {
 	DirectIO(dev string) (bool, error)
 	// List returns every attached loop device with its backing file's
 	// identity, in device number order. It reads every device: for
-	// start-up, never for one volume's operation.
+	// start-up, never for one volume's operation. Devices it could not
+	// read are named in the error, returned with the others.
 	List() ([]Attachment, error)
 }
 

@@ -165,9 +165,10 @@ func statusFD(dev string, fd int) (*unix.LoopInfo64, error) {
 }
 
 // List reads LOOP_GET_STATUS64 of every device that sysfs shows attached.
-// A device detached meanwhile is skipped; one that cannot be read is an
-// error, since a caller that reconciles must not take "not listed" for
-// "not attached".
+// A device detached meanwhile is skipped; one that cannot be read is left
+// out and named in the error, which comes with the devices that could be
+// read: a caller that reconciles must not take "not listed" for "not
+// attached", but may act on the others.
 func (m *manager) List() ([]Attachment, error) {
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
@@ -185,6 +186,7 @@ func (m *manager) List() ([]Attachment, error) {
 	}
 	sort.Slice(devs, func(i, j int) bool { return devs[i].num < devs[j].num })
 	var out []Attachment
+	var errs []error
 	for _, d := range devs {
 		b, err := os.ReadFile(filepath.Join(sysBlock, d.name, "loop", "backing_file"))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -196,13 +198,17 @@ func (m *manager) List() ([]Attachment, error) {
 			continue // detached meanwhile
 		}
 		if serr != nil {
-			return nil, fmt.Errorf("list loop devices: %w", serr)
+			errs = append(errs, serr)
+			continue
 		}
 		name := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
 		if err != nil {
 			name = path
 		}
 		out = append(out, Attachment{Device: path, Image: Image{Dev: info.Device, Ino: info.Inode, Path: name}})
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("list loop devices: %w", errors.Join(errs...))
 	}
 	return out, nil
 }

@@ -181,9 +181,7 @@ func (m *Manager) store(poolName string) *records.Store {
 // interrupted, reports data without a record, and marks the manager ready.
 // It is the only O(n) step, and it runs once, at start-up.
 func (m *Manager) Load() error {
-	if err := m.reconcileDevices(); err != nil {
-		return err
-	}
+	m.reconcileDevices()
 	stores := map[string]*records.Store{"": m.local}
 	for name, s := range m.shared {
 		stores[name] = s
@@ -232,9 +230,7 @@ func (m *Manager) Load() error {
 			}
 		}
 	}
-	if err := m.reconcileLeases(); err != nil {
-		return err
-	}
+	m.reconcileLeases()
 	m.loaded.Store(true)
 	klog.V(2).InfoS("Volume records loaded", "volumes", m.indexLen())
 	return nil

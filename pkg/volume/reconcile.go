@@ -27,16 +27,20 @@ import (
 // is one whose volume's record cannot be read. It costs one read of every
 // attached loop device and, only if some are attached, one stat of every
 // image; nothing when none is attached (after a reboot).
-func (m *Manager) reconcileDevices() error {
+//
+// Nothing here stops start-up: what cannot be read is logged and left as
+// it is (never detached on doubt), and a later unstage or delete of the
+// volume still detaches its device.
+func (m *Manager) reconcileDevices() {
 	if m.loop == nil {
-		return nil
+		return
 	}
 	attached, err := m.loop.List()
 	if err != nil {
-		return fmt.Errorf("list loop devices: %w", err)
+		klog.ErrorS(err, "Some loop devices could not be read at start-up; they are left as they are")
 	}
 	if len(attached) == 0 {
-		return nil
+		return
 	}
 	type imageRef struct {
 		pool *pool.Pool
@@ -46,7 +50,8 @@ func (m *Manager) reconcileDevices() error {
 	for _, p := range m.pools {
 		ids, err := p.Images()
 		if err != nil {
-			return fmt.Errorf("list images of pool %q: %w", p.Name, err)
+			klog.ErrorS(err, "Cannot list a pool's images; loop devices attached to them are left alone", "pool", p.Name)
+			continue
 		}
 		for _, id := range ids {
 			if volumeid.Validate(id) != nil {
@@ -76,7 +81,8 @@ func (m *Manager) reconcileDevices() error {
 		}
 		if mountedDevs == nil {
 			if mountedDevs, err = m.mountedDevices(); err != nil {
-				return err
+				klog.ErrorS(err, "Cannot read the mount table; loop devices are left as they are")
+				return
 			}
 		}
 		if mountedDevs[a.Device] {
@@ -89,7 +95,6 @@ func (m *Manager) reconcileDevices() error {
 		}
 		klog.InfoS("Detached a loop device that no staging holds (left by an interrupted stage or unstage)", "volumeID", ref.id, "device", a.Device, "image", ref.pool.ImagePath(ref.id))
 	}
-	return nil
 }
 
 // deviceOwned reports whether this node's record of a volume holds the
@@ -142,15 +147,17 @@ func (m *Manager) mountedDevices() (map[string]bool, error) {
 
 // reconcileLeases gives back the leases this node holds in shared pools
 // for volumes it has not staged (a stage that failed or was killed after
-// taking the lease): another node may need them.
-func (m *Manager) reconcileLeases() error {
+// taking the lease): another node may need them. Errors are logged: a
+// shared pool that cannot be read must not keep the node from starting.
+func (m *Manager) reconcileLeases() {
 	for _, p := range m.pools {
 		if !p.Shared {
 			continue
 		}
 		ids, err := p.Leases()
 		if err != nil {
-			return fmt.Errorf("list leases of pool %q: %w", p.Name, err)
+			klog.ErrorS(err, "Cannot list a shared pool's leases", "pool", p.Name)
+			continue
 		}
 		for _, id := range ids {
 			if volumeid.Validate(id) != nil {
@@ -165,10 +172,10 @@ func (m *Manager) reconcileLeases() error {
 				continue
 			}
 			if err := p.ReleaseLease(id, m.nodeID); err != nil {
-				return err
+				klog.ErrorS(err, "Cannot give back a lease", "volumeID", id, "pool", p.Name)
+				continue
 			}
 			klog.InfoS("Gave back the lease of a volume this node has not staged", "volumeID", id, "pool", p.Name)
 		}
 	}
-	return nil
 }

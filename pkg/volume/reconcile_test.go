@@ -1,6 +1,7 @@
 package volume_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -51,4 +52,22 @@ func TestLoadDetachesOrphanDevices(t *testing.T) {
 	require.Contains(t, after, foreignDev, "a device of a file outside the pools is not hostvol's")
 	require.Len(t, after, 3, "the staged volume's device stays")
 	_ = m
+}
+
+// TestLoadWhenLoopDevicesUnreadable: loop devices that cannot be read at
+// start-up are left alone, and do not keep the node from starting.
+func TestLoadWhenLoopDevicesUnreadable(t *testing.T) {
+	e := newLoopEnv(t)
+	m := e.load(t)
+	v, err := m.Create(loopReq("kept", fsutil.Ext4, 20*mib))
+	require.NoError(t, err)
+	f, err := os.OpenFile(e.pool.ImagePath(v.ID), os.O_RDWR, 0)
+	require.NoError(t, err)
+	dev, err := e.loop.Attach(f, loop.AttachOptions{})
+	f.Close()
+	require.NoError(t, err)
+	e.loop.SetError(loop.OpList, errors.New("ioctl: input/output error"))
+	m = e.load(t)
+	require.True(t, m.Ready())
+	require.Contains(t, e.loop.Attached(), dev, "never detached on doubt")
 }
