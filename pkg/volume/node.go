@@ -335,11 +335,11 @@ func (m *Manager) stage(v Volume, req StageRequest) error {
 		return err
 	}
 	done, err := m.stagedAlready(v, ns, req.StagingPath, dev)
-	if err != nil || done {
-		if done {
-			return m.finishStage(v, ns, req.StagingPath, dev)
-		}
+	if err != nil {
 		return err
+	}
+	if done {
+		return m.finishStage(v, ns, req.StagingPath, dev)
 	}
 
 	// From here on every step is undone, last first, if a later one fails.
