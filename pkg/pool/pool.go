@@ -256,28 +256,25 @@ func (p *Pool) DirExists(id string) (bool, error) {
 // Entries lists the volume IDs that have data in the pool: directories in
 // volumes/ and images in images/ (for start-up reconciliation).
 func (p *Pool) Entries() ([]string, error) {
-	var out []string
-	for _, d := range []string{volumesDir, imagesDir} {
-		f, err := p.root.Open(d)
-		if err != nil {
-			return nil, err
-		}
-		names, err := f.Readdirnames(-1)
-		f.Close()
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range names {
-			if d == imagesDir {
-				if !strings.HasSuffix(n, imageExt) {
-					continue
-				}
-				n = strings.TrimSuffix(n, imageExt)
-			}
-			out = append(out, n)
-		}
+	dirs, err := p.readDir(volumesDir)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	images, err := p.Images()
+	if err != nil {
+		return nil, err
+	}
+	return append(dirs, images...), nil
+}
+
+// readDir lists the names in one of the pool's directories.
+func (p *Pool) readDir(name string) ([]string, error) {
+	f, err := p.root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
 }
 
 // OpenDir opens a volume's data directory without following symlinks.
@@ -424,12 +421,7 @@ func (p *Pool) statImage(id string) (os.FileInfo, *syscall.Stat_t, error) {
 
 // Images lists the volume IDs that have an image in the pool.
 func (p *Pool) Images() ([]string, error) {
-	f, err := p.root.Open(imagesDir)
-	if err != nil {
-		return nil, err
-	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
+	names, err := p.readDir(imagesDir)
 	if err != nil {
 		return nil, err
 	}
