@@ -37,42 +37,35 @@ var _ Interface = (*Mounter)(nil)
 // MountRoot answers with one statx(2): STATX_ATTR_MOUNT_ROOT (Linux 5.8+).
 // On older kernels it asks mount-utils, which reads the mount table.
 func (m *Mounter) MountRoot(path string) (bool, error) {
+	_, root, err := m.mountRoot(path)
+	return root, err
+}
+
+// mountRoot stats path (not following a final symlink) and reports
+// whether it is the root of a mount; a missing path is not.
+func (m *Mounter) mountRoot(path string) (unix.Statx_t, bool, error) {
 	tx, err := statx(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return tx, false, nil
 	}
 	if err != nil {
-		return false, err
+		return tx, false, err
 	}
 	if tx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
 		if tx.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return false, nil // a symlink is never followed, hence never a mount
+			return tx, false, nil // a symlink is never followed, hence never a mount
 		}
-		return m.Interface.IsMountPoint(path)
+		root, err := m.Interface.IsMountPoint(path)
+		return tx, root, err
 	}
-	return tx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+	return tx, tx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
 }
 
 // Shows answers with one statx(2) of path and one stat(2) of source.
 func (m *Mounter) Shows(path, source string) (bool, error) {
-	tx, err := statx(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
+	tx, root, err := m.mountRoot(path)
+	if err != nil || !root {
 		return false, err
-	}
-	root := tx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
-	if tx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-		if tx.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return false, nil
-		}
-		if root, err = m.Interface.IsMountPoint(path); err != nil {
-			return false, err
-		}
-	}
-	if !root {
-		return false, nil
 	}
 	var src unix.Stat_t
 	if err := unix.Stat(source, &src); err != nil {
@@ -86,17 +79,11 @@ func (m *Mounter) Shows(path, source string) (bool, error) {
 
 // ShowsDeletedDir answers with one statx(2).
 func (m *Mounter) ShowsDeletedDir(path string) (bool, error) {
-	tx, err := statx(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
+	tx, root, err := m.mountRoot(path)
+	if err != nil || !root {
 		return false, err
 	}
-	if tx.Mode&unix.S_IFMT != unix.S_IFDIR || tx.Nlink != 0 {
-		return false, nil
-	}
-	return m.MountRoot(path)
+	return tx.Mode&unix.S_IFMT == unix.S_IFDIR && tx.Nlink == 0, nil
 }
 
 // showsStat compares what statx saw at a mount root with its source.
