@@ -13,7 +13,6 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -48,7 +47,7 @@ func TestCrashInlineVolume(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
-			loopvol.CleanupUnder(t, e.dir)
+			testutil.CleanupUnder(t, e.dir)
 			handle := fmt.Sprintf("csi-%x", sha256.Sum256([]byte(tc.point)))
 			target := filepath.Join(e.dir, "pods", "p", "volumes", "kubernetes.io~csi", "scratch", "mount")
 			require.NoError(t, os.MkdirAll(filepath.Dir(target), 0o750))
@@ -96,7 +95,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			d = e.start("")
 			d.waitReady(e)
 			requireConsistent(t, e, d)
-			loops, err := loopvol.LoopsUnder(e.poolDir)
+			loops, err := testutil.LoopsUnder(e.poolDir)
 			require.NoError(t, err)
 			if tc.point == "stage-after-attach" {
 				require.Empty(t, loops, "start-up detaches the device a killed stage attached")
@@ -112,7 +111,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			require.NoError(t, err)
 			require.Empty(t, imgs, "images left")
 			require.Empty(t, testutil.MountsUnder(t, e.dir), "mounts left")
-			loops, err = loopvol.LoopsUnder(e.dir)
+			loops, err = testutil.LoopsUnder(e.dir)
 			require.NoError(t, err)
 			require.Empty(t, loops, "loop devices left")
 			d.stop()

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -155,7 +154,7 @@ func newNodeVol(t *testing.T, k nodeKind, name string) (*env, *driverProc, *node
 	t.Helper()
 	e := newEnv(t)
 	e.params = k.params
-	loopvol.CleanupUnder(t, e.dir)
+	testutil.CleanupUnder(t, e.dir)
 	v := &nodeVol{
 		t: t, k: k,
 		staging: filepath.Join(e.dir, "kubelet", "globalmount"),
@@ -196,7 +195,7 @@ func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
 	if tc.op == "stage" && k.image {
 		// The stage never finished: whatever it attached is either
 		// mounted where the retry finds it, or detached at start-up.
-		loops, err := loopvol.LoopsUnder(e.poolDir)
+		loops, err := testutil.LoopsUnder(e.poolDir)
 		require.NoError(t, err)
 		if tc.point == "stage-after-attach" {
 			require.Empty(t, loops, "a loop device left by a stage killed after its attach, after restart")
@@ -240,7 +239,7 @@ func requireNothingLeft(t *testing.T, e *env) {
 	require.NoError(t, err)
 	require.Empty(t, imgs, "images left")
 	require.Empty(t, testutil.MountsUnder(t, e.dir), "mounts left")
-	loops, err := loopvol.LoopsUnder(e.dir)
+	loops, err := testutil.LoopsUnder(e.dir)
 	require.NoError(t, err)
 	require.Empty(t, loops, "loop devices left")
 }
@@ -276,7 +275,7 @@ func TestReadOnlyStateDir(t *testing.T) {
 	readOnly()
 	err := v.do(d, "stage")
 	require.Error(t, err, "stage with a read-only state directory")
-	loops, lerr := loopvol.LoopsUnder(e.poolDir)
+	loops, lerr := testutil.LoopsUnder(e.poolDir)
 	require.NoError(t, lerr)
 	require.Empty(t, loops, "a failed stage leaves no loop device: %v", err)
 	require.NotContains(t, testutil.MountsUnder(t, e.dir), v.staging, "a failed stage leaves no mount")

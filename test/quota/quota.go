@@ -25,7 +25,6 @@ import (
 
 	hvquota "github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -51,11 +50,11 @@ type FS struct {
 
 // Node starts hostvol, with the real adapters, on a pool at poolPath (a
 // filesystem the test made), with state under a temporary directory.
-func Node(t *testing.T, poolPath string) *loopvol.Node {
+func Node(t *testing.T, poolPath string) *testutil.Node {
 	t.Helper()
 	dir := t.TempDir()
-	loopvol.CleanupUnder(t, dir)
-	return loopvol.NewNode(t, dir, poolPath)
+	testutil.CleanupUnder(t, dir)
+	return testutil.NewNode(t, dir, poolPath)
 }
 
 func ctx(t *testing.T) context.Context {
@@ -73,7 +72,7 @@ func mountCap() *csi.VolumeCapability {
 
 // Create creates a directory volume of size bytes with the class
 // parameters params (nil: the defaults, sizeLimit required).
-func Create(t *testing.T, n *loopvol.Node, name string, size int64, params map[string]string) string {
+func Create(t *testing.T, n *testutil.Node, name string, size int64, params map[string]string) string {
 	t.Helper()
 	resp, err := n.Client.CreateVolume(ctx(t), &csi.CreateVolumeRequest{
 		Name:               name,
@@ -87,7 +86,7 @@ func Create(t *testing.T, n *loopvol.Node, name string, size int64, params map[s
 }
 
 // Handle is what limits a volume, from its record.
-func Handle(t *testing.T, n *loopvol.Node, id string) hvquota.Handle {
+func Handle(t *testing.T, n *testutil.Node, id string) hvquota.Handle {
 	t.Helper()
 	v, err := n.Env.Manager.Get(id)
 	require.NoError(t, err)
@@ -96,7 +95,7 @@ func Handle(t *testing.T, n *loopvol.Node, id string) hvquota.Handle {
 }
 
 // Publish stages and publishes a volume under dir and returns the target.
-func Publish(t *testing.T, n *loopvol.Node, dir, id string) string {
+func Publish(t *testing.T, n *testutil.Node, dir, id string) string {
 	t.Helper()
 	staging, target := filepath.Join(dir, id, "staging"), filepath.Join(dir, id, "target")
 	require.NoError(t, os.MkdirAll(staging, 0o750))
@@ -108,7 +107,7 @@ func Publish(t *testing.T, n *loopvol.Node, dir, id string) string {
 }
 
 // Unpublish undoes Publish.
-func Unpublish(t *testing.T, n *loopvol.Node, dir, id string) {
+func Unpublish(t *testing.T, n *testutil.Node, dir, id string) {
 	t.Helper()
 	_, err := n.Client.NodeUnpublishVolume(ctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: filepath.Join(dir, id, "target")})
 	require.NoError(t, err)
@@ -117,7 +116,7 @@ func Unpublish(t *testing.T, n *loopvol.Node, dir, id string) {
 }
 
 // Delete deletes a volume.
-func Delete(t *testing.T, n *loopvol.Node, id string) {
+func Delete(t *testing.T, n *testutil.Node, id string) {
 	t.Helper()
 	_, err := n.Client.DeleteVolume(ctx(t), &csi.DeleteVolumeRequest{VolumeId: id})
 	require.NoError(t, err, "DeleteVolume %s", id)
@@ -151,7 +150,7 @@ func syncfs(t *testing.T, path string) {
 }
 
 // Usage is NodeGetVolumeStats' answer for a volume at path, by unit.
-func Usage(t *testing.T, n *loopvol.Node, id, path string) map[csi.VolumeUsage_Unit]*csi.VolumeUsage {
+func Usage(t *testing.T, n *testutil.Node, id, path string) map[csi.VolumeUsage_Unit]*csi.VolumeUsage {
 	t.Helper()
 	resp, err := n.Client.NodeGetVolumeStats(ctx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: path})
 	require.NoError(t, err)
@@ -164,7 +163,7 @@ func Usage(t *testing.T, n *loopvol.Node, id, path string) map[csi.VolumeUsage_U
 
 // Health is ControllerGetVolumeHealth's conditions of a volume, as
 // "STATUS/Reason", with the messages logged.
-func Health(t *testing.T, n *loopvol.Node, id string) []string {
+func Health(t *testing.T, n *testutil.Node, id string) []string {
 	t.Helper()
 	r, err := n.Client.ControllerGetVolumeHealth(ctx(t), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
 	require.NoError(t, err)

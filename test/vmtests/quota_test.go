@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	hvquota "github.com/seed3e7d50b2/hostvol/pkg/quota"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/quota"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -206,7 +205,7 @@ func projectLimit(t *testing.T, fs, pool string, id uint32) int64 {
 
 // dirProject is the project ID of a volume's directory (FS_IOC_FSGETXATTR
 // through xfs_io's lsproj).
-func dirProject(t *testing.T, n *loopvol.Node, id string) uint32 {
+func dirProject(t *testing.T, n *testutil.Node, id string) uint32 {
 	t.Helper()
 	out, err := exec.Command("xfs_io", "-r", "-c", "lsproj", n.Pool().DirPath(id)).CombinedOutput()
 	require.NoError(t, err, "xfs_io lsproj: %s", out)

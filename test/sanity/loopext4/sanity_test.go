@@ -11,7 +11,6 @@ import (
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 	"golang.org/x/sys/unix"
 
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -32,8 +31,8 @@ import (
 func TestSanityLoopExt4(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	loopvol.CleanupUnder(t, dir)
-	node := loopvol.NewNode(t, dir, "")
+	testutil.CleanupUnder(t, dir)
+	node := testutil.NewNode(t, dir, "")
 	cfg := hvsanity.ConfigFor(t, node.Env.Endpoint, hvsanity.Volumes{
 		Parameters: map[string]string{"type": "loop"},
 	})

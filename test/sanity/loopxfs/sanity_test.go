@@ -7,7 +7,6 @@ import (
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -18,8 +17,8 @@ import (
 func TestSanityLoopXFS(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	loopvol.CleanupUnder(t, dir)
-	node := loopvol.NewNode(t, dir, "")
+	testutil.CleanupUnder(t, dir)
+	node := testutil.NewNode(t, dir, "")
 	cfg := hvsanity.ConfigFor(t, node.Env.Endpoint, hvsanity.Volumes{
 		Parameters: map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "xfs"},
 		Size:       300 << 20,
