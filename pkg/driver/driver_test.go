@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -24,13 +25,13 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
+	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -38,7 +39,7 @@ import (
 
 const (
 	mib      = int64(1) << 20
-	testNode = "test-node"
+	testNode = testutil.DefaultNodeID
 )
 
 // harness is a driver served on a socket plus clients for its services.
@@ -54,30 +55,10 @@ type harness struct {
 // options name a mounter) and dials it.
 func start(t *testing.T, o testutil.Options) *harness {
 	t.Helper()
-	h := &harness{}
-	if o.Mounter == nil {
-		h.mounter = mount.NewFakeMounter(nil)
-		o.Mounter = h.mounter
-	} else if fm, ok := o.Mounter.(*mount.FakeMounter); ok {
-		h.mounter = fm
-	}
-	if o.NodeID == "" {
-		o.NodeID = testNode
-	}
-	h.Env = testutil.StartDriver(t, o)
-	conn := dial(t, h.Endpoint)
-	h.ctrl = csi.NewControllerClient(conn)
-	h.node = csi.NewNodeClient(conn)
-	h.ident = csi.NewIdentityClient(conn)
+	h := &harness{Env: testutil.StartDriver(t, o)}
+	h.mounter = h.FakeMounter
+	h.ctrl, h.node, h.ident = h.Client.ControllerClient, h.Client.NodeClient, h.Client.IdentityClient
 	return h
-}
-
-func dial(t *testing.T, endpoint string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
 }
 
 // poolPath is the path of the harness's first pool.
@@ -474,34 +455,13 @@ func TestHostilePaths(t *testing.T) {
 	require.Empty(t, h.mounter.GetLog(), "no mount may be made for a hostile path")
 }
 
-// TestProbeAndUnavailableBeforeLoad builds a driver by hand on a Manager
-// whose Load has not run: only identity calls may answer, and Probe says
+// TestProbeAndUnavailableBeforeLoad serves a driver on a Manager whose
+// Load has not run: only identity calls may answer, and Probe says
 // not ready, until Load finishes.
 func TestProbeAndUnavailableBeforeLoad(t *testing.T) {
-	dir := t.TempDir()
-	poolDir := filepath.Join(dir, "pool")
-	require.NoError(t, os.Mkdir(poolDir, 0o755))
-	p, err := pool.Open(pool.Spec{Name: pool.DefaultName, Path: poolDir})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	mgr, err := volume.New(volume.Config{NodeID: testNode, StateDir: filepath.Join(dir, "state"), Pools: []*pool.Pool{p}, Mounter: mount.NewFakeMounter(nil), Quota: quota.NewFake()})
-	require.NoError(t, err)
-	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "test", NodeID: testNode, Manager: mgr})
-	require.NoError(t, err)
-	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
-	l, err := driver.Listen(endpoint)
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = drv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		drv.Stop()
-		<-done
-	})
-	conn := dial(t, endpoint)
-	ident, ctrl, node := csi.NewIdentityClient(conn), csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+	h := start(t, testutil.Options{Unloaded: true})
+	dir := h.Dir
+	ident, ctrl, node := h.ident, h.ctrl, h.node
 	ctx := t.Context()
 	id := volumeid.FromName("vol")
 
@@ -546,7 +506,7 @@ func TestProbeAndUnavailableBeforeLoad(t *testing.T) {
 	}
 	require.NoDirExists(t, filepath.Join(dir, "target"))
 
-	require.NoError(t, mgr.Load())
+	h.Load(t)
 	probe, err = ident.Probe(ctx, &csi.ProbeRequest{})
 	require.NoError(t, err)
 	require.True(t, probe.GetReady().GetValue(), "ready after Load")
@@ -883,6 +843,128 @@ func TestParseEndpoint(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.wantNetwork, network)
 			require.Equal(t, tc.wantAddr, addr)
+		})
+	}
+}
+func info(method string) *grpc.UnaryServerInfo { return &grpc.UnaryServerInfo{FullMethod: method} }
+
+func TestInterceptRecoversPanics(t *testing.T) {
+	d := start(t, testutil.Options{}).Driver
+	cases := []struct {
+		name    string
+		handler grpc.UnaryHandler
+	}{
+		{name: "panic_string", handler: func(context.Context, any) (any, error) { panic("boom") }},
+		{name: "panic_error", handler: func(context.Context, any) (any, error) { panic(errors.New("boom")) }},
+		{name: "nil_dereference", handler: func(context.Context, any) (any, error) {
+			var v *csi.Volume
+			return v.VolumeId, nil
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := d.Intercept(t.Context(), &csi.CreateVolumeRequest{Name: "v"}, info("/csi.v1.Controller/CreateVolume"), tc.handler)
+			require.Equal(t, codes.Internal, status.Code(err), "error: %v", err)
+			require.Nil(t, resp)
+		})
+	}
+}
+
+func TestInterceptMapsErrors(t *testing.T) {
+	d := start(t, testutil.Options{}).Driver
+	cases := []struct {
+		name string
+		err  error
+		want codes.Code
+	}{
+		{name: "ok", want: codes.OK},
+		{name: "backend_in_use", err: fmt.Errorf("delete: %w", volume.ErrInUse), want: codes.FailedPrecondition},
+		{name: "backend_not_found", err: fmt.Errorf("get: %w", volume.ErrNotFound), want: codes.NotFound},
+		{name: "backend_corrupt", err: fmt.Errorf("get: %w", records.ErrCorrupt), want: codes.DataLoss},
+		{name: "plain_error", err: errors.New("disk on fire"), want: codes.Internal},
+		{name: "status_kept", err: status.Error(codes.Aborted, "busy"), want: codes.Aborted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want := &csi.DeleteVolumeResponse{}
+			resp, err := d.Intercept(t.Context(), &csi.DeleteVolumeRequest{}, info("/csi.v1.Controller/DeleteVolume"),
+				func(context.Context, any) (any, error) {
+					if tc.err != nil {
+						return nil, tc.err
+					}
+					return want, nil
+				})
+			require.Equal(t, tc.want, status.Code(err), "error: %v", err)
+			_, isStatus := status.FromError(err)
+			require.True(t, isStatus)
+			if tc.err == nil {
+				require.Same(t, want, resp)
+			}
+		})
+	}
+}
+
+func TestInterceptGatesUntilLoaded(t *testing.T) {
+	h := start(t, testutil.Options{Unloaded: true})
+	d := h.Driver
+	methods := []struct {
+		name   string
+		method string
+		gated  bool
+	}{
+		{name: "probe", method: "/csi.v1.Identity/Probe"},
+		{name: "get_plugin_info", method: "/csi.v1.Identity/GetPluginInfo"},
+		{name: "get_plugin_capabilities", method: "/csi.v1.Identity/GetPluginCapabilities"},
+		{name: "create_volume", method: "/csi.v1.Controller/CreateVolume", gated: true},
+		{name: "controller_get_capabilities", method: "/csi.v1.Controller/ControllerGetCapabilities", gated: true},
+		{name: "node_publish_volume", method: "/csi.v1.Node/NodePublishVolume", gated: true},
+		{name: "node_get_info", method: "/csi.v1.Node/NodeGetInfo", gated: true},
+		// A method name that merely contains the identity prefix.
+		{name: "identity_prefix_not_at_start", method: "/csi.v1.Node/csi.v1.Identity/", gated: true},
+	}
+	for _, loaded := range []bool{false, true} {
+		if loaded {
+			h.Load(t)
+		}
+		for _, tc := range methods {
+			t.Run(fmt.Sprintf("loaded_%v_%s", loaded, tc.name), func(t *testing.T) {
+				called := false
+				_, err := d.Intercept(t.Context(), &csi.ProbeRequest{}, info(tc.method), func(context.Context, any) (any, error) {
+					called = true
+					return &csi.ProbeResponse{}, nil
+				})
+				if tc.gated && !loaded {
+					require.Equal(t, codes.Unavailable, status.Code(err))
+					require.False(t, called, "a gated handler must not run")
+					return
+				}
+				require.NoError(t, err)
+				require.True(t, called)
+			})
+		}
+	}
+}
+
+func TestNewRequiresConfig(t *testing.T) {
+	m := start(t, testutil.Options{}).Manager
+	cases := []struct {
+		name string
+		cfg  driver.Config
+		ok   bool
+	}{
+		{name: "complete", cfg: driver.Config{Name: "hostvol.csi.io", NodeID: "n", Manager: m}, ok: true},
+		{name: "no_name", cfg: driver.Config{NodeID: "n", Manager: m}},
+		{name: "no_node_id", cfg: driver.Config{Name: "hostvol.csi.io", Manager: m}},
+		{name: "no_manager", cfg: driver.Config{Name: "hostvol.csi.io", NodeID: "n"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := driver.New(tc.cfg)
+			if tc.ok {
+				require.NoError(t, err)
+			} else {
+				require.Error(t, err)
+			}
 		})
 	}
 }
