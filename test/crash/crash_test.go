@@ -125,6 +125,8 @@ type env struct {
 	params map[string]string
 	// btrfs: the pool is a btrfs filesystem with quotas.
 	btrfs bool
+	// layout is where the driver keeps records, node states and data.
+	layout testutil.Layout
 }
 
 func newEnv(t *testing.T) *env {
@@ -154,6 +156,7 @@ func newEnvOn(t *testing.T, poolDir string) *env {
 		e.poolDir = filepath.Join(e.dir, "pool")
 		require.NoError(t, os.Mkdir(e.poolDir, 0o755))
 	}
+	e.layout = testutil.LayoutAt(e.stateDir, e.poolDir)
 	e.sock = filepath.Join(e.dir, "csi.sock")
 	if len(e.sock) > 100 { // sun_path holds 108 bytes
 		// A long TMPDIR or test name: keep the socket somewhere short.
@@ -163,15 +166,6 @@ func newEnvOn(t *testing.T, poolDir string) *env {
 		e.sock = filepath.Join(d, "csi.sock")
 	}
 	return e
-}
-
-// Paths of the durable layout: records of node-local volumes, node state,
-// and the data directories of the pool.
-func (e *env) recordsDir() string { return filepath.Join(e.stateDir, "volumes") }
-func (e *env) nodeDir() string    { return filepath.Join(e.stateDir, "node") }
-func (e *env) dataRoot() string   { return filepath.Join(e.poolDir, "volumes") }
-func (e *env) dataDir(id string) string {
-	return filepath.Join(e.dataRoot(), id)
 }
 
 // driverProc is one run of the hostvol binary, started by this test.
@@ -184,11 +178,11 @@ type driverProc struct {
 	done    chan struct{} // closed once Wait has returned
 	state   *os.ProcessState
 	logPath string
-	conn    *grpc.ClientConn
-	ident   csi.IdentityClient
-	ctrl    csi.ControllerClient
-	node    csi.NodeClient
+	client  *testutil.Client
 }
+
+// CSI is the client of this run; nil until waitReady.
+func (d *driverProc) CSI() *testutil.Client { return d.client }
 
 // start runs the driver with the failpoint fp armed ("" for none). It
 // returns at once; call waitReady before using it.
@@ -239,8 +233,8 @@ func (e *env) start(fp string) *driverProc {
 		close(d.done)
 	}()
 	t.Cleanup(func() {
-		if d.conn != nil {
-			_ = d.conn.Close()
+		if d.client != nil {
+			d.client.Close()
 		}
 		if !d.exited() {
 			// Only this process, by its PID (os.Process holds a pidfd).
@@ -318,14 +312,11 @@ func (d *driverProc) waitReady(e *env) {
 		}),
 	)
 	require.NoError(t, err)
-	d.conn = conn
-	d.ident = csi.NewIdentityClient(conn)
-	d.ctrl = csi.NewControllerClient(conn)
-	d.node = csi.NewNodeClient(conn)
+	d.client = testutil.NewClient(conn)
 	for {
 		d.requireRunning("ready")
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := d.ident.Probe(ctx, &csi.ProbeRequest{})
+		resp, err := d.client.Probe(ctx, &csi.ProbeRequest{})
 		cancel()
 		if err == nil && resp.GetReady().GetValue() {
 			return
@@ -362,9 +353,9 @@ func (d *driverProc) stop() {
 	require.NoError(d.t, d.cmd.Process.Signal(syscall.SIGTERM))
 	ps := d.waitExit()
 	require.True(d.t, ps.Success(), "driver %s ended with %q after SIGTERM, want exit 0", d.name, ps.String())
-	if d.conn != nil {
-		_ = d.conn.Close()
-		d.conn = nil
+	if d.client != nil {
+		d.client.Close()
+		d.client = nil
 	}
 }
 
@@ -374,12 +365,9 @@ func ctxRPC() (context.Context, context.CancelFunc) {
 
 func createReq(name string) *csi.CreateVolumeRequest {
 	return &csi.CreateVolumeRequest{
-		Name:          name,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: volumeSize},
-		VolumeCapabilities: []*csi.VolumeCapability{{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		}},
+		Name:               name,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: volumeSize},
+		VolumeCapabilities: []*csi.VolumeCapability{testutil.DirKind.Capability()},
 	}
 }
 
@@ -388,13 +376,13 @@ func (d *driverProc) create(name string) (*csi.CreateVolumeResponse, error) {
 	defer cancel()
 	req := createReq(name)
 	req.Parameters = d.params
-	return d.ctrl.CreateVolume(ctx, req)
+	return d.client.CreateVolume(ctx, req)
 }
 
 func (d *driverProc) delete(id string) error {
 	ctx, cancel := ctxRPC()
 	defer cancel()
-	_, err := d.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+	_, err := d.client.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
 	return err
 }
 
@@ -405,7 +393,7 @@ func (d *driverProc) list() []string {
 	token := ""
 	for range 10000 {
 		ctx, cancel := ctxRPC()
-		resp, err := d.ctrl.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 7, StartingToken: token})
+		resp, err := d.client.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 7, StartingToken: token})
 		cancel()
 		require.NoError(d.t, err, "ListVolumes")
 		for _, en := range resp.GetEntries() {
@@ -428,7 +416,7 @@ func requireConnectionLost(t *testing.T, err error, what string) {
 	require.Equal(t, codes.Unavailable, status.Code(err), "%s: want UNAVAILABLE (connection lost), got %v", what, err)
 }
 
-// record is the part of a volume record (<state>/volumes/<id>.json) these
+// record is the part of a volume record (testutil.Layout.RecordPath) these
 // tests look at.
 type record struct {
 	ID    string `json:"id"`
@@ -444,46 +432,47 @@ type record struct {
 
 // diskState is what the driver left on disk.
 type diskState struct {
-	records    map[string]record   // by file name without .json
+	records    map[string]record   // by volume ID
 	badRecords []string            // record files that do not decode
 	tmpFiles   []string            // temporary files of interrupted writes
 	otherFiles []string            // anything else in the records directory
 	data       map[string][]string // pool data dirs: ID -> top-level entries
-	dataOdd    []string            // entries of pool/volumes that are not directories
-	nodeStates []string            // files in <state>/node
+	dataOdd    []string            // entries of the data root that are not directories
+	nodeStates []string            // files in the node states directory
 }
 
 func readDisk(t *testing.T, e *env) diskState {
 	t.Helper()
 	s := diskState{records: map[string]record{}, data: map[string][]string{}}
-	ents, err := os.ReadDir(e.recordsDir())
+	ents, err := os.ReadDir(e.layout.RecordsDir())
 	require.NoError(t, err)
 	for _, en := range ents {
 		n := en.Name()
+		id, isRecord := testutil.RecordKey(n)
 		switch {
 		case strings.HasPrefix(n, "."):
 			s.tmpFiles = append(s.tmpFiles, n)
-		case strings.HasSuffix(n, ".json") && en.Type().IsRegular():
-			b, err := os.ReadFile(filepath.Join(e.recordsDir(), n))
+		case isRecord && en.Type().IsRegular():
+			b, err := os.ReadFile(e.layout.RecordPath(id))
 			require.NoError(t, err)
 			var r record
 			if err := json.Unmarshal(b, &r); err != nil {
 				s.badRecords = append(s.badRecords, fmt.Sprintf("%s: %v", n, err))
 				continue
 			}
-			s.records[strings.TrimSuffix(n, ".json")] = r
+			s.records[id] = r
 		default:
 			s.otherFiles = append(s.otherFiles, n)
 		}
 	}
-	ents, err = os.ReadDir(e.dataRoot())
+	ents, err = os.ReadDir(e.layout.DataRoot())
 	require.NoError(t, err)
 	for _, en := range ents {
 		if !en.IsDir() {
 			s.dataOdd = append(s.dataOdd, en.Name())
 			continue
 		}
-		sub, err := os.ReadDir(e.dataDir(en.Name()))
+		sub, err := os.ReadDir(e.layout.DataDir(en.Name()))
 		require.NoError(t, err)
 		names := make([]string, 0, len(sub))
 		for _, x := range sub {
@@ -492,7 +481,7 @@ func readDisk(t *testing.T, e *env) diskState {
 		sort.Strings(names)
 		s.data[en.Name()] = names
 	}
-	ents, err = os.ReadDir(e.nodeDir())
+	ents, err = os.ReadDir(e.layout.NodeStatesDir())
 	if !errors.Is(err, fs.ErrNotExist) {
 		require.NoError(t, err)
 	}
@@ -546,25 +535,25 @@ func requireConsistent(t *testing.T, e *env, d *driverProc) map[string]record {
 	s := readDisk(t, e)
 	require.Empty(t, s.badRecords, "unreadable records")
 	require.Empty(t, s.tmpFiles, "temporary record files left after start-up")
-	require.Empty(t, s.otherFiles, "unexpected files in %s", e.recordsDir())
-	require.Empty(t, s.dataOdd, "non-directory entries in %s", e.dataRoot())
+	require.Empty(t, s.otherFiles, "unexpected files in %s", e.layout.RecordsDir())
+	require.Empty(t, s.dataOdd, "non-directory entries in %s", e.layout.DataRoot())
 	for key, r := range s.records {
-		require.Equal(t, key, r.ID, "record file %s.json holds volume %q", key, r.ID)
+		require.Equal(t, key, r.ID, "record file %s holds volume %q", e.layout.RecordPath(key), r.ID)
 		require.Equal(t, "ready", r.State, "volume %s (%q) is %q after restart: %s", key, r.Name, r.State, s.describe(key))
 		require.Equal(t, "default", r.Pool, "volume %s pool", key)
 		if r.Kind == "loop" || r.Kind == "block" {
-			fi, err := os.Lstat(filepath.Join(e.poolDir, "images", key+".img"))
+			fi, err := os.Lstat(e.layout.ImagePath(key))
 			require.NoError(t, err, "ready %s volume %s (%q) has no image", r.Kind, key, r.Name)
 			require.True(t, fi.Mode().IsRegular(), "image of %s is %v, not a file", key, fi.Mode())
 			continue
 		}
-		fi, err := os.Lstat(e.dataDir(key))
+		fi, err := os.Lstat(e.layout.DataDir(key))
 		require.NoError(t, err, "ready volume %s (%q) has no data dir", key, r.Name)
 		require.True(t, fi.IsDir(), "data of %s is %v, not a directory", key, fi.Mode())
 	}
 	for id := range s.data {
 		_, ok := s.records[id]
-		require.True(t, ok, "data dir %s has no record: %s", e.dataDir(id), s.describe(id))
+		require.True(t, ok, "data dir %s has no record: %s", e.layout.DataDir(id), s.describe(id))
 	}
 	if e.btrfs {
 		// Exactly the qgroups of the volumes there are (and the top
@@ -581,8 +570,9 @@ func requireConsistent(t *testing.T, e *env, d *driverProc) map[string]record {
 		require.ElementsMatch(t, want, got, "qgroups of the btrfs pool")
 	}
 	for _, n := range s.nodeStates {
-		_, ok := s.records[strings.TrimSuffix(n, ".json")]
-		require.True(t, ok, "node state %s outlives its volume", filepath.Join(e.nodeDir(), n))
+		id, _ := testutil.RecordKey(n)
+		_, ok := s.records[id]
+		require.True(t, ok, "node state %s outlives its volume", filepath.Join(e.layout.NodeStatesDir(), n))
 	}
 	want := make([]string, 0, len(s.records))
 	for id := range s.records {
@@ -707,7 +697,7 @@ func crashAt(t *testing.T, e *env, tc failpointCase) {
 		resp, err := d.create(volumeName)
 		require.NoError(t, err, "CreateVolume before the crash")
 		require.Equal(t, id, resp.GetVolume().GetVolumeId())
-		written, err = fillVolume(e.dataDir(id))
+		written, err = fillVolume(e.layout.DataDir(id))
 		require.NoError(t, err)
 		d.stop()
 	}
@@ -854,7 +844,7 @@ func TestKillUnderLoad(t *testing.T) {
 				res.created[name] = id
 				ops.Add(1)
 				res.pending = ""
-				if _, err := fillVolume(e.dataDir(id)); err != nil {
+				if _, err := fillVolume(e.layout.DataDir(id)); err != nil {
 					res.setup = err
 					return
 				}
@@ -1002,7 +992,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 				d.waitReady(e)
 				_, err := d.create(volumeName)
 				require.NoError(t, err)
-				written, err = fillVolume(e.dataDir(id))
+				written, err = fillVolume(e.layout.DataDir(id))
 				require.NoError(t, err)
 				d.stop()
 			}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -23,10 +22,7 @@ import (
 // mount must work, and after the final unpublish nothing may be left: no
 // record, image, node state, mount or loop device.
 func TestCrashInlineVolume(t *testing.T) {
-	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 not installed (make deps installs it)")
-	}
+	testutil.RequireRootAndTools(t, "mkfs.ext4")
 	type crashCase struct {
 		point, op string
 		// podGone: the pod was deleted while the publish was lost, so the
@@ -54,7 +50,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			publish := func(d *driverProc) error {
 				ctx, cancel := ctxRPC()
 				defer cancel()
-				_, err := d.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+				_, err := d.client.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
 					VolumeId:   handle,
 					TargetPath: target,
 					VolumeCapability: &csi.VolumeCapability{
@@ -72,7 +68,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			unpublish := func(d *driverProc) error {
 				ctx, cancel := ctxRPC()
 				defer cancel()
-				_, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: handle, TargetPath: target})
+				_, err := d.client.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: handle, TargetPath: target})
 				return err
 			}
 			if tc.op == "unpublish" {
@@ -107,7 +103,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			require.NoError(t, unpublish(d), "the kubelet's unpublish")
 			require.NoError(t, unpublish(d), "and its retry")
 			requireEmpty(t, e, d)
-			imgs, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
+			imgs, err := os.ReadDir(e.layout.ImagesDir())
 			require.NoError(t, err)
 			require.Empty(t, imgs, "images left")
 			require.Empty(t, testutil.MountsUnder(t, e.dir), "mounts left")

@@ -176,6 +176,27 @@ func (e *Env) Load(t testing.TB) {
 	}
 }
 
+// Record is volume id's record, as the volume manager holds it.
+func (e *Env) Record(t testing.TB, id string) volume.Volume {
+	t.Helper()
+	v, err := e.Manager.Get(id)
+	if err != nil {
+		t.Fatalf("volume %s: %v", id, err)
+	}
+	return v
+}
+
+// Enforcement is how the driver limits directory volumes in the pool
+// named poolName.
+func (e *Env) Enforcement(t testing.TB, poolName string) quota.Info {
+	t.Helper()
+	info, err := e.Manager.Enforcement(poolName)
+	if err != nil {
+		t.Fatalf("enforcement of pool %s: %v", poolName, err)
+	}
+	return info
+}
+
 // Pool is the driver's first pool.
 func (e *Env) Pool() *pool.Pool { return e.Pools[0] }
 

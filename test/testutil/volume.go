@@ -127,12 +127,19 @@ func (v *Volume) Stage() {
 	require.NoError(v.T, v.StageErr(), "NodeStageVolume %s", v.Name)
 }
 
+// UnstageErr unstages the volume.
+func (v *Volume) UnstageErr() error {
+	_, err := v.c().NodeUnstageVolume(Ctx(v.T), &csi.NodeUnstageVolumeRequest{VolumeId: v.ID, StagingTargetPath: v.Staging})
+	if err == nil {
+		v.Staged = false
+	}
+	return err
+}
+
 // Unstage unstages the volume.
 func (v *Volume) Unstage() {
 	v.T.Helper()
-	_, err := v.c().NodeUnstageVolume(Ctx(v.T), &csi.NodeUnstageVolumeRequest{VolumeId: v.ID, StagingTargetPath: v.Staging})
-	require.NoError(v.T, err, "NodeUnstageVolume %s", v.Name)
-	v.Staged = false
+	require.NoError(v.T, v.UnstageErr(), "NodeUnstageVolume %s", v.Name)
 }
 
 // PublishErr publishes the staged volume at target.
@@ -162,11 +169,16 @@ func (v *Volume) PublishReadOnly() {
 	require.NoError(v.T, v.PublishErr(v.Target, true), "NodePublishVolume %s read-only", v.Name)
 }
 
+// UnpublishErr unpublishes the volume from target.
+func (v *Volume) UnpublishErr(target string) error {
+	_, err := v.c().NodeUnpublishVolume(Ctx(v.T), &csi.NodeUnpublishVolumeRequest{VolumeId: v.ID, TargetPath: target})
+	return err
+}
+
 // UnpublishAt unpublishes the volume from target.
 func (v *Volume) UnpublishAt(target string) {
 	v.T.Helper()
-	_, err := v.c().NodeUnpublishVolume(Ctx(v.T), &csi.NodeUnpublishVolumeRequest{VolumeId: v.ID, TargetPath: target})
-	require.NoError(v.T, err, "NodeUnpublishVolume %s at %s", v.Name, target)
+	require.NoError(v.T, v.UnpublishErr(target), "NodeUnpublishVolume %s at %s", v.Name, target)
 }
 
 // Unpublish unpublishes the volume from its target.

@@ -16,13 +16,6 @@ import (
 // capabilities hostvol does not advertise (see hvsanity.Config); the
 // expansion specs run, the node side growing the loop device.
 func TestSanityBlock(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	testutil.CleanupUnder(t, dir)
-	node := testutil.NewNode(t, dir, "")
-	cfg := hvsanity.ConfigFor(t, node.Env.Endpoint, hvsanity.Volumes{
-		AccessType: "block",
-		Parameters: map[string]string{},
-	})
-	sanity.Test(t, cfg)
+	env := hvsanity.StartReal(t, "")
+	sanity.Test(t, hvsanity.ConfigFor(t, env.Endpoint, hvsanity.VolumesOf(testutil.BlockKind)))
 }

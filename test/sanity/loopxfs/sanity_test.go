@@ -15,13 +15,6 @@ import (
 // capabilities hostvol does not advertise (see hvsanity.Config); the
 // expansion specs run, the stage growing the filesystem with xfs_growfs.
 func TestSanityLoopXFS(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	testutil.CleanupUnder(t, dir)
-	node := testutil.NewNode(t, dir, "")
-	cfg := hvsanity.ConfigFor(t, node.Env.Endpoint, hvsanity.Volumes{
-		Parameters: map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "xfs"},
-		Size:       300 << 20,
-	})
-	sanity.Test(t, cfg)
+	env := hvsanity.StartReal(t, "")
+	sanity.Test(t, hvsanity.ConfigFor(t, env.Endpoint, hvsanity.VolumesOf(testutil.XFSKind)))
 }

@@ -15,10 +15,6 @@ import (
 // whose filesystem limits nothing here (test/sanity/btrfs runs on a pool
 // that does): the class accepts directory volumes without a hard limit.
 func TestSanityRealMounts(t *testing.T) {
-	testutil.RequireRoot(t)
-	env := testutil.StartDriver(t, testutil.RealOptions())
-	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
-	sanity.Test(t, hvsanity.ConfigFor(t, env.Endpoint, hvsanity.Volumes{
-		Parameters: map[string]string{"sizeLimit": "optional"},
-	}))
+	env := hvsanity.StartReal(t, "")
+	sanity.Test(t, hvsanity.ConfigFor(t, env.Endpoint, hvsanity.VolumesOf(testutil.DirKind)))
 }
