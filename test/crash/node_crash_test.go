@@ -26,18 +26,7 @@ type nodeVol struct{ *testutil.Volume }
 // do runs op through the driver run d.
 func (v *nodeVol) do(d *driverProc, op string) error {
 	v.Src = d
-	switch op {
-	case "stage":
-		return v.StageErr()
-	case "publish":
-		return v.PublishErr(v.Target, false)
-	case "unpublish":
-		return v.UnpublishErr(v.Target)
-	case "unstage":
-		return v.UnstageErr()
-	}
-	v.T.Fatalf("unknown op %q", op)
-	return nil
+	return v.Do(op)
 }
 
 // use writes through the target and reads it back: the publish works.

@@ -23,23 +23,6 @@ import (
 // dirKind is a directory volume on a plain pool (no size limit there).
 var dirKind = testutil.DirKind
 
-func (v *vol) err(op string) error {
-	var err error
-	switch op {
-	case "stage":
-		err = v.StageErr()
-	case "unstage":
-		_, err = v.n.Client.NodeUnstageVolume(testutil.Ctx(v.T), &csi.NodeUnstageVolumeRequest{VolumeId: v.ID, StagingTargetPath: v.Staging})
-	case "publish":
-		_, err = v.n.Client.NodePublishVolume(testutil.Ctx(v.T), &csi.NodePublishVolumeRequest{VolumeId: v.ID, StagingTargetPath: v.Staging, TargetPath: v.Target, VolumeCapability: v.Kind.Capability()})
-	case "unpublish":
-		_, err = v.n.Client.NodeUnpublishVolume(testutil.Ctx(v.T), &csi.NodeUnpublishVolumeRequest{VolumeId: v.ID, TargetPath: v.Target})
-	default:
-		v.T.Fatalf("unknown op %q", op)
-	}
-	return err
-}
-
 // requireGone checks that nothing of the volume is mounted or attached and
 // that its target path is gone.
 func (v *vol) requireGone() {
@@ -79,7 +62,7 @@ func TestUnpublishUnstageAfterReboot(t *testing.T) {
 					n.Start()
 				}
 				for _, op := range []string{"unpublish", "unpublish", "unstage", "unstage"} {
-					require.NoError(t, v.err(op), "%s of a path that is no longer mounted", op)
+					require.NoError(t, v.Do(op), "%s of a path that is no longer mounted", op)
 				}
 				v.requireGone()
 				require.NoError(t, v.DeleteErr())
@@ -124,8 +107,8 @@ func TestStageOntoAnotherVolume(t *testing.T) {
 	b.Staging = a.Staging
 	requireCode(t, codes.AlreadyExists, b.StageErr(), "stage B where A is mounted")
 	require.Empty(t, b.device(), "a refused stage leaves no loop device")
-	requireCode(t, codes.FailedPrecondition, b.err("publish"), "publish B, which is not staged")
-	require.NoError(t, b.err("unstage"), "unstage B at A's staging path: nothing of B there")
+	requireCode(t, codes.FailedPrecondition, b.Do("publish"), "publish B, which is not staged")
+	require.NoError(t, b.Do("unstage"), "unstage B at A's staging path: nothing of B there")
 	a.checkData(a.Target, want)
 	require.Contains(t, testutil.MountsUnder(t, a.Staging), a.Staging, "A is still staged")
 
@@ -192,7 +175,7 @@ func TestSymlinkedPaths(t *testing.T) {
 				dest = filepath.Join(elsewhere, "device") // dangling: publish would create it
 			}
 			require.NoError(t, os.Symlink(dest, v.Target))
-			requireCode(t, codes.InvalidArgument, v.err("publish"), "publish at a symlink")
+			requireCode(t, codes.InvalidArgument, v.Do("publish"), "publish at a symlink")
 			require.Empty(t, testutil.MountsUnder(t, elsewhere), "nothing mounted where the target link points")
 			_, err := os.Lstat(filepath.Join(elsewhere, "device"))
 			require.ErrorIs(t, err, os.ErrNotExist, "no file created through a dangling link")

@@ -232,3 +232,20 @@ func (v *Volume) Stats(path string) *csi.NodeGetVolumeStatsResponse {
 	require.NoError(v.T, err, "NodeGetVolumeStats %s at %s", v.Name, path)
 	return resp
 }
+
+// Do runs a node operation named as the kubelet's call: "stage",
+// "publish" (read-write, at the target), "unpublish" or "unstage".
+func (v *Volume) Do(op string) error {
+	switch op {
+	case "stage":
+		return v.StageErr()
+	case "publish":
+		return v.PublishErr(v.Target, false)
+	case "unpublish":
+		return v.UnpublishErr(v.Target)
+	case "unstage":
+		return v.UnstageErr()
+	}
+	v.T.Fatalf("unknown node operation %q", op)
+	return nil
+}
