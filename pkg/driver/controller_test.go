@@ -34,8 +34,8 @@ func twoPools(t *testing.T) *harness {
 // requireNoVolumes asserts that no record and no data exist.
 func requireNoVolumes(t *testing.T, h *harness) {
 	t.Helper()
-	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
-	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "node")))
+	require.Empty(t, recordFiles(t, h.Layout().RecordsDir()))
+	require.Empty(t, recordFiles(t, h.Layout().NodeStatesDir()))
 	for _, p := range h.Pools {
 		entries, err := p.Entries()
 		require.NoError(t, err)
@@ -208,7 +208,7 @@ func TestCreateVolume(t *testing.T) {
 			fi, err := os.Stat(dataPool.DirPath(v.GetVolumeId()))
 			require.NoError(t, err)
 			require.True(t, fi.IsDir())
-			require.FileExists(t, filepath.Join(h.StateDir, "volumes", v.GetVolumeId()+".json"))
+			require.FileExists(t, h.Layout().RecordPath(v.GetVolumeId()))
 		})
 	}
 }
@@ -261,7 +261,7 @@ func TestCreateVolumeIdempotent(t *testing.T) {
 				require.Equal(t, 2*mib, resp.GetVolume().GetCapacityBytes())
 			}
 			// Never a second record or a copy of the data.
-			require.Equal(t, []string{id + ".json"}, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+			require.Equal(t, []string{testutil.RecordFile(id)}, recordFiles(t, h.Layout().RecordsDir()))
 			for _, p := range h.Pools {
 				entries, err := p.Entries()
 				require.NoError(t, err)
@@ -305,8 +305,8 @@ func TestSharedPool(t *testing.T) {
 	require.NoError(t, err, "a shared pool ignores requisite topology of other nodes")
 	id := resp.GetVolume().GetVolumeId()
 	require.Empty(t, resp.GetVolume().GetAccessibleTopology(), "a shared volume is reachable from every node")
-	require.DirExists(t, filepath.Join(sharedPath, "volumes", id))
-	require.Empty(t, recordFiles(t, filepath.Join(a.StateDir, "volumes")), "shared records live in the pool")
+	require.DirExists(t, a.Pools[1].DirPath(id))
+	require.Empty(t, recordFiles(t, a.Layout().RecordsDir()), "shared records live in the pool")
 
 	t.Run("create_in_progress_on_other_node_is_aborted", func(t *testing.T) {
 		// node-a crashed (or is still working) half-way through a create:
@@ -315,7 +315,7 @@ func TestSharedPool(t *testing.T) {
 		busy.Parameters = params
 		busyID := volumeid.FromName(busy.GetName())
 		rec := fmt.Sprintf(`{"schema":1,"id":%q,"name":"shared-busy","kind":"dir","pool":"shared","capacityBytes":%d,"createdBy":"node-a","state":"creating"}`, busyID, mib)
-		recPath := filepath.Join(sharedPath, ".hostvol", "records", busyID+".json")
+		recPath := testutil.Layout{StateDir: b.StateDir, Pool: b.Pools[1]}.RecordPath(busyID)
 		require.NoError(t, os.WriteFile(recPath, []byte(rec), 0o600))
 		_, err := b.ctrl.CreateVolume(t.Context(), busy)
 		requireCode(t, codes.Aborted, err)
@@ -339,7 +339,7 @@ func TestSharedPool(t *testing.T) {
 		b.publish(t, id, target)
 		mp, ok := b.mountAt(t, target)
 		require.True(t, ok)
-		require.Equal(t, filepath.Join(sharedPath, "volumes", id), mp.Device)
+		require.Equal(t, b.Pools[1].DirPath(id), mp.Device)
 		_, err := b.node.NodeUnpublishVolume(t.Context(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
 		require.NoError(t, err)
 	})
@@ -360,7 +360,7 @@ func TestSharedPool(t *testing.T) {
 	t.Run("delete", func(t *testing.T) {
 		_, err := b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
 		require.NoError(t, err)
-		require.NoDirExists(t, filepath.Join(sharedPath, "volumes", id))
+		require.NoDirExists(t, b.Pools[1].DirPath(id))
 		list, err := a.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
 		require.NoError(t, err)
 		require.Empty(t, list.GetEntries())
@@ -599,5 +599,5 @@ func TestCreateVolumeKeepsDataWithoutRecord(t *testing.T) {
 	b, err := os.ReadFile(precious)
 	require.NoError(t, err)
 	require.Equal(t, "data", string(b))
-	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+	require.Empty(t, recordFiles(t, h.Layout().RecordsDir()))
 }

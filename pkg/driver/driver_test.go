@@ -611,7 +611,7 @@ func TestConcurrentCreateSameName(t *testing.T) {
 		}
 	}
 	require.Positive(t, oks)
-	require.Equal(t, []string{want + ".json"}, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+	require.Equal(t, []string{testutil.RecordFile(want)}, recordFiles(t, h.Layout().RecordsDir()))
 	entries, err := h.Pools[0].Entries()
 	require.NoError(t, err)
 	require.Equal(t, []string{want}, entries)

@@ -140,7 +140,7 @@ func TestVolumesOfTheOldNodeID(t *testing.T) {
 			require.ErrorContains(t, err, `"node-a"`)
 			require.ErrorContains(t, err, `"node-b"`)
 			require.ErrorContains(t, err, tc.id)
-			require.FileExists(t, filepath.Join(base, "state", "volumes", tc.id+".json"))
+			require.FileExists(t, b.Layout().RecordPath(tc.id))
 
 			_, err = b.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: tc.id, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
 			requireCode(t, codes.NotFound, err)
@@ -162,7 +162,7 @@ func TestVolumesOfTheOldNodeID(t *testing.T) {
 		require.NoError(t, err)
 		_, err = b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: sharedID})
 		require.NoError(t, err)
-		require.NoDirExists(t, filepath.Join(sharedDir, "volumes", sharedID))
+		require.NoDirExists(t, b.Pools[1].DirPath(sharedID))
 	})
 
 	// Under its own name again, the node deletes them.
@@ -195,7 +195,7 @@ func TestUnreadableRecordsReported(t *testing.T) {
 		volumeid.FromName("binary"):    "\x00\xff\xfe",
 	}
 	for id, content := range bad {
-		require.NoError(t, os.WriteFile(filepath.Join(h.StateDir, "volumes", id+".json"), []byte(content), 0o600))
+		require.NoError(t, os.WriteFile(h.Layout().RecordPath(id), []byte(content), 0o600))
 	}
 	h.Driver.Stop()
 	h = start(t, opts)
@@ -219,7 +219,7 @@ func TestUnreadableRecordsReported(t *testing.T) {
 		}
 		require.Zero(t, v.GetCapacityBytes())
 		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], "cannot be read")
-		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], v.GetVolumeId()+".json")
+		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], testutil.RecordFile(v.GetVolumeId()))
 		require.Equal(t, nodeTopology(testNode)[0].GetSegments(), v.GetAccessibleTopology()[0].GetSegments())
 	}
 
@@ -240,7 +240,7 @@ func TestUnreadableRecordsReported(t *testing.T) {
 	for id := range bad {
 		_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
 		requireCode(t, codes.DataLoss, err)
-		require.FileExists(t, filepath.Join(h.StateDir, "volumes", id+".json"), "never deleted")
+		require.FileExists(t, h.Layout().RecordPath(id), "never deleted")
 	}
 }
 

@@ -279,7 +279,7 @@ func TestVolumeOfAnotherNode(t *testing.T) {
 	require.Empty(t, b.mounter.GetLog(), "node-b mounted another node's volume")
 	require.NoDirExists(t, target)
 	require.NoDirExists(t, staging)
-	require.Empty(t, recordFiles(t, filepath.Join(base, "state", "node")))
+	require.Empty(t, recordFiles(t, b.Layout().NodeStatesDir()))
 	require.DirExists(t, b.dataDir(id))
 }
 
@@ -296,15 +296,15 @@ func TestDeleteVolumeInUse(t *testing.T) {
 		h.publish(t, id, target)
 		requireCode(t, codes.FailedPrecondition, deleteVol(t, id))
 		require.DirExists(t, h.dataDir(id))
-		require.FileExists(t, filepath.Join(h.StateDir, "volumes", id+".json"))
+		require.FileExists(t, h.Layout().RecordPath(id))
 		_, ok := h.mountAt(t, target)
 		require.True(t, ok)
 
 		h.unpublish(t, id, target)
 		require.NoError(t, deleteVol(t, id))
 		require.NoDirExists(t, h.dataDir(id))
-		require.NoFileExists(t, filepath.Join(h.StateDir, "volumes", id+".json"))
-		require.NoFileExists(t, filepath.Join(h.StateDir, "node", id+".json"))
+		require.NoFileExists(t, h.Layout().RecordPath(id))
+		require.NoFileExists(t, h.Layout().NodeStatePath(id))
 	})
 
 	t.Run("staged", func(t *testing.T) {
