@@ -508,11 +508,7 @@ func TestGetCapacity(t *testing.T) {
 }
 
 func TestValidateVolumeCapabilities(t *testing.T) {
-	h := start(t, testutil.Options{})
-	rw := h.create(t, createReq("rw"))
-	roReq := createReq("ro")
-	roReq.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
-	ro := h.create(t, roReq)
+	h, rw, ro := rwAndRO(t)
 
 	cases := []struct {
 		name      string

@@ -191,6 +191,48 @@ func snapshotTree(t *testing.T, root string) map[string]string {
 
 // plantSentinels puts the files a path traversal from the pool or state
 // directories would reach: <dir>/etc/passwd and <dir>/x/keep.
+// startHostile starts a driver for hostile-input cases: a volume "existing"
+// published at <dir>/published, so that a lookup that wrongly matched would
+// have a publication to act on, and sentinels planted. It returns the
+// volume's ID and a snapshot of the tree, which no hostile call may change.
+func startHostile(t *testing.T) (*harness, string, map[string]string) {
+	t.Helper()
+	h := start(t, testutil.Options{})
+	existing := h.create(t, createReq("existing"))
+	h.publish(t, existing, filepath.Join(h.Dir, "published"))
+	plantSentinels(t, h.Dir)
+	return h, existing, snapshotTree(t, h.Dir)
+}
+
+// rwAndRO starts a driver with two volumes: "rw" (single node writer) and
+// "ro" (multi node reader only). It returns their IDs.
+func rwAndRO(t *testing.T) (h *harness, rw, ro string) {
+	t.Helper()
+	h = start(t, testutil.Options{})
+	rw = h.create(t, createReq("rw"))
+	roReq := createReq("ro")
+	roReq.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
+	return h, rw, h.create(t, roReq)
+}
+
+// publishAs publishes id at <dir>/name and requires the answer want; when
+// it is not OK, nothing may be mounted or made there. It returns the mount
+// and whether the publish succeeded.
+func (h *harness) publishAs(t *testing.T, id, name string, c *csi.VolumeCapability, readOnly bool, want codes.Code) (mount.MountPoint, bool) {
+	t.Helper()
+	target := filepath.Join(h.Dir, name)
+	_, err := h.node.NodePublishVolume(t.Context(), publishReq(id, target, c, readOnly))
+	requireCode(t, want, err)
+	mp, mounted := h.mountAt(t, target)
+	if want != codes.OK {
+		require.False(t, mounted)
+		require.NoDirExists(t, target)
+		return mp, false
+	}
+	require.True(t, mounted)
+	return mp, true
+}
+
 func plantSentinels(t *testing.T, dir string) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "etc"), 0o755))
@@ -285,13 +327,7 @@ func idRPCs(dir string) []idRPC {
 }
 
 func TestHostileVolumeIDs(t *testing.T) {
-	h := start(t, testutil.Options{})
-	existing := h.create(t, createReq("existing"))
-	// A volume published elsewhere, so that a lookup that wrongly matched
-	// would have a publication to act on.
-	h.publish(t, existing, filepath.Join(h.Dir, "published"))
-	plantSentinels(t, h.Dir)
-	before := snapshotTree(t, h.Dir)
+	h, existing, before := startHostile(t)
 
 	for _, rpc := range idRPCs(h.Dir) {
 		t.Run(rpc.name, func(t *testing.T) {

@@ -71,11 +71,7 @@ func healthRPCs(dir string) []idRPC {
 }
 
 func TestHealthHostileVolumeIDs(t *testing.T) {
-	h := start(t, testutil.Options{})
-	existing := h.create(t, createReq("existing"))
-	h.publish(t, existing, filepath.Join(h.Dir, "published"))
-	plantSentinels(t, h.Dir)
-	before := snapshotTree(t, h.Dir)
+	h, existing, before := startHostile(t)
 
 	for _, rpc := range healthRPCs(h.Dir) {
 		t.Run(rpc.name, func(t *testing.T) {

@@ -130,11 +130,7 @@ func TestSingleNodeSingleWriter(t *testing.T) {
 }
 
 func TestReadOnlyPublish(t *testing.T) {
-	h := start(t, testutil.Options{})
-	rw := h.create(t, createReq("rw"))
-	roReq := createReq("ro")
-	roReq.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
-	ro := h.create(t, roReq)
+	h, rw, ro := rwAndRO(t)
 
 	cases := []struct {
 		name     string
@@ -158,19 +154,13 @@ func TestReadOnlyPublish(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			target := filepath.Join(h.Dir, tc.name)
-			_, err := h.node.NodePublishVolume(t.Context(), publishReq(tc.id, target, tc.c, tc.readOnly))
-			requireCode(t, tc.code, err)
-			mp, mounted := h.mountAt(t, target)
-			if tc.code != codes.OK {
-				require.False(t, mounted)
-				require.NoDirExists(t, target)
+			mp, ok := h.publishAs(t, tc.id, tc.name, tc.c, tc.readOnly, tc.code)
+			if !ok {
 				return
 			}
-			require.True(t, mounted)
 			require.Equal(t, tc.wantRO, slices.Contains(mp.Opts, "ro"), "mount options %v", mp.Opts)
 			require.NotContains(t, mp.Opts, "rw")
-			h.unpublish(t, tc.id, target)
+			h.unpublish(t, tc.id, mp.Path)
 		})
 	}
 }
@@ -209,21 +199,15 @@ func TestMountFlags(t *testing.T) {
 			if mode == csi.VolumeCapability_AccessMode_UNKNOWN {
 				mode = snw
 			}
-			target := filepath.Join(h.Dir, tc.name)
-			_, err := h.node.NodePublishVolume(t.Context(), publishReq(id, target, mountCap(mode, tc.flags...), tc.readOnly))
-			requireCode(t, tc.code, err)
-			mp, mounted := h.mountAt(t, target)
-			if tc.code != codes.OK {
-				require.False(t, mounted)
-				require.NoDirExists(t, target)
+			mp, ok := h.publishAs(t, id, tc.name, mountCap(mode, tc.flags...), tc.readOnly, tc.code)
+			if !ok {
 				return
 			}
-			require.True(t, mounted)
 			for _, o := range tc.wantOpts {
 				require.Contains(t, mp.Opts, o)
 			}
 			require.NotContains(t, mp.Opts, "rw")
-			h.unpublish(t, id, target)
+			h.unpublish(t, id, mp.Path)
 		})
 	}
 }

@@ -81,6 +81,22 @@ func create(t *testing.T, n *testutil.Node, dir, name string, k testutil.Kind) *
 	return &vol{Volume: testutil.CreateVolume(t, n, dir, k, name, 0), l: n.Layout()}
 }
 
+// up starts a node on a plain pool in a setup directory, creates a volume
+// of kind k there, stages it (and publishes it if published) and checks
+// that it is healthy.
+func up(t *testing.T, k testutil.Kind, published bool) (*testutil.Node, *vol) {
+	t.Helper()
+	dir := setup(t)
+	n := testutil.NewNode(t, dir, "")
+	v := create(t, n, dir, k.Name, k)
+	v.Stage()
+	if published {
+		v.Publish()
+	}
+	v.requireHealth(published)
+	return n, v
+}
+
 func (v *vol) image() string   { return v.l.ImagePath(v.ID) }
 func (v *vol) dataDir() string { return v.l.DataDir(v.ID) }
 
@@ -242,11 +258,7 @@ func TestDirDataRemoved(t *testing.T) {
 // staging mount missing and the loop device detached. Staging again mends
 // both, and the data is intact.
 func TestLoopDetachedWithMountInPlace(t *testing.T) {
-	dir := setup(t)
-	n := testutil.NewNode(t, dir, "")
-	v := create(t, n, dir, "ext4", ext4Kind)
-	v.Stage()
-	v.requireHealth(false)
+	n, v := up(t, ext4Kind, false)
 	devs := v.loopsOf()
 	require.Len(t, devs, 1)
 
@@ -275,12 +287,7 @@ func TestLoopDetachedWithMountInPlace(t *testing.T) {
 // missing but the target fine. When the target goes too, the device is
 // detached and reported so.
 func TestLoopDetachedWhilePublished(t *testing.T) {
-	dir := setup(t)
-	n := testutil.NewNode(t, dir, "")
-	v := create(t, n, dir, "ext4", ext4Kind)
-	v.Stage()
-	v.Publish()
-	v.requireHealth(true)
+	_, v := up(t, ext4Kind, true)
 	devs := v.loopsOf()
 	require.Len(t, devs, 1)
 
@@ -301,11 +308,7 @@ func TestLoopDetachedWhilePublished(t *testing.T) {
 // TestBlockDetached detaches a staged raw block volume's device: nothing
 // holds it open, so it goes at once.
 func TestBlockDetached(t *testing.T) {
-	dir := setup(t)
-	n := testutil.NewNode(t, dir, "")
-	v := create(t, n, dir, "block", blockKind)
-	v.Stage()
-	v.requireHealth(false)
+	_, v := up(t, blockKind, false)
 	devs := v.loopsOf()
 	require.Len(t, devs, 1)
 	run(t, "losetup", "-d", devs[0])
@@ -323,12 +326,7 @@ func TestBlockDetached(t *testing.T) {
 func TestLoopFull(t *testing.T) {
 	for name, k := range map[string]testutil.Kind{"ext4": ext4Kind, "xfs": xfsKind} {
 		t.Run(name, func(t *testing.T) {
-			dir := setup(t)
-			n := testutil.NewNode(t, dir, "")
-			v := create(t, n, dir, name, k)
-			v.Stage()
-			v.Publish()
-			v.requireHealth(true)
+			n, v := up(t, k, true)
 
 			fill := filepath.Join(v.Target, "fill")
 			written, err := fillUp(fill)
@@ -376,12 +374,7 @@ func fillUp(path string) (int64, error) {
 // publish asked for read-write; expected (so healthy) when every publish
 // is read-only. Remounting read-write makes it healthy again.
 func TestLoopRemountedReadOnly(t *testing.T) {
-	dir := setup(t)
-	n := testutil.NewNode(t, dir, "")
-	v := create(t, n, dir, "ext4", ext4Kind)
-	v.Stage()
-	v.Publish()
-	v.requireHealth(true)
+	n, v := up(t, ext4Kind, true)
 
 	run(t, "mount", "-o", "remount,ro", v.Staging)
 	err := os.WriteFile(filepath.Join(v.Target, "file"), []byte("x"), 0o644)
