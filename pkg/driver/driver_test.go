@@ -672,7 +672,21 @@ func (g *gateMounter) Mount(source, target, fstype string, opts []string) error 
 	return g.FakeMounter.Mount(source, target, fstype, opts)
 }
 
-func TestPerVolumeLock(t *testing.T) {
+// heldPublish is a NodePublishVolume of the volume "held" that is stopped
+// in its mount, so holding the volume's lock, until release is called.
+type heldPublish struct {
+	h         *harness
+	base      string // a temporary directory for targets
+	id        string // the held volume
+	target    string
+	published chan error // the publish's answer, once released
+	release   func()
+}
+
+// startHeld starts a driver, creates the volume "held" and the volumes
+// others names, and holds a NodePublishVolume of "held" in its mount.
+func startHeld(t *testing.T, others ...string) (*heldPublish, []string) {
+	t.Helper()
 	base := t.TempDir()
 	gate := &gateMounter{
 		FakeMounter: mount.NewFakeMounter(nil),
@@ -681,22 +695,30 @@ func TestPerVolumeLock(t *testing.T) {
 		release:     make(chan struct{}),
 	}
 	h := start(t, testutil.Options{Mounter: gate})
+	p := &heldPublish{h: h, base: base, target: gate.target, published: make(chan error, 1)}
 	// Registered after StartDriver's cleanup, so it runs first: a failing
 	// test must not leave the held call blocking the server's graceful stop.
-	release := sync.OnceFunc(func() { close(gate.release) })
-	t.Cleanup(release)
-	held := h.create(t, createReq("held"))
-	other := h.create(t, createReq("other"))
-
-	published := make(chan error, 1)
+	p.release = sync.OnceFunc(func() { close(gate.release) })
+	t.Cleanup(p.release)
+	p.id = h.create(t, createReq("held"))
+	var ids []string
+	for _, name := range others {
+		ids = append(ids, h.create(t, createReq(name)))
+	}
 	go func() {
-		_, err := h.node.NodePublishVolume(context.Background(), publishReq(held, gate.target, mountCap(snw), false))
-		published <- err
+		_, err := h.node.NodePublishVolume(context.Background(), publishReq(p.id, p.target, mountCap(snw), false))
+		p.published <- err
 	}()
 	<-gate.entered // NodePublishVolume of held now holds its lock.
+	return p, ids
+}
+
+func TestPerVolumeLock(t *testing.T) {
+	p, others := startHeld(t, "other")
+	h, held, other := p.h, p.id, others[0]
 
 	ctx := t.Context()
-	staging := filepath.Join(base, "staging")
+	staging := filepath.Join(p.base, "staging")
 	onHeld := []struct {
 		name string
 		call func() error
@@ -715,15 +737,15 @@ func TestPerVolumeLock(t *testing.T) {
 			return err
 		}},
 		{name: "node_publish_volume_other_target", call: func() error {
-			_, err := h.node.NodePublishVolume(ctx, publishReq(held, filepath.Join(base, "second"), mountCap(snw), false))
+			_, err := h.node.NodePublishVolume(ctx, publishReq(held, filepath.Join(p.base, "second"), mountCap(snw), false))
 			return err
 		}},
 		{name: "node_publish_volume_same_target", call: func() error {
-			_, err := h.node.NodePublishVolume(ctx, publishReq(held, gate.target, mountCap(snw), false))
+			_, err := h.node.NodePublishVolume(ctx, publishReq(held, p.target, mountCap(snw), false))
 			return err
 		}},
 		{name: "node_unpublish_volume", call: func() error {
-			_, err := h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: held, TargetPath: gate.target})
+			_, err := h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: held, TargetPath: p.target})
 			return err
 		}},
 	}
@@ -735,8 +757,8 @@ func TestPerVolumeLock(t *testing.T) {
 
 	// No global lock: other volumes, and read-only calls, go on.
 	t.Run("other_volume_not_blocked", func(t *testing.T) {
-		h.publish(t, other, filepath.Join(base, "other"))
-		_, err := h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: other, TargetPath: filepath.Join(base, "other")})
+		h.publish(t, other, filepath.Join(p.base, "other"))
+		_, err := h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: other, TargetPath: filepath.Join(p.base, "other")})
 		require.NoError(t, err)
 		_, err = h.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: other})
 		require.NoError(t, err)
@@ -749,11 +771,11 @@ func TestPerVolumeLock(t *testing.T) {
 		require.NoError(t, err)
 	})
 
-	release()
-	require.NoError(t, <-published)
+	p.release()
+	require.NoError(t, <-p.published)
 	_, err := h.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: held})
 	requireCode(t, codes.FailedPrecondition, err) // published, and now unlocked
-	_, err = h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: held, TargetPath: gate.target})
+	_, err = h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: held, TargetPath: p.target})
 	require.NoError(t, err)
 	_, err = h.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: held})
 	require.NoError(t, err)

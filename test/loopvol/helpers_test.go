@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -226,6 +227,25 @@ func blockDeviceSize(t *testing.T, path string) int64 {
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&size)))
 	require.Zero(t, errno, "BLKGETSIZE64 %s: %v", path, errno)
 	return int64(size)
+}
+
+// atOnce runs call(0) ... call(n-1) in n goroutines released together,
+// and returns their errors by index.
+func atOnce(n int, call func(i int) error) []error {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = call(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return errs
 }
 
 // volName is a volume name unique within a test.

@@ -3,7 +3,6 @@ package loopvol
 import (
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -303,21 +302,7 @@ func TestConcurrentStage(t *testing.T) {
 			n, dir := setup(t)
 			v := create(t, n, dir, k, volName(t, "race"), 0)
 			const calls = 8
-			var (
-				wg    sync.WaitGroup
-				start = make(chan struct{})
-				errs  = make([]error, calls)
-			)
-			for i := range calls {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-start
-					errs[i] = v.StageErr()
-				}()
-			}
-			close(start)
-			wg.Wait()
+			errs := atOnce(calls, func(int) error { return v.StageErr() })
 			ok := 0
 			for i, err := range errs {
 				switch status.Code(err) {
@@ -356,19 +341,7 @@ func TestConcurrentStageDistinctVolumes(t *testing.T) {
 		}
 		vols[i] = create(t, n, dir, k, volName(t, string(rune('a'+i))), 0)
 	}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	errs := make([]error, count)
-	for i, v := range vols {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			errs[i] = v.StageErr()
-		}()
-	}
-	close(start)
-	wg.Wait()
+	errs := atOnce(count, func(i int) error { return vols[i].StageErr() })
 	seen := map[string]string{}
 	for i, v := range vols {
 		require.NoError(t, errs[i], "NodeStageVolume %s", v.Name)

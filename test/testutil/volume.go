@@ -76,7 +76,8 @@ type Volume struct {
 	Staging  string
 	Target   string
 	// Staged says whether the volume was staged through Stage and not
-	// unstaged since.
+	// unstaged through Unstage since (the ...Err variants, which tests
+	// call concurrently, leave it alone).
 	Staged bool
 }
 
@@ -115,9 +116,6 @@ func (v *Volume) StageErr() error {
 		StagingTargetPath: v.Staging,
 		VolumeCapability:  v.Kind.Capability(),
 	})
-	if err == nil {
-		v.Staged = true
-	}
 	return err
 }
 
@@ -125,14 +123,12 @@ func (v *Volume) StageErr() error {
 func (v *Volume) Stage() {
 	v.T.Helper()
 	require.NoError(v.T, v.StageErr(), "NodeStageVolume %s", v.Name)
+	v.Staged = true
 }
 
 // UnstageErr unstages the volume.
 func (v *Volume) UnstageErr() error {
 	_, err := v.c().NodeUnstageVolume(Ctx(v.T), &csi.NodeUnstageVolumeRequest{VolumeId: v.ID, StagingTargetPath: v.Staging})
-	if err == nil {
-		v.Staged = false
-	}
 	return err
 }
 
@@ -140,6 +136,7 @@ func (v *Volume) UnstageErr() error {
 func (v *Volume) Unstage() {
 	v.T.Helper()
 	require.NoError(v.T, v.UnstageErr(), "NodeUnstageVolume %s", v.Name)
+	v.Staged = false
 }
 
 // PublishErr publishes the staged volume at target.
