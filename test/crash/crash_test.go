@@ -617,6 +617,23 @@ func fillVolume(dir string) ([]string, error) {
 	return []string{"a.txt", "b.txt", "c.txt", "nested"}, nil
 }
 
+// filledVolume creates volumeName in a clean run, fills it (fillVolume)
+// and stops the run; it returns the volume's top-level entries.
+func (e *env) filledVolume() []string {
+	t := e.t
+	t.Helper()
+	d := e.start("")
+	d.waitReady(e)
+	resp, err := d.create(volumeName)
+	require.NoError(t, err, "CreateVolume before the crash")
+	id := resp.GetVolume().GetVolumeId()
+	require.Equal(t, volumeid.FromName(volumeName), id)
+	written, err := fillVolume(e.layout.DataDir(id))
+	require.NoError(t, err)
+	d.stop()
+	return written
+}
+
 // dataWant is what a failpoint should leave of the volume's data.
 type dataWant int
 
@@ -691,15 +708,7 @@ func crashAt(t *testing.T, e *env, tc failpointCase) {
 	var written []string
 
 	if tc.op == "delete" {
-		// A complete volume with some content, made by a clean run.
-		d := e.start("")
-		d.waitReady(e)
-		resp, err := d.create(volumeName)
-		require.NoError(t, err, "CreateVolume before the crash")
-		require.Equal(t, id, resp.GetVolume().GetVolumeId())
-		written, err = fillVolume(e.layout.DataDir(id))
-		require.NoError(t, err)
-		d.stop()
+		written = e.filledVolume()
 	}
 
 	// The run that dies at the failpoint.
@@ -988,13 +997,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 			id := volumeid.FromName(volumeName)
 			var written []string
 			if tc.op == "delete" {
-				d := e.start("")
-				d.waitReady(e)
-				_, err := d.create(volumeName)
-				require.NoError(t, err)
-				written, err = fillVolume(e.layout.DataDir(id))
-				require.NoError(t, err)
-				d.stop()
+				written = e.filledVolume()
 			}
 			d := e.start(tc.point)
 			d.waitReady(e)

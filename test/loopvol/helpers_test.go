@@ -69,6 +69,16 @@ func create(t *testing.T, n *testutil.Node, dir string, k testutil.Kind, name st
 	return v
 }
 
+// upWithData is setup, a volume of kind k named after the test and suffix,
+// staged, published and written with the test data.
+func upWithData(t *testing.T, k testutil.Kind, suffix string) (*testutil.Node, string, *vol, sums) {
+	t.Helper()
+	n, dir := setup(t)
+	v := create(t, n, dir, k, volName(t, suffix), 0)
+	v.Up()
+	return n, dir, v, v.writeData()
+}
+
 func (v *vol) image() string { return v.n.Pool().ImagePath(v.ID) }
 
 // device finds the loop device attached to the volume's image ("" if none)

@@ -59,10 +59,7 @@ func TestReboot(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range allKinds {
 		t.Run(k.Name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "reboot"), 0)
-			v.Up()
-			want := v.writeData()
+			n, dir, v, want := upWithData(t, k, "reboot")
 
 			// The reboot: driver gone, mounts gone, loop device gone.
 			n.Stop()
@@ -154,10 +151,7 @@ func attachAt(t *testing.T, dev, path string) {
 func TestExpand(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Run("xfs_online", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, xfsKind, volName(t, "grow"), 0)
-		v.Up()
-		want := v.writeData()
+		_, _, v, want := upWithData(t, xfsKind, "grow")
 		before := totalBytes(statfs(t, v.Target))
 
 		newSize := v.Capacity + 100*mib
@@ -176,10 +170,7 @@ func TestExpand(t *testing.T) {
 	})
 
 	t.Run("ext4", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, ext4Kind, volName(t, "grow"), 0)
-		v.Up()
-		want := v.writeData()
+		_, _, v, want := upWithData(t, ext4Kind, "grow")
 		before := totalBytes(statfs(t, v.Target))
 
 		newSize := 2 * v.Capacity
@@ -216,10 +207,7 @@ func TestExpand(t *testing.T) {
 	})
 
 	t.Run("block", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, blockKind, volName(t, "grow"), 0)
-		v.Up()
-		want := v.writeData()
+		_, _, v, want := upWithData(t, blockKind, "grow")
 		require.Equal(t, v.Capacity, blockDeviceSize(t, v.Target))
 
 		newSize := v.Capacity + 32*mib
