@@ -101,6 +101,13 @@ func StartReal(t *testing.T, poolPath string) *testutil.Env {
 	return testutil.NewNode(t, dir, poolPath).Env
 }
 
+// RunReal runs csi-sanity on volumes of kind k against a driver started
+// with StartReal on a plain pool. Needs root.
+func RunReal(t *testing.T, k testutil.Kind) {
+	t.Helper()
+	sanity.Test(t, ConfigFor(t, StartReal(t, "").Endpoint, VolumesOf(k)))
+}
+
 // ConfigFor is Config for volumes of the given shape. Config itself is
 // ConfigFor with the zero Volumes: directory volumes, mount access, 64 MiB.
 func ConfigFor(t *testing.T, endpoint string, v Volumes) sanity.TestConfig {

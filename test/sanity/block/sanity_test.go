@@ -6,8 +6,6 @@ package block
 import (
 	"testing"
 
-	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -16,6 +14,5 @@ import (
 // capabilities hostvol does not advertise (see hvsanity.Config); the
 // expansion specs run, the node side growing the loop device.
 func TestSanityBlock(t *testing.T) {
-	env := hvsanity.StartReal(t, "")
-	sanity.Test(t, hvsanity.ConfigFor(t, env.Endpoint, hvsanity.VolumesOf(testutil.BlockKind)))
+	hvsanity.RunReal(t, testutil.BlockKind)
 }

@@ -8,8 +8,6 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -28,8 +26,6 @@ import (
 // is missing. test/loopvol's TestExpand asserts that FAILED_PRECONDITION and
 // the growth at the next stage; test/vmtests grows a mounted ext4 for real.
 func TestSanityLoopExt4(t *testing.T) {
-	env := hvsanity.StartReal(t, "")
-	cfg := hvsanity.ConfigFor(t, env.Endpoint, hvsanity.VolumesOf(testutil.Ext4Kind))
 	if !testutil.HasCapSysResource() {
 		t.Logf("skipping %q: growing a mounted ext4 needs CAP_SYS_RESOURCE, which this process lacks", onlineGrowSpec)
 		// Ginkgo binds its flags to flag.CommandLine; -ginkgo.skip appends.
@@ -37,7 +33,7 @@ func TestSanityLoopExt4(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sanity.Test(t, cfg)
+	hvsanity.RunReal(t, testutil.Ext4Kind)
 }
 
 // onlineGrowSpec is the csi-sanity spec that grows a mounted volume.

@@ -5,8 +5,6 @@ package loopxfs
 import (
 	"testing"
 
-	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -15,6 +13,5 @@ import (
 // capabilities hostvol does not advertise (see hvsanity.Config); the
 // expansion specs run, the stage growing the filesystem with xfs_growfs.
 func TestSanityLoopXFS(t *testing.T) {
-	env := hvsanity.StartReal(t, "")
-	sanity.Test(t, hvsanity.ConfigFor(t, env.Endpoint, hvsanity.VolumesOf(testutil.XFSKind)))
+	hvsanity.RunReal(t, testutil.XFSKind)
 }
