@@ -46,8 +46,7 @@ func TestUnpublishUnstageAfterReboot(t *testing.T) {
 	for _, k := range []testutil.Kind{dirKind, ext4Kind, xfsKind, blockKind} {
 		for _, how := range []string{"reboot", "unmounted_by_hand"} {
 			t.Run(k.Name+"/"+how, func(t *testing.T) {
-				n, dir := setup(t)
-				v := create(t, n, dir, k, volName(t, "gone"), 0)
+				n, dir, v := setupVol(t, k, "gone")
 				v.Up()
 				if how == "reboot" {
 					n.Stop()
@@ -151,8 +150,7 @@ func TestSymlinkedPaths(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range []testutil.Kind{dirKind, ext4Kind, blockKind} {
 		t.Run(k.Name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "link"), 0)
+			n, dir, v := setupVol(t, k, "link")
 			elsewhere := filepath.Join(dir, "elsewhere")
 			require.NoError(t, os.MkdirAll(elsewhere, 0o755))
 
@@ -332,8 +330,7 @@ func TestSharedPoolLease(t *testing.T) {
 // reboot, an unmount by hand), NodeGetVolumeStats of its recorded paths
 // is NOT_FOUND, not the figures of the filesystem underneath.
 func TestStatsOfUnmountedPath(t *testing.T) {
-	n, dir := setup(t)
-	v := create(t, n, dir, ext4Kind, volName(t, "stats"), 0)
+	n, _, v := setupVol(t, ext4Kind, "stats")
 	v.Up()
 	require.NoError(t, unix.Unmount(v.Target, 0))
 	_, err := n.Client.NodeGetVolumeStats(testutil.Ctx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: v.ID, VolumePath: v.Target})

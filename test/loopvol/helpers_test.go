@@ -69,12 +69,19 @@ func create(t *testing.T, n *testutil.Node, dir string, k testutil.Kind, name st
 	return v
 }
 
-// upWithData is setup, a volume of kind k named after the test and suffix,
-// staged, published and written with the test data.
-func upWithData(t *testing.T, k testutil.Kind, suffix string) (*testutil.Node, string, *vol, sums) {
+// setupVol is setup and a volume of kind k named after the test and
+// suffix.
+func setupVol(t *testing.T, k testutil.Kind, suffix string) (*testutil.Node, string, *vol) {
 	t.Helper()
 	n, dir := setup(t)
-	v := create(t, n, dir, k, volName(t, suffix), 0)
+	return n, dir, create(t, n, dir, k, volName(t, suffix), 0)
+}
+
+// upWithData is setupVol, the volume staged, published and written with
+// the test data.
+func upWithData(t *testing.T, k testutil.Kind, suffix string) (*testutil.Node, string, *vol, sums) {
+	t.Helper()
+	n, dir, v := setupVol(t, k, suffix)
 	v.Up()
 	return n, dir, v, v.writeData()
 }

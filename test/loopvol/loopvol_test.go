@@ -24,8 +24,7 @@ func TestDataSurvivesRestage(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range allKinds {
 		t.Run(k.Name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "data"), 0)
+			_, _, v := setupVol(t, k, "data")
 			v.Up()
 			v.requireOneLoop()
 			want := v.writeData()
@@ -287,8 +286,7 @@ func TestConcurrentStage(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range []testutil.Kind{ext4Kind, blockKind} {
 		t.Run(k.Name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "race"), 0)
+			_, _, v := setupVol(t, k, "race")
 			const calls = 8
 			errs := atOnce(calls, func(int) error { return v.StageErr() })
 			ok := 0
@@ -352,8 +350,7 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range []testutil.Kind{ext4Kind, blockKind} {
 		t.Run(k.Name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "busy"), 0)
+			_, _, v := setupVol(t, k, "busy")
 
 			v.Stage()
 			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while staged")
@@ -483,8 +480,7 @@ func TestNodeGetVolumeStats(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range []testutil.Kind{ext4Kind, xfsKind} {
 		t.Run(k.Name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "stats"), 0)
+			_, _, v := setupVol(t, k, "stats")
 			v.Up()
 			for _, path := range []string{v.Target, v.Staging} {
 				bytes0, inodes0 := usage(t, v.Stats(path))
@@ -508,8 +504,7 @@ func TestNodeGetVolumeStats(t *testing.T) {
 		})
 	}
 	t.Run("block", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, blockKind, volName(t, "stats"), 0)
+		_, _, v := setupVol(t, blockKind, "stats")
 		v.Up()
 		resp := v.Stats(v.Target)
 		require.Len(t, resp.GetUsage(), 1)
