@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
@@ -171,18 +172,14 @@ func newManager(t testing.TB, o Options, pools []*pool.Pool) *volume.Manager {
 // the test).
 func (e *Env) Load(t testing.TB) {
 	t.Helper()
-	if err := e.Manager.Load(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, e.Manager.Load(), "loading the volume records")
 }
 
 // Record is volume id's record, as the volume manager holds it.
 func (e *Env) Record(t testing.TB, id string) volume.Volume {
 	t.Helper()
 	v, err := e.Manager.Get(id)
-	if err != nil {
-		t.Fatalf("volume %s: %v", id, err)
-	}
+	require.NoError(t, err, "volume %s", id)
 	return v
 }
 
@@ -191,9 +188,7 @@ func (e *Env) Record(t testing.TB, id string) volume.Volume {
 func (e *Env) Enforcement(t testing.TB, poolName string) quota.Info {
 	t.Helper()
 	info, err := e.Manager.Enforcement(poolName)
-	if err != nil {
-		t.Fatalf("enforcement of pool %s: %v", poolName, err)
-	}
+	require.NoError(t, err, "enforcement of pool %s", poolName)
 	return info
 }
 
