@@ -15,15 +15,18 @@
 //     btrfs in an image on a loop device).
 //   - release.go: the release of every mount and loop device a test made,
 //     registered with t.Cleanup so that it also runs when the test fails.
-//   - caps.go: one set of capability checks: a test that needs root or a
-//     tool skips with the reason, and fails instead when
+//   - caps.go: the capability checks of the subpackage needs: a test that
+//     needs root or a tool skips with the reason, and fails instead when
 //     HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), so nothing skips silently there.
+//     needs imports nothing of hostvol, for tests of packages testutil
+//     itself imports (pkg/loop).
 //   - fill.go: writing until the kernel refuses, and capability helpers
 //     for quota tests.
 //
-// It lives under test/, next to the suites that use it most, and is a
-// package of its own rather than internal/: pkg/ tests and test/ suites
-// import it alike, and nothing outside the tests may. Calls into
-// volume.Manager stay in driver.go so that the manager's API can change in
-// one place.
+// It stays where the suites and the pkg/ tests already import it, under
+// test/ with the suites that use it most, rather than moving to internal/:
+// it is test code only, nothing outside this module's tests imports it,
+// and a move would touch every test of the module for no gain. Calls into
+// volume.Manager stay in driver.go (Load, Record, Enforcement) so that the
+// manager's API can change in one place.
 package testutil
