@@ -64,6 +64,31 @@ func (e *env) filledVolume() []string {
 	return written
 }
 
+// crashIn runs op ("create" or "delete") of volumeName in a driver run
+// armed with the failpoint point, which must kill it; a delete first gets a
+// filled volume (filledVolume), whose entries it returns.
+func (e *env) crashIn(op, point string) (written []string) {
+	t := e.t
+	t.Helper()
+	id := volumeid.FromName(volumeName)
+	if op == "delete" {
+		written = e.filledVolume()
+	}
+	d := e.start(point)
+	d.waitReady(e)
+	switch op {
+	case "create":
+		_, err := d.create(volumeName)
+		requireConnectionLost(t, err, "CreateVolume")
+	case "delete":
+		requireConnectionLost(t, d.delete(id), "DeleteVolume")
+	default:
+		t.Fatalf("unknown operation %q", op)
+	}
+	d.requireKilled()
+	return written
+}
+
 // dataWant is what a failpoint should leave of the volume's data.
 type dataWant int
 
@@ -73,6 +98,24 @@ const (
 	dataFull                    // everything the test wrote
 	dataPartial                 // some, not all, of what the test wrote
 )
+
+// requireData checks that volume id's data is as want says; written is
+// what the test wrote into it, when is for the messages.
+func (s diskState) requireData(t *testing.T, id string, want dataWant, written []string, when string) {
+	t.Helper()
+	entries, present := s.data[id]
+	require.Equal(t, want != dataAbsent, present, "data %s: %s", when, s.describe(id))
+	switch want {
+	case dataEmpty:
+		require.Empty(t, entries, "data %s", when)
+	case dataFull:
+		require.Equal(t, written, entries, "data %s", when)
+	case dataPartial:
+		require.NotEmpty(t, entries, "want part of the data left %s: %s", when, s.describe(id))
+		require.Less(t, len(entries), len(written), "want part of the data removed %s: %s", when, s.describe(id))
+		require.Subset(t, written, entries)
+	}
+}
 
 func (w dataWant) String() string {
 	return [...]string{"absent", "empty", "full", "partial"}[w]
@@ -135,23 +178,7 @@ var failpointCases = []failpointCase{
 // that the state is consistent and that the operation can be completed.
 func crashAt(t *testing.T, e *env, tc failpointCase) {
 	id := volumeid.FromName(volumeName)
-	var written []string
-
-	if tc.op == "delete" {
-		written = e.filledVolume()
-	}
-
-	// The run that dies at the failpoint.
-	d := e.start(tc.point)
-	d.waitReady(e)
-	switch tc.op {
-	case "create":
-		_, err := d.create(volumeName)
-		requireConnectionLost(t, err, "CreateVolume")
-	case "delete":
-		requireConnectionLost(t, d.delete(id), "DeleteVolume")
-	}
-	d.requireKilled()
+	written := e.crashIn(tc.op, tc.point)
 
 	// What the crash left, before anything repairs it.
 	s := readDisk(t, e)
@@ -170,25 +197,10 @@ func crashAt(t *testing.T, e *env, tc failpointCase) {
 	r, ok := s.records[id]
 	require.True(t, ok, "no record after a crash at %s", tc.point)
 	require.Equal(t, tc.wantRecord, r.State, "record state after a crash at %s", tc.point)
-	entries, present := s.data[id]
-	switch tc.wantData {
-	case dataAbsent:
-		require.False(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-	case dataEmpty:
-		require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-		require.Empty(t, entries)
-	case dataFull:
-		require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-		require.Equal(t, written, entries)
-	case dataPartial:
-		require.True(t, present, "data after a crash at %s: %s", tc.point, s.describe(id))
-		require.NotEmpty(t, entries, "want part of the data left: %s", s.describe(id))
-		require.Less(t, len(entries), len(written), "want part of the data removed: %s", s.describe(id))
-		require.Subset(t, written, entries)
-	}
+	s.requireData(t, id, tc.wantData, written, "after a crash at "+tc.point)
 
 	// Restart without the failpoint: start-up finishes or rolls back.
-	d = e.start("")
+	d := e.start("")
 	d.waitReady(e)
 	recs := requireConsistent(t, e, d)
 	s = readDisk(t, e)
@@ -425,19 +437,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			id := volumeid.FromName(volumeName)
-			var written []string
-			if tc.op == "delete" {
-				written = e.filledVolume()
-			}
-			d := e.start(tc.point)
-			d.waitReady(e)
-			if tc.op == "delete" {
-				requireConnectionLost(t, d.delete(id), "DeleteVolume")
-			} else {
-				_, err := d.create(volumeName)
-				requireConnectionLost(t, err, "CreateVolume")
-			}
-			d.requireKilled()
+			written := e.crashIn(tc.op, tc.point)
 			s := readDisk(t, e)
 			t.Logf("on disk after SIGKILL at %s: %s", tc.point, s.describe(id))
 
@@ -448,21 +448,10 @@ func TestCrashDuringRecovery(t *testing.T) {
 				s := readDisk(t, e)
 				t.Logf("on disk after SIGKILL at %s during start-up: %s", st.point, s.describe(id))
 				require.Equal(t, st.wantRecord, s.records[id].State, "record after a crash at %s during start-up: %s", st.point, s.describe(id))
-				entries, present := s.data[id]
-				switch st.wantData {
-				case dataAbsent:
-					require.False(t, present, "data after a crash at %s during start-up: %s", st.point, s.describe(id))
-				case dataPartial:
-					require.True(t, present, "data after a crash at %s during start-up: %s", st.point, s.describe(id))
-					require.NotEmpty(t, entries)
-					require.Less(t, len(entries), len(written))
-					require.Subset(t, written, entries)
-				default:
-					require.FailNow(t, "bad table", "unexpected dataWant %v", st.wantData)
-				}
+				s.requireData(t, id, st.wantData, written, "after a crash at "+st.point+" during start-up")
 			}
 
-			d = e.start("")
+			d := e.start("")
 			d.waitReady(e)
 			requireEmpty(t, e, d)
 			t.Logf("on disk after a clean restart: %s", readDisk(t, e).summary())
