@@ -96,9 +96,7 @@ func TestInlineUnpublishAfterReboot(t *testing.T) {
 // record of that path, so B's publish is refused (B is not staged) instead
 // of showing A's filesystem, and B's unstage there leaves A mounted.
 func TestStageOntoAnotherVolume(t *testing.T) {
-	n, dir := setup(t)
-	a := create(t, n, dir, ext4Kind, volName(t, "a"), 0)
-	b := create(t, n, dir, ext4Kind, volName(t, "b"), 0)
+	_, dir, a, b := setupPair(t)
 	a.Up()
 	want := a.writeData()
 
@@ -122,9 +120,7 @@ func TestStageOntoAnotherVolume(t *testing.T) {
 // gone (unmounted, detached) and where A is now mounted; B stages at a new
 // path, which must succeed: A's mount there is not B's staging.
 func TestStaleStagingRecord(t *testing.T) {
-	n, dir := setup(t)
-	a := create(t, n, dir, ext4Kind, volName(t, "a"), 0)
-	b := create(t, n, dir, ext4Kind, volName(t, "b"), 0)
+	_, dir, a, b := setupPair(t)
 	b.Stage()
 	require.NoError(t, unix.Unmount(b.Staging, 0))
 	require.NoError(t, loop.New().Detach(b.device()))

@@ -77,6 +77,13 @@ func setupVol(t *testing.T, k testutil.Kind, suffix string) (*testutil.Node, str
 	return n, dir, create(t, n, dir, k, volName(t, suffix), 0)
 }
 
+// setupPair is setup and two ext4 volumes, a and b.
+func setupPair(t *testing.T) (n *testutil.Node, dir string, a, b *vol) {
+	t.Helper()
+	n, dir = setup(t)
+	return n, dir, create(t, n, dir, ext4Kind, volName(t, "a"), 0), create(t, n, dir, ext4Kind, volName(t, "b"), 0)
+}
+
 // upWithData is setupVol, the volume staged, published and written with
 // the test data.
 func upWithData(t *testing.T, k testutil.Kind, suffix string) (*testutil.Node, string, *vol, sums) {

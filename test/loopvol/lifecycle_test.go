@@ -97,9 +97,7 @@ func TestReboot(t *testing.T) {
 // its image is on, A must not trust its hint, and each volume must end on
 // its own device with its own data.
 func TestRebootDevicesSwapped(t *testing.T) {
-	n, dir := setup(t)
-	a := create(t, n, dir, ext4Kind, volName(t, "a"), 0)
-	b := create(t, n, dir, ext4Kind, volName(t, "b"), 0)
+	n, dir, a, b := setupPair(t)
 	a.Up()
 	b.Up()
 	wantA, wantB := a.writeData(), b.writeData()
