@@ -187,14 +187,17 @@ func run(t *testing.T, name string, args ...string) {
 	t.Logf("ran: %s %s", name, strings.Join(args, " "))
 }
 
-// loopsOf returns the loop devices backing v's image, as sysfs lists them,
-// and checks that losetup agrees.
-func (v *vol) loopsOf() []string {
+// loopsOf returns the loop devices backing v's image (sysfs and losetup
+// agreeing).
+func (v *vol) loopsOf() []string { v.T.Helper(); return testutil.RequireLoopsOf(v.T, v.image()) }
+
+// oneLoop requires that exactly one loop device backs v's image and
+// returns it.
+func (v *vol) oneLoop() string {
 	v.T.Helper()
-	devs, err := testutil.LoopsFor(v.image())
-	require.NoError(v.T, err)
-	require.Equal(v.T, devs, testutil.LosetupFor(v.T, v.image()), "losetup -j %s", v.image())
-	return devs
+	devs := v.loopsOf()
+	require.Len(v.T, devs, 1, "loop devices of %s", v.image())
+	return devs[0]
 }
 
 // requireDetached waits (briefly: the kernel may finish an autoclear
@@ -259,11 +262,10 @@ func TestDirDataRemoved(t *testing.T) {
 // both, and the data is intact.
 func TestLoopDetachedWithMountInPlace(t *testing.T) {
 	n, v := up(t, ext4Kind, false)
-	devs := v.loopsOf()
-	require.Len(t, devs, 1)
+	dev := v.oneLoop()
 
-	run(t, "losetup", "-d", devs[0])
-	require.Equal(t, devs, v.loopsOf(), "the kernel keeps an open device attached (autoclear)")
+	run(t, "losetup", "-d", dev)
+	require.Equal(t, []string{dev}, v.loopsOf(), "the kernel keeps an open device attached (autoclear)")
 	require.NoError(t, os.WriteFile(filepath.Join(v.Staging, "file"), []byte("written after losetup -d"), 0o644))
 	v.requireHealth(false)
 
@@ -288,12 +290,11 @@ func TestLoopDetachedWithMountInPlace(t *testing.T) {
 // detached and reported so.
 func TestLoopDetachedWhilePublished(t *testing.T) {
 	_, v := up(t, ext4Kind, true)
-	devs := v.loopsOf()
-	require.Len(t, devs, 1)
+	dev := v.oneLoop()
 
 	run(t, "umount", "-l", v.Staging)
-	run(t, "losetup", "-d", devs[0])
-	require.Equal(t, devs, v.loopsOf(), "the target keeps the device open")
+	run(t, "losetup", "-d", dev)
+	require.Equal(t, []string{dev}, v.loopsOf(), "the target keeps the device open")
 	v.requireHealth(true, stagingMissing)
 	require.NoError(t, os.WriteFile(filepath.Join(v.Target, "file"), []byte("x"), 0o644), "the pod can still write")
 
@@ -309,9 +310,8 @@ func TestLoopDetachedWhilePublished(t *testing.T) {
 // holds it open, so it goes at once.
 func TestBlockDetached(t *testing.T) {
 	_, v := up(t, blockKind, false)
-	devs := v.loopsOf()
-	require.Len(t, devs, 1)
-	run(t, "losetup", "-d", devs[0])
+	dev := v.oneLoop()
+	run(t, "losetup", "-d", dev)
 	v.requireDetached("nothing held the device open")
 	v.requireHealth(false, loopDetached)
 	v.Stage()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -140,6 +141,20 @@ func AttachedLoops() (map[string]string, error) {
 		out["/dev/"+name] = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
 	}
 	return out, nil
+}
+
+// RequireLoopsOf returns the loop devices attached to the image at path,
+// as sysfs lists them, and requires that losetup agrees.
+func RequireLoopsOf(t testing.TB, path string) []string {
+	t.Helper()
+	devs, err := LoopsFor(path)
+	if err != nil {
+		t.Fatalf("loop devices of %s: %v", path, err)
+	}
+	if l := LosetupFor(t, path); !slices.Equal(devs, l) {
+		t.Fatalf("loop devices of %s: sysfs lists %v, losetup -j %v", path, devs, l)
+	}
+	return devs
 }
 
 // LosetupFor returns the devices `losetup -j path` lists.
