@@ -1,10 +1,12 @@
 package testutil
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	mount "k8s.io/mount-utils"
@@ -147,6 +149,12 @@ func StartDriver(t testing.TB, o Options) *Env {
 	})
 	env.Driver = drv
 	env.Client = Dial(t, env.Endpoint)
+	// Driver.Stop reaches only a server that Serve has set up: wait for
+	// one answer, so that a test that ends at once still stops it.
+	ctx, cancel := context.WithTimeout(context.Background(), RPCTimeout)
+	defer cancel()
+	_, err = env.Client.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
+	require.NoError(t, err, "the driver at %s does not answer", env.Endpoint)
 	return env
 }
 
