@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
 
@@ -149,12 +149,16 @@ func StartDriver(t testing.TB, o Options) *Env {
 	})
 	env.Driver = drv
 	env.Client = Dial(t, env.Endpoint)
-	// Driver.Stop reaches only a server that Serve has set up: wait for
-	// one answer, so that a test that ends at once still stops it.
+	// Driver.Stop reaches only a server that Serve has set up: wait until
+	// it accepts a connection (no call, which interceptors would count),
+	// so that a test that ends at once still stops it.
 	ctx, cancel := context.WithTimeout(context.Background(), RPCTimeout)
 	defer cancel()
-	_, err = env.Client.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
-	require.NoError(t, err, "the driver at %s does not answer", env.Endpoint)
+	conn := env.Client.Conn
+	conn.Connect()
+	for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
+		require.True(t, conn.WaitForStateChange(ctx, st), "the driver at %s accepts no connection (%v)", env.Endpoint, st)
+	}
 	return env
 }
 
