@@ -108,7 +108,7 @@ func serve(args []string) error {
 		if met, err = metrics.New(metrics.Config{Version: version}); err != nil {
 			return err
 		}
-		if err := met.RegisterStorage(mgr); err != nil {
+		if err := met.RegisterStorage(mgr.Controller); err != nil {
 			return err
 		}
 		interceptors = append(interceptors, met.UnaryServerInterceptor())
@@ -157,7 +157,7 @@ func serve(args []string) error {
 		}
 		// Images fill up as pods write: re-read what they occupy so that
 		// GetCapacity's promised space follows.
-		mgr.RefreshEvery(30*time.Second, stop)
+		mgr.Controller.RefreshEvery(30*time.Second, stop)
 	}()
 	if opts.RegistrationDir != "" {
 		regFailed := make(chan error, 1)

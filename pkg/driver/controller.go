@@ -15,7 +15,6 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
 // ControllerGetCapabilities lists the controller RPCs hostvol implements.
@@ -84,7 +83,7 @@ func (d *Driver) listedVolume(l volume.Listed) *csi.Volume {
 		return d.csiVolume(l.Volume)
 	}
 	var top []*csi.Topology
-	if p := d.vols.Pool(l.Pool); p == nil || !p.Shared {
+	if p := d.vols.Controller.Pool(l.Pool); p == nil || !p.Shared {
 		// A node-local record: it lives in this node's state directory.
 		top = []*csi.Topology{{Segments: d.nodeSegments()}}
 	}
@@ -106,7 +105,7 @@ func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
 		VolumeId:           v.ID,
 		CapacityBytes:      v.CapacityBytes,
 		VolumeContext:      vc,
-		AccessibleTopology: d.accessibleTopology(d.vols.Pool(v.Pool)),
+		AccessibleTopology: d.accessibleTopology(d.vols.Controller.Pool(v.Pool)),
 	}
 }
 
@@ -144,7 +143,7 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
 	}
-	pl := d.vols.Pool(p.Pool)
+	pl := d.vols.Controller.Pool(p.Pool)
 	if pl == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: pool %q is not configured on node %q", untrusted.Quote(name), p.Pool, d.cfg.NodeID)
 	}
@@ -163,13 +162,7 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		// place a node-local volume can be.
 	}
 
-	id := volumeid.FromName(name)
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	v, err := d.vols.Create(volume.CreateRequest{
+	v, err := d.vols.Controller.Create(volume.CreateRequest{
 		Name:          name,
 		Kind:          kind,
 		FsType:        fsType,
@@ -229,12 +222,7 @@ func (d *Driver) DeleteVolume(_ context.Context, req *csi.DeleteVolumeRequest) (
 		}
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if err := d.vols.Delete(id); err != nil {
+	if err := d.vols.Controller.Delete(id); err != nil {
 		return nil, err
 	}
 	return &csi.DeleteVolumeResponse{}, nil
@@ -249,7 +237,7 @@ func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume capabilities are required", id)
 	}
-	v, err := d.vols.Get(id)
+	v, err := d.vols.Controller.Get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -311,17 +299,10 @@ func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerEx
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	if c := req.GetVolumeCapability(); c != nil {
-		if _, err := checkCapability(c); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
-		}
-	}
-	unlock, err := d.lock(id)
-	if err != nil {
+	if err := optionalCapability(id, req.GetVolumeCapability()); err != nil {
 		return nil, err
 	}
-	defer unlock()
-	size, nodeExpansion, err := d.vols.Expand(id, required, limit)
+	size, nodeExpansion, err := d.vols.Controller.Expand(id, required, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -336,10 +317,10 @@ func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*c
 		return nil, status.Error(codes.InvalidArgument, "max_entries must not be negative")
 	}
 	after := req.GetStartingToken()
-	if after != "" && volumeid.Validate(after) != nil {
+	if after != "" && volume.CheckID(after) != nil {
 		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
 	}
-	vols, next, err := d.vols.List(after, int(req.GetMaxEntries()))
+	vols, next, err := d.vols.Controller.List(after, int(req.GetMaxEntries()))
 	if err != nil {
 		return nil, err
 	}
@@ -365,11 +346,11 @@ func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*c
 		}
 		dirs = dirs && !ci.block
 	}
-	pl := d.vols.Pool(p.Pool)
+	pl := d.vols.Controller.Pool(p.Pool)
 	if pl == nil {
 		return &csi.GetCapacityResponse{}, nil
 	}
-	if dirs && d.vols.CheckSizeLimit(p.Pool, p.SizeLimit, p.InodeLimit) != nil {
+	if dirs && d.vols.Controller.CheckSizeLimit(p.Pool, p.SizeLimit, p.InodeLimit) != nil {
 		// CreateVolume would refuse this class's directory volumes here
 		// (sizeLimit: required on a pool that cannot enforce it): none
 		// fit, so the scheduler places their pods on nodes where they do.
@@ -378,7 +359,7 @@ func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*c
 	if t := req.GetAccessibleTopology(); t != nil && !pl.Shared && !d.topologyAllows([]*csi.Topology{t}) {
 		return &csi.GetCapacityResponse{}, nil
 	}
-	avail, err := d.vols.AvailableBytes(p.Pool)
+	avail, err := d.vols.Controller.AvailableBytes(p.Pool)
 	if err != nil {
 		if errors.Is(err, volume.ErrPoolUnavailable) {
 			return &csi.GetCapacityResponse{}, nil

@@ -2,9 +2,10 @@
 // controller and node services, request validation and the mapping of
 // backend errors to gRPC codes. The storage itself lives in pkg/volume.
 //
-// Every handler follows the same order: validate the request, take the
-// volume's try-lock (ABORTED if another operation holds it), then let the
-// backend check whether the work is already done and do it.
+// Every handler follows the same order: validate the request, then call
+// the volume layer (Controller or Node), which takes the volume's try-lock
+// (ABORTED if another operation holds it), checks whether the work is
+// already done, and does it.
 package driver
 
 import (
@@ -75,15 +76,6 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("driver name, node ID and volume manager are required")
 	}
 	return &Driver{cfg: cfg, vols: cfg.Manager}, nil
-}
-
-// lock takes the try-lock of a volume or returns ABORTED.
-func (d *Driver) lock(volID string) (func(), error) {
-	unlock, ok := d.vols.TryLock(volID)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", volID)
-	}
-	return unlock, nil
 }
 
 // ParseEndpoint splits unix:///path, unix:/path, a plain /path or

@@ -8,10 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/loop"
-	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
 // codeFor maps a backend error to its gRPC code. This is the one place
@@ -19,9 +16,9 @@ import (
 // the interceptor calls toStatus.
 func codeFor(err error) codes.Code {
 	switch {
-	case errors.Is(err, volume.ErrNotFound), errors.Is(err, volumeid.ErrForeign):
+	case errors.Is(err, volume.ErrNotFound):
 		return codes.NotFound
-	case errors.Is(err, volumeid.ErrMalformed), errors.Is(err, volume.ErrInvalid):
+	case errors.Is(err, volume.ErrInvalid):
 		return codes.InvalidArgument
 	case errors.Is(err, volume.ErrAlreadyExists):
 		return codes.AlreadyExists
@@ -29,15 +26,15 @@ func codeFor(err error) codes.Code {
 		errors.Is(err, volume.ErrPoolUnavailable), errors.Is(err, volume.ErrNotStaged),
 		errors.Is(err, volume.ErrOtherNode):
 		return codes.FailedPrecondition
-	case errors.Is(err, volume.ErrBusy), errors.Is(err, loop.ErrBusy):
-		// Retryable: another operation (or a last close of a loop device)
-		// is still under way.
+	case errors.Is(err, volume.ErrBusy):
+		// Retryable: another operation (on this node, on another node of a
+		// shared pool, or a last close of a loop device) is under way.
 		return codes.Aborted
 	case errors.Is(err, volume.ErrOutOfRange):
 		return codes.OutOfRange
 	case errors.Is(err, volume.ErrNoSpace):
 		return codes.ResourceExhausted
-	case errors.Is(err, records.ErrCorrupt):
+	case errors.Is(err, volume.ErrCorrupt):
 		return codes.DataLoss
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled

@@ -79,7 +79,7 @@ func TestSizeLimitEnforced(t *testing.T) {
 	f := quota.NewFake()
 	h := start(t, testutil.Options{Quota: f})
 	id := h.create(t, createReq("vol"))
-	v, err := h.Manager.Get(id)
+	v, err := h.Manager.Controller.Get(id)
 	require.NoError(t, err)
 	require.NotNil(t, v.Quota)
 	l, ok := f.Limits(v.Quota.ProjectID)

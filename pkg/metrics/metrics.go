@@ -29,7 +29,7 @@ import (
 var OperationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 // Storage is what the pool and volume metrics are read from at scrape
-// time; *volume.Manager implements it.
+// time; *volume.Controller implements it.
 type Storage interface {
 	PoolFigures() []volume.PoolFigures
 	VolumeCounts() map[volume.Kind]int

@@ -45,13 +45,13 @@ func TestExpandHugeSize(t *testing.T) {
 			if tc.kind == volume.KindDir {
 				r.SizeLimit = volume.SizeLimitOptional
 			}
-			v, err := m.Create(r)
+			v, err := m.Controller.Create(r)
 			require.NoError(t, err)
 
-			_, _, err = m.Expand(v.ID, tc.required, 0)
+			_, _, err = m.Controller.Expand(v.ID, tc.required, 0)
 			require.ErrorIs(t, err, tc.want)
 
-			got, err := m.Get(v.ID)
+			got, err := m.Controller.Get(v.ID)
 			require.NoError(t, err)
 			require.Equal(t, v.CapacityBytes, got.CapacityBytes, "the record is unchanged")
 			require.False(t, got.NodeExpandPending)

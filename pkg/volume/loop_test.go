@@ -47,7 +47,7 @@ func loopReq(name, fsType string, size int64) volume.CreateRequest {
 func TestLoopCreateFormatsSparseImage(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
-	v, err := m.Create(loopReq("l", fsutil.Ext4, 20*mib+1))
+	v, err := m.Controller.Create(loopReq("l", fsutil.Ext4, 20*mib+1))
 	require.NoError(t, err)
 	require.Equal(t, 20*mib+4096, v.CapacityBytes, "rounded up to whole 4 KiB blocks")
 	fi, err := os.Stat(e.pool.ImagePath(v.ID))
@@ -55,16 +55,16 @@ func TestLoopCreateFormatsSparseImage(t *testing.T) {
 	require.Equal(t, v.CapacityBytes, fi.Size())
 	require.Equal(t, fsutil.Ext4, e.fs.Formatted[e.pool.ImagePath(v.ID)])
 
-	small, err := m.Create(loopReq("small-xfs", fsutil.XFS, mib))
+	small, err := m.Controller.Create(loopReq("small-xfs", fsutil.XFS, mib))
 	require.NoError(t, err)
 	require.Equal(t, fsutil.MinSize[fsutil.XFS], small.CapacityBytes, "raised to the filesystem's minimum")
 
 	tooSmall := loopReq("limited-xfs", fsutil.XFS, mib)
 	tooSmall.LimitBytes = 100 * mib
-	_, err = m.Create(tooSmall)
+	_, err = m.Controller.Create(tooSmall)
 	require.ErrorIs(t, err, volume.ErrOutOfRange)
 
-	b, err := m.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
+	b, err := m.Controller.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
 	require.NoError(t, err)
 	require.NotContains(t, e.fs.Formatted, e.pool.ImagePath(b.ID), "block volumes are never formatted")
 }
@@ -73,7 +73,7 @@ func TestLoopFormatFailureLeavesNothing(t *testing.T) {
 	e := newLoopEnv(t)
 	e.fs.Err = os.ErrPermission
 	m := e.load(t)
-	_, err := m.Create(loopReq("l", fsutil.Ext4, 20*mib))
+	_, err := m.Controller.Create(loopReq("l", fsutil.Ext4, 20*mib))
 	require.Error(t, err)
 	entries, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
 	require.NoError(t, err)
@@ -86,18 +86,18 @@ func TestLoopFormatFailureLeavesNothing(t *testing.T) {
 func TestLoopStagePublishLifecycle(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
-	v, err := m.Create(loopReq("l", fsutil.Ext4, 20*mib))
+	v, err := m.Controller.Create(loopReq("l", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
 	staging := filepath.Join(e.dir, "staging")
 	target := filepath.Join(e.dir, "target")
 
-	require.ErrorIs(t, m.Publish(publishReq(v.ID, target)), volume.ErrNotStaged, "publish needs the staging mount")
-	require.ErrorIs(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging, Block: true}), volume.ErrInvalid)
-	require.ErrorIs(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging, FsType: fsutil.XFS}), volume.ErrInvalid)
+	require.ErrorIs(t, m.Node.Publish(publishReq(v.ID, target)), volume.ErrNotStaged, "publish needs the staging mount")
+	require.ErrorIs(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging, Block: true}), volume.ErrInvalid)
+	require.ErrorIs(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging, FsType: fsutil.XFS}), volume.ErrInvalid)
 
 	stage := volume.StageRequest{ID: v.ID, StagingPath: staging, MountFlags: []string{"discard"}}
-	require.NoError(t, m.Stage(stage))
-	require.NoError(t, m.Stage(stage), "staging again is idempotent")
+	require.NoError(t, m.Node.Stage(stage))
+	require.NoError(t, m.Node.Stage(stage), "staging again is idempotent")
 	require.Equal(t, 1, e.loop.Attaches(), "never a second loop device for one image")
 	mps, err := e.mounter.List()
 	require.NoError(t, err)
@@ -105,15 +105,15 @@ func TestLoopStagePublishLifecycle(t *testing.T) {
 	require.Equal(t, "ext4", mps[0].Type)
 	require.Contains(t, mps[0].Opts, "discard")
 
-	require.NoError(t, m.Publish(publishReq(v.ID, target)))
-	require.ErrorIs(t, m.Delete(v.ID), volume.ErrInUse)
-	require.ErrorIs(t, m.Unstage(v.ID, staging), volume.ErrInUse, "unpublish first")
+	require.NoError(t, m.Node.Publish(publishReq(v.ID, target)))
+	require.ErrorIs(t, m.Controller.Delete(v.ID), volume.ErrInUse)
+	require.ErrorIs(t, m.Node.Unstage(v.ID, staging), volume.ErrInUse, "unpublish first")
 
-	require.NoError(t, m.Unpublish(v.ID, target))
-	require.NoError(t, m.Unstage(v.ID, staging))
-	require.NoError(t, m.Unstage(v.ID, staging), "unstaging again is idempotent")
+	require.NoError(t, m.Node.Unpublish(v.ID, target))
+	require.NoError(t, m.Node.Unstage(v.ID, staging))
+	require.NoError(t, m.Node.Unstage(v.ID, staging), "unstaging again is idempotent")
 	require.Empty(t, e.loop.Attached())
-	require.NoError(t, m.Delete(v.ID))
+	require.NoError(t, m.Controller.Delete(v.ID))
 	require.NoFileExists(t, e.pool.ImagePath(v.ID))
 }
 
@@ -122,24 +122,24 @@ func TestLoopStagePublishLifecycle(t *testing.T) {
 func TestLoopRestageAfterReboot(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
-	v, err := m.Create(loopReq("l", fsutil.Ext4, 20*mib))
+	v, err := m.Controller.Create(loopReq("l", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
 	staging := filepath.Join(e.dir, "staging")
-	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
 
 	// Reboot: new mounter, no loop devices, a new Manager on the same state.
 	e.mounter = mount.NewFakeMounter(nil)
 	e.loop = loop.NewFake()
 	m = e.load(t)
-	require.NoError(t, m.Delete(v.ID) /* nothing attached or mounted any more */)
+	require.NoError(t, m.Controller.Delete(v.ID) /* nothing attached or mounted any more */)
 
-	v, err = m.Create(loopReq("l2", fsutil.Ext4, 20*mib))
+	v, err = m.Controller.Create(loopReq("l2", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
-	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
 	e.mounter = mount.NewFakeMounter(nil)
 	e.loop = loop.NewFake()
 	m = e.load(t)
-	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
 	require.Equal(t, 1, e.loop.Attaches())
 	mps, err := e.mounter.List()
 	require.NoError(t, err)
@@ -149,15 +149,15 @@ func TestLoopRestageAfterReboot(t *testing.T) {
 func TestBlockPublishBindsDeviceOntoFile(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
-	v, err := m.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
+	v, err := m.Controller.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
 	require.NoError(t, err)
 	staging := filepath.Join(e.dir, "staging")
 	target := filepath.Join(e.dir, "pod", "dev")
-	require.ErrorIs(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}), volume.ErrInvalid, "mount access on a block volume")
-	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging, Block: true}))
+	require.ErrorIs(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}), volume.ErrInvalid, "mount access on a block volume")
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging, Block: true}))
 	pr := publishReq(v.ID, target)
 	pr.Block = true
-	require.NoError(t, m.Publish(pr))
+	require.NoError(t, m.Node.Publish(pr))
 	fi, err := os.Stat(target)
 	require.NoError(t, err)
 	require.True(t, fi.Mode().IsRegular(), "the target is a file the device is bound onto")
@@ -167,22 +167,22 @@ func TestBlockPublishBindsDeviceOntoFile(t *testing.T) {
 	dev := mps[0].Device
 	require.Contains(t, e.loop.Attached(), dev)
 
-	st, err := m.Stats(v.ID, target)
+	st, err := m.Node.Stats(v.ID, target)
 	require.NoError(t, err)
 	require.Equal(t, 3*mib, st.TotalBytes)
-	require.NoError(t, m.Unpublish(v.ID, target))
+	require.NoError(t, m.Node.Unpublish(v.ID, target))
 	require.NoFileExists(t, target)
-	require.NoError(t, m.Unstage(v.ID, staging))
+	require.NoError(t, m.Node.Unstage(v.ID, staging))
 	require.Empty(t, e.loop.Attached())
 }
 
 func TestExpand(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
-	v, err := m.Create(loopReq("l", fsutil.Ext4, 20*mib))
+	v, err := m.Controller.Create(loopReq("l", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
 
-	size, node, err := m.Expand(v.ID, 30*mib+1, 0)
+	size, node, err := m.Controller.Expand(v.ID, 30*mib+1, 0)
 	require.NoError(t, err)
 	require.True(t, node)
 	require.Equal(t, 30*mib+4096, size)
@@ -190,26 +190,26 @@ func TestExpand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, size, fi.Size())
 
-	again, node, err := m.Expand(v.ID, 25*mib, 0)
+	again, node, err := m.Controller.Expand(v.ID, 25*mib, 0)
 	require.NoError(t, err, "already large enough")
 	require.Equal(t, size, again)
 	require.True(t, node, "the node has not followed yet")
 
-	_, _, err = m.Expand(v.ID, 10*mib, 20*mib)
+	_, _, err = m.Controller.Expand(v.ID, 10*mib, 20*mib)
 	require.ErrorIs(t, err, volume.ErrOutOfRange, "a limit below the size would shrink it")
 
 	// Not staged: the node follows at the next stage (ext4: offline grow).
 	staging := filepath.Join(e.dir, "staging")
-	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: staging}))
 	require.Len(t, e.fs.GrownOffline, 1)
-	got, err := m.Get(v.ID)
+	got, err := m.Controller.Get(v.ID)
 	require.NoError(t, err)
 	require.False(t, got.NodeExpandPending)
 
 	// Staged: NodeExpandVolume refreshes the device and grows online.
-	_, _, err = m.Expand(v.ID, 40*mib, 0)
+	_, _, err = m.Controller.Expand(v.ID, 40*mib, 0)
 	require.NoError(t, err)
-	n, err := m.NodeExpand(t.Context(), v.ID, staging)
+	n, err := m.Node.Expand(t.Context(), v.ID, staging, 0, 0)
 	require.NoError(t, err)
 	require.Equal(t, 40*mib, n)
 	require.Equal(t, []string{staging}, e.fs.Grown)
@@ -221,12 +221,12 @@ func TestExpand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 40*mib, devSize)
 
-	_, err = m.NodeExpand(t.Context(), v.ID, filepath.Join(e.dir, "elsewhere"))
+	_, err = m.Node.Expand(t.Context(), v.ID, filepath.Join(e.dir, "elsewhere"), 0, 0)
 	require.ErrorIs(t, err, volume.ErrNotFound, "only where the volume is staged or published")
 
-	d, err := m.Create(req("dir"))
+	d, err := m.Controller.Create(req("dir"))
 	require.NoError(t, err)
-	size, node, err = m.Expand(d.ID, 2*mib, 0)
+	size, node, err = m.Controller.Expand(d.ID, 2*mib, 0)
 	require.NoError(t, err)
 	require.False(t, node, "directory volumes need nothing on the node")
 	require.Equal(t, 2*mib, size)
@@ -237,22 +237,22 @@ func TestExpand(t *testing.T) {
 func TestPromisedCapacity(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
-	before, err := m.AvailableBytes(pool.DefaultName)
+	before, err := m.Controller.AvailableBytes(pool.DefaultName)
 	require.NoError(t, err)
-	v, err := m.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 64 * mib})
+	v, err := m.Controller.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 64 * mib})
 	require.NoError(t, err)
-	after, err := m.AvailableBytes(pool.DefaultName)
+	after, err := m.Controller.AvailableBytes(pool.DefaultName)
 	require.NoError(t, err)
 	// The filesystem's free space moves with other tests on the machine:
 	// allow slack, but the 64 MiB promise must show.
 	require.InDelta(t, before-64*mib, after, float64(16*mib))
 
-	_, err = m.Create(volume.CreateRequest{Name: "huge", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: after + 64*mib})
+	_, err = m.Controller.Create(volume.CreateRequest{Name: "huge", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: after + 64*mib})
 	require.ErrorIs(t, err, volume.ErrNoSpace)
 	require.NoFileExists(t, e.pool.ImagePath(volumeid.FromName("huge")))
 
-	require.NoError(t, m.Delete(v.ID))
-	restored, err := m.AvailableBytes(pool.DefaultName)
+	require.NoError(t, m.Controller.Delete(v.ID))
+	restored, err := m.Controller.AvailableBytes(pool.DefaultName)
 	require.NoError(t, err)
 	require.InDelta(t, before, restored, float64(16*mib))
 }
@@ -262,16 +262,16 @@ func TestPromisedCapacity(t *testing.T) {
 func TestBlockRestageElsewhereAfterReboot(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
-	v, err := m.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
+	v, err := m.Controller.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
 	require.NoError(t, err)
 	a, b := filepath.Join(e.dir, "a"), filepath.Join(e.dir, "b")
-	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: a, Block: true}))
-	require.ErrorIs(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: b, Block: true}), volume.ErrAlreadyExists)
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: a, Block: true}))
+	require.ErrorIs(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: b, Block: true}), volume.ErrAlreadyExists)
 
 	e.mounter = mount.NewFakeMounter(nil)
 	e.loop = loop.NewFake()
 	m = e.load(t)
-	require.NoError(t, m.Stage(volume.StageRequest{ID: v.ID, StagingPath: b, Block: true}))
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: v.ID, StagingPath: b, Block: true}))
 	require.Len(t, e.loop.Attached(), 1)
 }
 
@@ -281,7 +281,7 @@ func TestLoopCreateHugeSize(t *testing.T) {
 	e := newLoopEnv(t)
 	m := e.load(t)
 	for _, size := range []int64{math.MaxInt64, math.MaxInt64 - 100, 1 << 62} {
-		_, err := m.Create(loopReq(fmt.Sprintf("huge-%d", size), fsutil.Ext4, size))
+		_, err := m.Controller.Create(loopReq(fmt.Sprintf("huge-%d", size), fsutil.Ext4, size))
 		require.ErrorIs(t, err, volume.ErrNoSpace, "size %d", size)
 	}
 	entries, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
@@ -300,30 +300,33 @@ func TestEphemeralLifecycle(t *testing.T) {
 		Create:  volume.CreateRequest{Name: volume.EphemeralName(handle), Kind: volume.KindLoop, FsType: fsutil.Ext4, Pool: pool.DefaultName, RequiredBytes: 20 * mib, PVCName: "pod", PVCNamespace: "ns"},
 		Publish: volume.PublishRequest{TargetPath: filepath.Join(e.dir, "t1"), Writer: true},
 	}
-	_, ok := m.EphemeralID(handle)
+	_, ok := m.Node.EphemeralID(handle)
 	require.False(t, ok)
-	require.NoError(t, m.PublishEphemeral(req))
-	require.NoError(t, m.PublishEphemeral(req), "a retry")
+	require.NoError(t, m.Node.PublishEphemeral(req))
+	require.NoError(t, m.Node.PublishEphemeral(req), "a retry")
 	require.Equal(t, 1, e.loop.Attaches())
-	id, ok := m.EphemeralID(handle)
+	id, ok := m.Node.EphemeralID(handle)
 	require.True(t, ok)
-	v, err := m.Get(id)
+	v, err := m.Controller.Get(id)
 	require.NoError(t, err)
 	require.True(t, v.Ephemeral)
 	require.Equal(t, "pod", v.PVCName)
 
 	// A CreateVolume of the same name is not the inline volume.
-	_, err = m.Create(volume.CreateRequest{Name: volume.EphemeralName(handle), Kind: volume.KindLoop, FsType: fsutil.Ext4, Pool: pool.DefaultName, RequiredBytes: 20 * mib})
+	_, err = m.Controller.Create(volume.CreateRequest{Name: volume.EphemeralName(handle), Kind: volume.KindLoop, FsType: fsutil.Ext4, Pool: pool.DefaultName, RequiredBytes: 20 * mib})
 	require.ErrorIs(t, err, volume.ErrAlreadyExists)
 
 	second := req
 	second.Publish.TargetPath = filepath.Join(e.dir, "t2")
-	require.NoError(t, m.PublishEphemeral(second))
-	require.NoError(t, m.UnpublishEphemeral(id, req.Publish.TargetPath))
-	_, ok = m.EphemeralID(handle)
+	require.NoError(t, m.Node.PublishEphemeral(second))
+	handled, err := m.Node.UnpublishInline(handle, req.Publish.TargetPath)
+	require.NoError(t, err)
+	require.True(t, handled)
+	_, ok = m.Node.EphemeralID(handle)
 	require.True(t, ok, "still published at t2")
-	require.NoError(t, m.UnpublishEphemeral(id, second.Publish.TargetPath))
-	_, ok = m.EphemeralID(handle)
+	_, err = m.Node.UnpublishInline(handle, second.Publish.TargetPath)
+	require.NoError(t, err)
+	_, ok = m.Node.EphemeralID(handle)
 	require.False(t, ok, "deleted with its last target")
 	require.Empty(t, e.loop.Attached())
 	require.NoFileExists(t, e.pool.ImagePath(id))
@@ -333,5 +336,5 @@ func TestEphemeralLifecycle(t *testing.T) {
 
 	block := req
 	block.Create.Kind = volume.KindBlock
-	require.ErrorIs(t, m.PublishEphemeral(block), volume.ErrInvalid)
+	require.ErrorIs(t, m.Node.PublishEphemeral(block), volume.ErrInvalid)
 }

@@ -99,7 +99,7 @@ func TestNewValidatesConfig(t *testing.T) {
 func TestCreateGetDelete(t *testing.T) {
 	e := newEnv(t)
 	m := e.load(t)
-	v, err := m.Create(req("vol"))
+	v, err := m.Controller.Create(req("vol"))
 	require.NoError(t, err)
 	require.Equal(t, volumeid.FromName("vol"), v.ID)
 	require.Equal(t, volume.StateReady, v.State)
@@ -107,24 +107,24 @@ func TestCreateGetDelete(t *testing.T) {
 	require.Equal(t, mib, v.CapacityBytes)
 	require.DirExists(t, e.pool.DirPath(v.ID))
 
-	got, err := m.Get(v.ID)
+	got, err := m.Controller.Get(v.ID)
 	require.NoError(t, err)
 	require.Equal(t, v, got)
 
-	again, err := m.Create(req("vol"))
+	again, err := m.Controller.Create(req("vol"))
 	require.NoError(t, err)
 	require.Equal(t, v, again)
 
 	bigger := req("vol")
 	bigger.RequiredBytes = 2 * mib
-	_, err = m.Create(bigger)
+	_, err = m.Controller.Create(bigger)
 	require.ErrorIs(t, err, volume.ErrAlreadyExists)
 
-	require.NoError(t, m.Delete(v.ID))
-	_, err = m.Get(v.ID)
+	require.NoError(t, m.Controller.Delete(v.ID))
+	_, err = m.Controller.Get(v.ID)
 	require.ErrorIs(t, err, volume.ErrNotFound)
 	require.NoDirExists(t, e.pool.DirPath(v.ID))
-	require.NoError(t, m.Delete(v.ID), "deleting a missing volume succeeds")
+	require.NoError(t, m.Controller.Delete(v.ID), "deleting a missing volume succeeds")
 }
 
 func TestCreateSize(t *testing.T) {
@@ -148,10 +148,10 @@ func TestCreateSize(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := req(tc.name)
 			r.RequiredBytes, r.LimitBytes = tc.required, tc.limit
-			v, err := m.Create(r)
+			v, err := m.Controller.Create(r)
 			if tc.wantErr != nil {
 				require.ErrorIs(t, err, tc.wantErr)
-				_, err := m.Get(volumeid.FromName(tc.name))
+				_, err := m.Controller.Get(volumeid.FromName(tc.name))
 				require.ErrorIs(t, err, volume.ErrNotFound)
 				require.NoDirExists(t, e.pool.DirPath(volumeid.FromName(tc.name)))
 				return
@@ -166,7 +166,7 @@ func TestCreateUnknownPool(t *testing.T) {
 	m := newEnv(t).load(t)
 	r := req("vol")
 	r.Pool = "nope"
-	_, err := m.Create(r)
+	_, err := m.Controller.Create(r)
 	require.ErrorIs(t, err, volume.ErrPoolUnavailable)
 }
 
@@ -181,12 +181,12 @@ func TestCreateKeepsDataWithoutRecord(t *testing.T) {
 	require.NoError(t, os.WriteFile(precious, []byte("data"), 0o644))
 	m := e.load(t)
 
-	_, err := m.Create(req("vol"))
+	_, err := m.Controller.Create(req("vol"))
 	require.Error(t, err)
 	b, err := os.ReadFile(precious)
 	require.NoError(t, err, "Create removed data it has no record of")
 	require.Equal(t, "data", string(b))
-	_, err = m.Get(id)
+	_, err = m.Controller.Get(id)
 	require.ErrorIs(t, err, volume.ErrNotFound)
 	require.Empty(t, keys(t, e.records(t)), "no record may point at data hostvol does not own")
 }
@@ -208,9 +208,9 @@ func TestCreateFinishesHalfDoneCreate(t *testing.T) {
 	require.NoError(t, os.Mkdir(e.pool.DirPath(v.ID), 0o777))
 	require.NoError(t, os.WriteFile(filepath.Join(e.pool.DirPath(v.ID), "partial"), nil, 0o644))
 
-	_, err := m.Get(v.ID)
+	_, err := m.Controller.Get(v.ID)
 	require.ErrorIs(t, err, volume.ErrNotFound, "a volume being created is not visible")
-	got, err := m.Create(req("vol"))
+	got, err := m.Controller.Create(req("vol"))
 	require.NoError(t, err)
 	require.Equal(t, volume.StateReady, got.State)
 	require.NoFileExists(t, filepath.Join(e.pool.DirPath(v.ID), "partial"))
@@ -252,25 +252,25 @@ func TestLoadReconciles(t *testing.T) {
 	require.True(t, m.Ready())
 
 	t.Run("ready_kept", func(t *testing.T) {
-		got, err := m.Get(ready.ID)
+		got, err := m.Controller.Get(ready.ID)
 		require.NoError(t, err)
 		require.Equal(t, ready.Name, got.Name)
 		require.FileExists(t, filepath.Join(e.pool.DirPath(ready.ID), "keep"))
 	})
 	t.Run("ready_without_data_keeps_record", func(t *testing.T) {
-		_, err := m.Get(readyNoData.ID)
+		_, err := m.Controller.Get(readyNoData.ID)
 		require.NoError(t, err)
 	})
 	t.Run("creating_rolled_back", func(t *testing.T) {
 		for _, v := range []volume.Volume{creating, creatingNoData} {
-			_, err := m.Get(v.ID)
+			_, err := m.Controller.Get(v.ID)
 			require.ErrorIs(t, err, volume.ErrNotFound)
 			require.NoDirExists(t, e.pool.DirPath(v.ID))
 			require.NoFileExists(t, filepath.Join(s.Dir(), v.ID+".json"))
 		}
 	})
 	t.Run("deleting_finished", func(t *testing.T) {
-		_, err := m.Get(deleting.ID)
+		_, err := m.Controller.Get(deleting.ID)
 		require.ErrorIs(t, err, volume.ErrNotFound)
 		require.NoDirExists(t, e.pool.DirPath(deleting.ID))
 		require.NoFileExists(t, filepath.Join(s.Dir(), deleting.ID+".json"))
@@ -280,15 +280,15 @@ func TestLoadReconciles(t *testing.T) {
 	})
 	t.Run("corrupt_record_left_in_place", func(t *testing.T) {
 		require.FileExists(t, filepath.Join(s.Dir(), corrupt+".json"))
-		_, err := m.Get(corrupt)
+		_, err := m.Controller.Get(corrupt)
 		require.ErrorIs(t, err, records.ErrCorrupt)
-		require.ErrorIs(t, m.Delete(corrupt), records.ErrCorrupt, "never delete what cannot be read")
+		require.ErrorIs(t, m.Controller.Delete(corrupt), records.ErrCorrupt, "never delete what cannot be read")
 	})
 	t.Run("foreign_file_ignored", func(t *testing.T) {
 		require.FileExists(t, filepath.Join(s.Dir(), "README.json"))
 	})
 	t.Run("list_shows_ready_and_unreadable", func(t *testing.T) {
-		vols, next, err := m.List("", 0)
+		vols, next, err := m.Controller.List("", 0)
 		require.NoError(t, err)
 		require.Empty(t, next)
 		var ids, unreadable []string
@@ -318,21 +318,21 @@ func TestRestartKeepsVolumes(t *testing.T) {
 	first := e.load(t)
 	var ids []string
 	for i := range 5 {
-		v, err := first.Create(req(fmt.Sprintf("vol-%d", i)))
+		v, err := first.Controller.Create(req(fmt.Sprintf("vol-%d", i)))
 		require.NoError(t, err)
 		ids = append(ids, v.ID)
 	}
-	require.NoError(t, first.Delete(ids[0]))
+	require.NoError(t, first.Controller.Delete(ids[0]))
 
 	second := e.load(t)
-	vols, _, err := second.List("", 0)
+	vols, _, err := second.Controller.List("", 0)
 	require.NoError(t, err)
 	require.Len(t, vols, 4)
 	for _, id := range ids[1:] {
-		_, err := second.Get(id)
+		_, err := second.Controller.Get(id)
 		require.NoError(t, err)
 	}
-	_, err = second.Get(ids[0])
+	_, err = second.Controller.Get(ids[0])
 	require.ErrorIs(t, err, volume.ErrNotFound)
 }
 
@@ -340,14 +340,14 @@ func TestList(t *testing.T) {
 	m := newEnv(t).load(t)
 	var all []string
 	for i := range 10 {
-		v, err := m.Create(req(fmt.Sprintf("vol-%d", i)))
+		v, err := m.Controller.Create(req(fmt.Sprintf("vol-%d", i)))
 		require.NoError(t, err)
 		all = append(all, v.ID)
 	}
 	var got []string
 	after := ""
 	for range 20 {
-		vols, next, err := m.List(after, 3)
+		vols, next, err := m.Controller.List(after, 3)
 		require.NoError(t, err)
 		require.LessOrEqual(t, len(vols), 3)
 		for _, v := range vols {
@@ -370,20 +370,20 @@ func publishReq(id, target string) volume.PublishRequest {
 func TestPublish(t *testing.T) {
 	e := newEnv(t)
 	m := e.load(t)
-	rw, err := m.Create(req("rw"))
+	rw, err := m.Controller.Create(req("rw"))
 	require.NoError(t, err)
 	roReq := req("ro")
 	roReq.ReaderOnly = true
-	ro, err := m.Create(roReq)
+	ro, err := m.Controller.Create(roReq)
 	require.NoError(t, err)
 	target := func(name string) string { return filepath.Join(e.dir, name) }
 
 	t.Run("writer_on_reader_only", func(t *testing.T) {
-		require.ErrorIs(t, m.Publish(publishReq(ro.ID, target("w"))), volume.ErrNotAllowed)
+		require.ErrorIs(t, m.Node.Publish(publishReq(ro.ID, target("w"))), volume.ErrNotAllowed)
 		require.NoDirExists(t, target("w"))
 	})
 	t.Run("reader_on_reader_only_mounts_read_only", func(t *testing.T) {
-		require.NoError(t, m.Publish(volume.PublishRequest{ID: ro.ID, TargetPath: target("r")}))
+		require.NoError(t, m.Node.Publish(volume.PublishRequest{ID: ro.ID, TargetPath: target("r")}))
 		mps, err := e.mounter.List()
 		require.NoError(t, err)
 		var opts []string
@@ -393,46 +393,46 @@ func TestPublish(t *testing.T) {
 			}
 		}
 		require.Contains(t, opts, "ro")
-		require.NoError(t, m.Unpublish(ro.ID, target("r")))
+		require.NoError(t, m.Node.Unpublish(ro.ID, target("r")))
 	})
 	t.Run("single_writer", func(t *testing.T) {
 		sw := publishReq(rw.ID, target("a"))
 		sw.SingleWriter = true
-		require.NoError(t, m.Publish(sw))
-		require.NoError(t, m.Publish(sw), "idempotent")
-		require.ErrorIs(t, m.Publish(publishReq(rw.ID, target("b"))), volume.ErrInUse)
-		require.ErrorIs(t, m.Delete(rw.ID), volume.ErrInUse)
-		require.NoError(t, m.Unpublish(rw.ID, target("a")))
-		require.NoError(t, m.Publish(publishReq(rw.ID, target("b"))))
+		require.NoError(t, m.Node.Publish(sw))
+		require.NoError(t, m.Node.Publish(sw), "idempotent")
+		require.ErrorIs(t, m.Node.Publish(publishReq(rw.ID, target("b"))), volume.ErrInUse)
+		require.ErrorIs(t, m.Controller.Delete(rw.ID), volume.ErrInUse)
+		require.NoError(t, m.Node.Unpublish(rw.ID, target("a")))
+		require.NoError(t, m.Node.Publish(publishReq(rw.ID, target("b"))))
 		ro := publishReq(rw.ID, target("b"))
 		ro.ReadOnly = true
-		require.ErrorIs(t, m.Publish(ro), volume.ErrAlreadyExists)
-		require.NoError(t, m.Unpublish(rw.ID, target("b")))
+		require.ErrorIs(t, m.Node.Publish(ro), volume.ErrAlreadyExists)
+		require.NoError(t, m.Node.Unpublish(rw.ID, target("b")))
 	})
 	t.Run("unknown_volume", func(t *testing.T) {
 		id := volumeid.FromName("nope")
-		require.ErrorIs(t, m.Publish(publishReq(id, target("x"))), volume.ErrNotFound)
-		require.ErrorIs(t, m.Unpublish(id, target("x")), volume.ErrNotFound)
-		require.ErrorIs(t, m.Stage(volume.StageRequest{ID: id, StagingPath: target("s")}), volume.ErrNotFound)
-		_, err := m.Stats(id, target("x"))
+		require.ErrorIs(t, m.Node.Publish(publishReq(id, target("x"))), volume.ErrNotFound)
+		require.ErrorIs(t, m.Node.Unpublish(id, target("x")), volume.ErrNotFound)
+		require.ErrorIs(t, m.Node.Stage(volume.StageRequest{ID: id, StagingPath: target("s")}), volume.ErrNotFound)
+		_, err := m.Node.Stats(id, target("x"))
 		require.ErrorIs(t, err, volume.ErrNotFound)
 	})
 	t.Run("stats_need_a_publication", func(t *testing.T) {
-		_, err := m.Stats(rw.ID, target("never"))
+		_, err := m.Node.Stats(rw.ID, target("never"))
 		require.ErrorIs(t, err, volume.ErrNotFound)
-		require.NoError(t, m.Publish(publishReq(rw.ID, target("s"))))
-		st, err := m.Stats(rw.ID, target("s"))
+		require.NoError(t, m.Node.Publish(publishReq(rw.ID, target("s"))))
+		st, err := m.Node.Stats(rw.ID, target("s"))
 		require.NoError(t, err)
 		require.Positive(t, st.TotalBytes)
 		require.Positive(t, st.TotalInodes)
-		require.NoError(t, m.Unpublish(rw.ID, target("s")))
+		require.NoError(t, m.Node.Unpublish(rw.ID, target("s")))
 	})
 	t.Run("another_nodes_volume", func(t *testing.T) {
 		other := e.open(t, "other-node")
 		require.NoError(t, other.Load())
-		err := other.Publish(publishReq(rw.ID, target("o")))
+		err := other.Node.Publish(publishReq(rw.ID, target("o")))
 		require.True(t, errors.Is(err, volume.ErrNotFound), "error: %v", err)
-		require.ErrorIs(t, other.Stage(volume.StageRequest{ID: rw.ID, StagingPath: target("o")}), volume.ErrNotFound)
+		require.ErrorIs(t, other.Node.Stage(volume.StageRequest{ID: rw.ID, StagingPath: target("o")}), volume.ErrNotFound)
 		require.NoDirExists(t, target("o"))
 	})
 }
@@ -440,22 +440,22 @@ func TestPublish(t *testing.T) {
 func TestStaleTargetsDroppedAfterReboot(t *testing.T) {
 	e := newEnv(t)
 	m := e.load(t)
-	v, err := m.Create(req("vol"))
+	v, err := m.Controller.Create(req("vol"))
 	require.NoError(t, err)
 	sw := publishReq(v.ID, filepath.Join(e.dir, "a"))
 	sw.SingleWriter = true
-	require.NoError(t, m.Publish(sw))
+	require.NoError(t, m.Node.Publish(sw))
 
 	// Same mounts: the publication is remembered.
 	again := e.load(t)
-	require.ErrorIs(t, again.Delete(v.ID), volume.ErrInUse)
-	require.ErrorIs(t, again.Publish(publishReq(v.ID, filepath.Join(e.dir, "b"))), volume.ErrInUse)
+	require.ErrorIs(t, again.Controller.Delete(v.ID), volume.ErrInUse)
+	require.ErrorIs(t, again.Node.Publish(publishReq(v.ID, filepath.Join(e.dir, "b"))), volume.ErrInUse)
 
 	// A reboot: the mounts are gone, and so is the publication.
 	e.mounter = mount.NewFakeMounter(nil)
 	rebooted := e.load(t)
-	require.NoError(t, rebooted.Publish(publishReq(v.ID, filepath.Join(e.dir, "b"))))
-	require.NoError(t, rebooted.Unpublish(v.ID, filepath.Join(e.dir, "b")))
-	require.NoError(t, rebooted.Delete(v.ID))
+	require.NoError(t, rebooted.Node.Publish(publishReq(v.ID, filepath.Join(e.dir, "b"))))
+	require.NoError(t, rebooted.Node.Unpublish(v.ID, filepath.Join(e.dir, "b")))
+	require.NoError(t, rebooted.Controller.Delete(v.ID))
 	require.NoFileExists(t, filepath.Join(e.stateDir, "node", v.ID+".json"))
 }

@@ -46,9 +46,9 @@ func TestDataReachableOnlyThroughTheMount(t *testing.T) {
 	m, err := volume.New(volume.Config{NodeID: "node", StateDir: filepath.Join(dir, "state"), Pools: []*pool.Pool{p}, Mounter: mounter.New(mount.New(""))})
 	require.NoError(t, err)
 	require.NoError(t, m.Load())
-	v, err := m.Create(volume.CreateRequest{Name: "v", Kind: volume.KindDir, Pool: pool.DefaultName, RequiredBytes: mib, SizeLimit: volume.SizeLimitOptional})
+	v, err := m.Controller.Create(volume.CreateRequest{Name: "v", Kind: volume.KindDir, Pool: pool.DefaultName, RequiredBytes: mib, SizeLimit: volume.SizeLimitOptional})
 	require.NoError(t, err)
-	require.NoError(t, m.Publish(volume.PublishRequest{ID: v.ID, TargetPath: target, Writer: true}))
+	require.NoError(t, m.Node.Publish(volume.PublishRequest{ID: v.ID, TargetPath: target, Writer: true}))
 
 	out, err := asNobody("echo pod > " + filepath.Join(target, "by-pod"))
 	require.NoError(t, err, "a pod of another UID writes through the mount: %s", out)
@@ -63,6 +63,6 @@ func TestDataReachableOnlyThroughTheMount(t *testing.T) {
 	require.NoError(t, unix.Stat(p.DirPath(v.ID), &st))
 	require.Equal(t, uint32(0o777), st.Mode&0o7777, "the data directory itself stays 0777")
 
-	require.NoError(t, m.Unpublish(v.ID, target))
-	require.NoError(t, m.Delete(v.ID))
+	require.NoError(t, m.Node.Unpublish(v.ID, target))
+	require.NoError(t, m.Controller.Delete(v.ID))
 }

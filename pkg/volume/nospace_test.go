@@ -37,17 +37,17 @@ func TestFormatNoSpaceIsErrNoSpace(t *testing.T) {
 	e := newLoopEnv(t)
 	e.fs.Err = fmt.Errorf("mkfs.ext4 -F ...: %w: exit status 1: mkfs.ext4: No space left on device while writing out and closing file system", fsutil.ErrNoSpace)
 	m := e.load(t)
-	_, err := m.Create(loopReq("full", fsutil.Ext4, 20*mib))
+	_, err := m.Controller.Create(loopReq("full", fsutil.Ext4, 20*mib))
 	require.ErrorIs(t, err, volume.ErrNoSpace)
 	requireNothingCreated(t, e.poolDir, e.stateDir)
-	avail, err := m.AvailableBytes(pool.DefaultName)
+	avail, err := m.Controller.AvailableBytes(pool.DefaultName)
 	require.NoError(t, err)
 	st, err := e.pool.Stats()
 	require.NoError(t, err)
 	require.InDelta(t, st.AvailableBytes, avail, float64(16*mib), "the rollback returned the promise")
 
 	e.fs.Err = errors.New("mkfs.ext4: some other failure")
-	_, err = m.Create(loopReq("other", fsutil.Ext4, 20*mib))
+	_, err = m.Controller.Create(loopReq("other", fsutil.Ext4, 20*mib))
 	require.Error(t, err)
 	require.NotErrorIs(t, err, volume.ErrNoSpace, "only a full pool is RESOURCE_EXHAUSTED")
 	requireNothingCreated(t, e.poolDir, e.stateDir)
@@ -128,7 +128,7 @@ func TestFormatFullPoolForReal(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, m.Load())
 
-			_, err = m.Create(loopReq("full", tc.fsType, fsutil.MinSize[tc.fsType]))
+			_, err = m.Controller.Create(loopReq("full", tc.fsType, fsutil.MinSize[tc.fsType]))
 			require.ErrorIs(t, err, volume.ErrNoSpace)
 			require.ErrorIs(t, err, fsutil.ErrNoSpace, "mkfs itself hit ENOSPC: %v", err)
 			requireNothingCreated(t, poolDir, stateDir)
@@ -136,9 +136,9 @@ func TestFormatFullPoolForReal(t *testing.T) {
 			// The pool holds one such volume: the failed create must have
 			// returned its promise as well as its files.
 			require.NoError(t, os.Remove(filler))
-			v, err := m.Create(loopReq("full", tc.fsType, fsutil.MinSize[tc.fsType]))
+			v, err := m.Controller.Create(loopReq("full", tc.fsType, fsutil.MinSize[tc.fsType]))
 			require.NoError(t, err, "nothing of the failed create is in the way")
-			require.NoError(t, m.Delete(v.ID))
+			require.NoError(t, m.Controller.Delete(v.ID))
 		})
 	}
 }

@@ -34,7 +34,7 @@ func TestUnreadableRecords(t *testing.T) {
 	m := open()
 	var good []string
 	for i := range 4 {
-		v, err := m.Create(req(fmt.Sprintf("good-%d", i)))
+		v, err := m.Controller.Create(req(fmt.Sprintf("good-%d", i)))
 		require.NoError(t, err)
 		good = append(good, v.ID)
 	}
@@ -47,7 +47,7 @@ func TestUnreadableRecords(t *testing.T) {
 	require.NoError(t, os.WriteFile(sharedRecord, []byte(`{"id": 7}`), 0o600))
 
 	m = open() // the restart that finds them
-	all, next, err := m.List("", 0)
+	all, next, err := m.Controller.List("", 0)
 	require.NoError(t, err)
 	require.Empty(t, next)
 	var ids []string
@@ -73,7 +73,7 @@ func TestUnreadableRecords(t *testing.T) {
 			var got []string
 			after := ""
 			for range len(ids) + 1 {
-				page, next, err := m.List(after, max)
+				page, next, err := m.Controller.List(after, max)
 				require.NoError(t, err)
 				require.LessOrEqual(t, len(page), max)
 				for _, l := range page {
@@ -89,13 +89,13 @@ func TestUnreadableRecords(t *testing.T) {
 	})
 	t.Run("health", func(t *testing.T) {
 		for id := range unreadable {
-			cs, err := m.Health(id)
+			cs, err := m.Controller.Health(id)
 			require.NoError(t, err)
 			require.Equal(t, []string{"Inaccessible/" + volume.ReasonRecordUnreadable}, reasons(cs), "volume %s", id)
 			require.Equal(t, volume.Inaccessible, cs[0].Severity)
 			require.Contains(t, cs[0].Message, id)
 		}
-		list, next, err := m.ListHealth("", 0)
+		list, next, err := m.Controller.ListHealth("", 0)
 		require.NoError(t, err)
 		require.Empty(t, next)
 		listed := map[string][]string{}
@@ -105,17 +105,17 @@ func TestUnreadableRecords(t *testing.T) {
 		for id := range unreadable {
 			require.Equal(t, []string{"Inaccessible/" + volume.ReasonRecordUnreadable}, listed[id], "volume %s", id)
 		}
-		page, next, err := m.ListHealth("", 1)
+		page, next, err := m.Controller.ListHealth("", 1)
 		require.NoError(t, err)
 		require.Len(t, page, 1)
 		require.NotEmpty(t, next)
 	})
 	t.Run("never_deleted", func(t *testing.T) {
 		for _, id := range local {
-			require.ErrorIs(t, m.Delete(id), records.ErrCorrupt)
+			require.ErrorIs(t, m.Controller.Delete(id), records.ErrCorrupt)
 			require.FileExists(t, filepath.Join(e.stateDir, "volumes", id+".json"))
 		}
-		require.ErrorIs(t, m.Delete(sharedID), records.ErrCorrupt)
+		require.ErrorIs(t, m.Controller.Delete(sharedID), records.ErrCorrupt)
 		require.FileExists(t, sharedRecord)
 	})
 }

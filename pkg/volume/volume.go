@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
+	"github.com/seed3e7d50b2/hostvol/pkg/records"
 )
 
 // Kind is how a volume is stored.
@@ -105,7 +106,9 @@ type Volume struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
-// Sentinel errors. The driver maps each to one gRPC code (pkg/driver/errors.go).
+// Sentinel errors: every error of this package wraps one of them (errors
+// of the layers below are given one here), and the driver maps each to one
+// gRPC code.
 var (
 	// ErrNotFound: no such volume, or not on this node.
 	ErrNotFound = errors.New("volume not found")
@@ -136,6 +139,9 @@ var (
 	// restarted with another --node-id on the same state directory): this
 	// node must not remove data that node owns.
 	ErrOtherNode = errors.New("volume belongs to another node")
+	// ErrCorrupt: a volume's record exists but cannot be decoded; it is
+	// left in place for an admin.
+	ErrCorrupt = records.ErrCorrupt
 )
 
 // CreateRequest describes a volume to create. The driver has validated and

@@ -100,7 +100,7 @@ func TestScrapeAfterCalls(t *testing.T) {
 	m, err := metrics.New(metrics.Config{Version: "v9.9.9-e2e"})
 	require.NoError(t, err)
 	env := testutil.StartDriver(t, testutil.Options{Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
-	require.NoError(t, m.RegisterStorage(env.Manager))
+	require.NoError(t, m.RegisterStorage(env.Manager.Controller))
 	base := serveHTTP(t, m, env.Driver)
 	ctrl := dial(t, env.Endpoint)
 	ctx := t.Context()
@@ -171,7 +171,7 @@ func TestHealthzFollowsProbe(t *testing.T) {
 	require.NoError(t, err)
 	m, err := metrics.New(metrics.Config{Version: "e2e"})
 	require.NoError(t, err)
-	require.NoError(t, m.RegisterStorage(mgr))
+	require.NoError(t, m.RegisterStorage(mgr.Controller))
 	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "e2e", NodeID: "n1", Manager: mgr,
 		Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
 	require.NoError(t, err)

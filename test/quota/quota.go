@@ -89,7 +89,7 @@ func Create(t *testing.T, n *loopvol.Node, name string, size int64, params map[s
 // Handle is what limits a volume, from its record.
 func Handle(t *testing.T, n *loopvol.Node, id string) hvquota.Handle {
 	t.Helper()
-	v, err := n.Env.Manager.Get(id)
+	v, err := n.Env.Manager.Controller.Get(id)
 	require.NoError(t, err)
 	require.NotNil(t, v.Quota, "volume %s has no size limit", id)
 	return *v.Quota
@@ -184,7 +184,7 @@ func Health(t *testing.T, n *loopvol.Node, id string) []string {
 // calls it) lets further writes through; deletion leaves no limit behind.
 func EnforcedLimit(t *testing.T, fs FS, pool string) {
 	n := Node(t, pool)
-	info, err := n.Env.Manager.Enforcement("default")
+	info, err := n.Env.Manager.Controller.Enforcement("default")
 	require.NoError(t, err)
 	require.Equal(t, fs.Method, info.Method, "enforcement detected on the %s pool (%s)", fs.Name, info.Reason)
 	t.Logf("%s: pool size enforcement %s (%s)", fs.Name, info.Method, info.Reason)
@@ -324,7 +324,7 @@ func Concurrent(t *testing.T, fs FS, pool string) {
 // sizeLimit optional creates the volume without a limit, as before.
 func Unlimited(t *testing.T, pool, filesystem string) {
 	n := Node(t, pool)
-	info, err := n.Env.Manager.Enforcement("default")
+	info, err := n.Env.Manager.Controller.Enforcement("default")
 	require.NoError(t, err)
 	require.Equal(t, hvquota.None, info.Method)
 	t.Logf("pool on %s: enforcement %s (%s)", filesystem, info.Method, info.Reason)
@@ -346,7 +346,7 @@ func Unlimited(t *testing.T, pool, filesystem string) {
 	require.Positive(t, capOpt.GetAvailableCapacity())
 
 	id := Create(t, n, "accepted", mib, map[string]string{"sizeLimit": "optional"})
-	v, err := n.Env.Manager.Get(id)
+	v, err := n.Env.Manager.Controller.Get(id)
 	require.NoError(t, err)
 	require.Nil(t, v.Quota, "accepted without a limit")
 	require.Equal(t, volume.SizeLimitOptional, v.SizeLimit)

@@ -25,7 +25,7 @@ func TestSanityBtrfs(t *testing.T) {
 	o.PoolSpecs = []pool.Spec{{Name: pool.DefaultName, Path: poolPath}}
 	env := testutil.StartDriver(t, o)
 	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
-	info, err := env.Manager.Enforcement(pool.DefaultName)
+	info, err := env.Manager.Controller.Enforcement(pool.DefaultName)
 	require.NoError(t, err)
 	require.Equal(t, quota.BtrfsQgroup, info.Method, "btrfs pool enforcement: %s", info.Reason)
 
