@@ -1,6 +1,6 @@
 package driver_test
 
-// Issue 9, point 8: the smaller hardening cases, each through the gRPC API
+// The smaller hardening cases, each through the gRPC API
 // with the fakes (full pool during mkfs, vanished data, another node's
 // volumes, unreadable records, a read-only state directory, long request
 // strings).
@@ -175,8 +175,8 @@ func TestVolumesOfTheOldNodeID(t *testing.T) {
 	requireNoVolumes(t, a)
 }
 
-// Records that cannot be read no longer vanish: after the restart that
-// finds them, ListVolumes lists them in ID order with the others (no
+// Records that cannot be read are reported, not hidden: after the restart
+// that finds them, ListVolumes lists them in ID order with the others (no
 // capacity, a volume_context entry saying why), pages included, and the
 // controller health RPCs report them as INACCESSIBLE RecordUnreadable.
 // They are never deleted.

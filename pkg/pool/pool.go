@@ -134,8 +134,9 @@ func Open(s Spec) (*Pool, error) {
 	return p, nil
 }
 
-// fixLayoutModes sets volumes/ and images/ to layoutMode: pools made by
-// earlier versions have 0711, and mkdir is subject to the umask. A pool
+// fixLayoutModes sets volumes/ and images/ to layoutMode: an existing pool
+// may have other modes (0711, or made by hand), and mkdir is subject to
+// the umask. A pool
 // whose modes cannot be changed (mounted read-only) still opens: the mode
 // is a hardening, and health reports a read-only pool.
 func (p *Pool) fixLayoutModes() {

@@ -17,8 +17,7 @@ import (
 
 // What real nodes do to hostvol: reboots that take every mount and loop
 // device, mounts removed by someone else, staging paths reused, symlinks
-// and files where targets should be. Each test here failed on the driver
-// before issue 9.
+// and files where targets should be.
 
 // dirKind is a directory volume on a plain pool (no size limit there).
 var dirKind = kind{name: "dir", params: map[string]string{"sizeLimit": "optional"}, size: 64 * mib}
