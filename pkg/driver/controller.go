@@ -28,8 +28,8 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		// through an external-resizer that may run on any node, and only the
 		// volume's own node can grow it. Without the capability the resizer
 		// only records the new size and the kubelet of the volume's node
-		// calls NodeExpandVolume, which grows it (docs/design.md,
-		// "Deployment"). ControllerExpandVolume is still served, for
+		// calls NodeExpandVolume, which grows it (docs/design/expansion.md).
+		// ControllerExpandVolume is still served, for
 		// "hostvol client expand" and tests.
 		// Health (health.go). No LIST_VOLUMES_PUBLISHED_NODES: it needs
 		// PUBLISH_UNPUBLISH_VOLUME, and hostvol never controller-publishes.
