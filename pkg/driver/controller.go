@@ -31,19 +31,38 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		// calls NodeExpandVolume, which grows it (docs/design/expansion.md).
 		// ControllerExpandVolume is still served, for
 		// "hostvol client expand" and tests.
-		// Health (health.go). No LIST_VOLUMES_PUBLISHED_NODES: it needs
-		// PUBLISH_UNPUBLISH_VOLUME, and hostvol never controller-publishes.
+		// GET_VOLUME and the volume health RPCs: health.go. No
+		// LIST_VOLUMES_PUBLISHED_NODES: it needs PUBLISH_UNPUBLISH_VOLUME,
+		// and hostvol never controller-publishes.
 		csi.ControllerServiceCapability_RPC_GET_VOLUME,
 		csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
 	}
-	out := make([]*csi.ControllerServiceCapability, 0, len(rpcs))
-	for _, r := range rpcs {
-		out = append(out, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
-			Rpc: &csi.ControllerServiceCapability_RPC{Type: r},
-		}})
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: each(rpcs, func(r csi.ControllerServiceCapability_RPC_Type) *csi.ControllerServiceCapability {
+		return &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: r}}}
+	})}, nil
+}
+
+// each returns f of every element of in, in order.
+func each[T, U any](in []T, f func(T) U) []U {
+	out := make([]U, 0, len(in))
+	for _, x := range in {
+		out = append(out, f(x))
 	}
-	return &csi.ControllerGetCapabilitiesResponse{Capabilities: out}, nil
+	return out
+}
+
+// page checks a paged request's max_entries and starting_token (the last
+// volume ID of the previous page): a negative count is INVALID_ARGUMENT, a
+// token hostvol did not give is ABORTED, as the spec asks.
+func page(maxEntries int32, token string) (int, string, error) {
+	if maxEntries < 0 {
+		return 0, "", status.Error(codes.InvalidArgument, "max_entries must not be negative")
+	}
+	if token != "" && volume.CheckID(token) != nil {
+		return 0, "", status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(token))
+	}
+	return int(maxEntries), token, nil
 }
 
 // nodeSegments is this node's topology.
@@ -313,14 +332,11 @@ func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerEx
 // of the previous page, so volumes created or deleted between pages neither
 // break the listing nor repeat.
 func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "max_entries must not be negative")
+	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken())
+	if err != nil {
+		return nil, err
 	}
-	after := req.GetStartingToken()
-	if after != "" && volume.CheckID(after) != nil {
-		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
-	}
-	vols, next, err := d.vols.Controller.List(after, int(req.GetMaxEntries()))
+	vols, next, err := d.vols.Controller.List(after, maxEntries)
 	if err != nil {
 		return nil, err
 	}

@@ -5,10 +5,7 @@ import (
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
@@ -59,14 +56,11 @@ func (d *Driver) ControllerGetVolumeHealth(_ context.Context, req *csi.Controlle
 // omit volumes with no known adverse health condition"). A page may hold
 // fewer than max_entries entries; the token is the last volume examined.
 func (d *Driver) ControllerListVolumeHealth(_ context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "max_entries must not be negative")
+	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken())
+	if err != nil {
+		return nil, err
 	}
-	after := req.GetStartingToken()
-	if after != "" && volume.CheckID(after) != nil {
-		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
-	}
-	list, next, err := d.vols.Controller.ListHealth(after, int(req.GetMaxEntries()))
+	list, next, err := d.vols.Controller.ListHealth(after, maxEntries)
 	if err != nil {
 		return nil, err
 	}

@@ -24,13 +24,9 @@ func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRe
 		csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
 		csi.NodeServiceCapability_RPC_GET_STORAGE_HEALTH,
 	}
-	out := make([]*csi.NodeServiceCapability, 0, len(rpcs))
-	for _, r := range rpcs {
-		out = append(out, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
-			Rpc: &csi.NodeServiceCapability_RPC{Type: r},
-		}})
-	}
-	return &csi.NodeGetCapabilitiesResponse{Capabilities: out}, nil
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: each(rpcs, func(r csi.NodeServiceCapability_RPC_Type) *csi.NodeServiceCapability {
+		return &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: r}}}
+	})}, nil
 }
 
 // NodeGetInfo returns the node ID, its volume limit and its topology.

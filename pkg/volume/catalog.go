@@ -189,13 +189,18 @@ func (c *catalog) sharedStores() []*records.Store {
 }
 
 // sharedPoolNames are the names of the shared pools, sorted.
-func (c *catalog) sharedPoolNames() []string {
-	names := make([]string, 0, len(c.shared))
-	for n := range c.shared {
-		names = append(names, n)
+func (c *catalog) sharedPoolNames() []string { return sortedKeys(c.shared) }
+
+// poolNames are the names of all pools, sorted.
+func (c *catalog) poolNames() []string { return sortedKeys(c.pools) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	sort.Strings(names)
-	return names
+	sort.Strings(keys)
+	return keys
 }
 
 // Get returns a ready volume. id must be validated.

@@ -3,7 +3,6 @@ package volume
 import (
 	"errors"
 	"fmt"
-	"sort"
 
 	"k8s.io/klog/v2"
 )
@@ -92,11 +91,7 @@ func (c *Controller) tryCheck(id string) ([]Condition, bool) {
 // read-only or nearly full (Degraded). It costs two stats and a statfs per
 // pool, nothing per volume.
 func (c *Controller) PoolHealth() []PoolHealth {
-	names := make([]string, 0, len(c.pools))
-	for n := range c.pools {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := c.poolNames()
 	out := make([]PoolHealth, 0, len(names))
 	for _, n := range names {
 		p := c.pools[n]

@@ -1,7 +1,5 @@
 package volume
 
-import "sort"
-
 // PoolFigures are one pool's figures as pkg/metrics reports them.
 type PoolFigures struct {
 	Name string
@@ -20,11 +18,7 @@ type PoolFigures struct {
 // PoolFigures returns every pool's figures, in name order. It costs one
 // statfs per pool and nothing per volume: promised bytes are kept in memory.
 func (c *Controller) PoolFigures() []PoolFigures {
-	names := make([]string, 0, len(c.pools))
-	for n := range c.pools {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := c.poolNames()
 	out := make([]PoolFigures, 0, len(names))
 	for _, n := range names {
 		f := PoolFigures{Name: n, PromisedBytes: c.promises.pooled(n)}

@@ -52,10 +52,7 @@ func (n *Node) reconcileDevices() {
 			klog.ErrorS(err, "Cannot list a pool's images; loop devices attached to them are left alone", "pool", p.Name)
 			continue
 		}
-		for _, id := range ids {
-			if volumeid.Validate(id) != nil {
-				continue
-			}
+		for _, id := range validIDs(ids) {
 			dev, ino, err := p.ImageFileID(id)
 			if err != nil {
 				klog.ErrorS(err, "Cannot identify an image; a loop device attached to it is left alone", "pool", p.Name, "volumeID", id)
@@ -158,10 +155,7 @@ func (n *Node) reconcileLeases() {
 			klog.ErrorS(err, "Cannot list a shared pool's leases", "pool", p.Name)
 			continue
 		}
-		for _, id := range ids {
-			if volumeid.Validate(id) != nil {
-				continue
-			}
+		for _, id := range validIDs(ids) {
 			holder, err := p.LeaseHolder(id)
 			if err != nil || holder != n.nodeID {
 				continue
@@ -177,4 +171,16 @@ func (n *Node) reconcileLeases() {
 			klog.InfoS("Gave back the lease of a volume this node has not staged", "volumeID", id, "pool", p.Name)
 		}
 	}
+}
+
+// validIDs are the names among names that are volume IDs; anything else
+// in a pool's directories is not hostvol's to act on.
+func validIDs(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if volumeid.Validate(n) == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }
