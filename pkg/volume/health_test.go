@@ -54,8 +54,7 @@ const (
 )
 
 func TestHealthDirVolume(t *testing.T) {
-	e := newEnv(t)
-	m := e.load(t)
+	e, m := loadedEnv(t)
 	v, err := m.Controller.Create(req("dir"))
 	require.NoError(t, err)
 	staging := filepath.Join(e.dir, "staging")
@@ -98,8 +97,7 @@ func TestHealthDirVolume(t *testing.T) {
 }
 
 func TestHealthUnknownVolume(t *testing.T) {
-	e := newEnv(t)
-	m := e.load(t)
+	e, m := loadedEnv(t)
 	v, err := m.Controller.Create(req("here"))
 	require.NoError(t, err)
 	id := volumeid.FromName("nope")
@@ -117,8 +115,7 @@ func TestHealthUnknownVolume(t *testing.T) {
 }
 
 func TestHealthPoolReplaced(t *testing.T) {
-	e := newEnv(t)
-	m := e.load(t)
+	e, m := loadedEnv(t)
 	v, err := m.Controller.Create(req("dir"))
 	require.NoError(t, err)
 	healthy(t)(m.Controller.Health(v.ID))
@@ -159,8 +156,7 @@ func requirePool(t *testing.T, m *volume.Manager, want ...string) {
 }
 
 func TestHealthLoopVolume(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
+	e, m := loadedLoopEnv(t)
 	v, err := m.Controller.Create(loopReq("l", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
 	staging := filepath.Join(e.dir, "staging")
@@ -212,8 +208,7 @@ func TestHealthLoopVolume(t *testing.T) {
 }
 
 func TestHealthBlockVolume(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
+	e, m := loadedLoopEnv(t)
 	v, err := m.Controller.Create(volume.CreateRequest{Name: "b", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 3 * mib})
 	require.NoError(t, err)
 	staging := filepath.Join(e.dir, "staging")
@@ -238,8 +233,7 @@ func only(t *testing.T, attached map[string]loop.Image) string {
 }
 
 func TestListHealth(t *testing.T) {
-	e := newEnv(t)
-	m := e.load(t)
+	e, m := loadedEnv(t)
 	var ids []string
 	for _, name := range []string{"a", "b", "c", "d", "e"} {
 		v, err := m.Controller.Create(req(name))

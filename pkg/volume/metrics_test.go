@@ -12,8 +12,7 @@ import (
 )
 
 func TestVolumeCounts(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
+	e, m := loadedLoopEnv(t)
 	require.Equal(t, map[volume.Kind]int{volume.KindDir: 0, volume.KindLoop: 0, volume.KindBlock: 0}, m.Controller.VolumeCounts())
 
 	d, err := m.Controller.Create(req("dir"))
@@ -39,8 +38,7 @@ func TestVolumeCounts(t *testing.T) {
 }
 
 func TestPoolFigures(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
+	_, m := loadedLoopEnv(t)
 	_, err := m.Controller.Create(req("dir")) // 1 MiB directory: promised whole
 	require.NoError(t, err)
 	_, err = m.Controller.Create(volume.CreateRequest{Name: "block", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 4 * mib})
@@ -58,8 +56,7 @@ func TestPoolFigures(t *testing.T) {
 }
 
 func TestPoolFiguresMissingPool(t *testing.T) {
-	e := newEnv(t)
-	m := e.load(t)
+	e, m := loadedEnv(t)
 	_, err := m.Controller.Create(req("dir"))
 	require.NoError(t, err)
 	// The pool's mount went away under the running driver.

@@ -18,8 +18,7 @@ import (
 // detached; one whose volume is staged, one that is mounted without a
 // record, and one attached to a file outside the pools are left alone.
 func TestLoadDetachesOrphanDevices(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
+	e, m := loadedLoopEnv(t)
 	staged, err := m.Controller.Create(loopReq("staged", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
 	orphan, err := m.Controller.Create(loopReq("orphan", fsutil.Ext4, 20*mib))
@@ -57,8 +56,7 @@ func TestLoadDetachesOrphanDevices(t *testing.T) {
 // TestLoadWhenLoopDevicesUnreadable: loop devices that cannot be read at
 // start-up are left alone, and do not keep the node from starting.
 func TestLoadWhenLoopDevicesUnreadable(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
+	e, m := loadedLoopEnv(t)
 	v, err := m.Controller.Create(loopReq("kept", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
 	f, err := os.OpenFile(e.pool.ImagePath(v.ID), os.O_RDWR, 0)

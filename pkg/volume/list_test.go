@@ -14,6 +14,33 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
+func TestList(t *testing.T) {
+	m := newEnv(t).load(t)
+	var all []string
+	for i := range 10 {
+		v, err := m.Controller.Create(req(fmt.Sprintf("vol-%d", i)))
+		require.NoError(t, err)
+		all = append(all, v.ID)
+	}
+	var got []string
+	after := ""
+	for range 20 {
+		vols, next, err := m.Controller.List(after, 3)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(vols), 3)
+		for _, v := range vols {
+			got = append(got, v.ID)
+		}
+		if next == "" {
+			break
+		}
+		require.Equal(t, vols[len(vols)-1].ID, next)
+		after = next
+	}
+	require.ElementsMatch(t, all, got)
+	require.IsIncreasing(t, got)
+}
+
 // Records that cannot be read are kept (never deleted) and reported: List
 // lists them in ID order with the others, pages included, and the health
 // calls report them as RecordUnreadable. Node-local ones are remembered
