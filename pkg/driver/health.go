@@ -133,7 +133,7 @@ func (d *Driver) NodeGetStorageHealth(context.Context, *csi.NodeGetStorageHealth
 	// The state directory first: while it cannot be written, no pool can
 	// take a new volume either.
 	add(d.vols.Node.StateDirHealth())
-	for _, p := range d.vols.Controller.PoolHealth() {
+	for _, p := range d.vols.Node.PoolHealth() {
 		add(p.Conditions)
 	}
 	resp := &csi.NodeGetStorageHealthResponse{}

@@ -85,17 +85,3 @@ func (c *Controller) tryCheck(id string) ([]Condition, bool) {
 	}
 	return cs, true
 }
-
-// PoolHealth reports the conditions of every pool of this node
-// (NodeGetStorageHealth), in pool name order: missing (Inaccessible),
-// read-only or nearly full (Degraded). It costs two stats and a statfs per
-// pool, nothing per volume.
-func (c *Controller) PoolHealth() []PoolHealth {
-	names := c.poolNames()
-	out := make([]PoolHealth, 0, len(names))
-	for _, n := range names {
-		p := c.pools[n]
-		out = append(out, PoolHealth{Name: n, Conditions: poolConditions(p, p.Check())})
-	}
-	return out
-}

@@ -119,7 +119,7 @@ func TestHealthPoolReplaced(t *testing.T) {
 	v, err := m.Controller.Create(req("dir"))
 	require.NoError(t, err)
 	healthy(t)(m.Controller.Health(v.ID))
-	require.Equal(t, []volume.PoolHealth{{Name: pool.DefaultName}}, m.Controller.PoolHealth())
+	require.Equal(t, []volume.PoolHealth{{Name: pool.DefaultName}}, m.Node.PoolHealth())
 
 	// The directory hostvol opened moves away (as when a pool's mount is
 	// lazily unmounted): the path is missing.
@@ -144,12 +144,12 @@ func TestHealthPoolReplaced(t *testing.T) {
 	require.NoError(t, os.Remove(e.poolDir))
 	require.NoError(t, os.Rename(moved, e.poolDir))
 	healthy(t)(m.Controller.Health(v.ID))
-	require.Equal(t, []volume.PoolHealth{{Name: pool.DefaultName}}, m.Controller.PoolHealth())
+	require.Equal(t, []volume.PoolHealth{{Name: pool.DefaultName}}, m.Node.PoolHealth())
 }
 
 func requirePool(t *testing.T, m *volume.Manager, want ...string) {
 	t.Helper()
-	ph := m.Controller.PoolHealth()
+	ph := m.Node.PoolHealth()
 	require.Len(t, ph, 1)
 	require.Equal(t, pool.DefaultName, ph[0].Name)
 	require.ElementsMatch(t, want, reasons(ph[0].Conditions), "conditions: %+v", ph[0].Conditions)

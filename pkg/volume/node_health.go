@@ -219,3 +219,17 @@ func (n *Node) dirExhausted(p *pool.Pool, v Volume) (string, error) {
 	}
 	return "", nil
 }
+
+// PoolHealth reports the conditions of every pool of this node
+// (NodeGetStorageHealth), in pool name order: missing (Inaccessible),
+// read-only or nearly full (Degraded). It costs two stats and a statfs per
+// pool, nothing per volume.
+func (n *Node) PoolHealth() []PoolHealth {
+	names := n.poolNames()
+	out := make([]PoolHealth, 0, len(names))
+	for _, name := range names {
+		p := n.pools[name]
+		out = append(out, PoolHealth{Name: name, Conditions: poolConditions(p, p.Check())})
+	}
+	return out
+}
