@@ -3,10 +3,25 @@
 // knows nothing of gRPC; the driver package maps its sentinel errors to CSI
 // status codes.
 //
-// Callers serialize operations on one volume (the driver's per-volume
-// try-lock); the Manager itself takes only a short in-memory index lock, so
-// operations on different volumes run in parallel and none of them costs
-// more as the number of volumes grows.
+// A Manager holds the two sides of one node's volume layer, built over one
+// catalog (catalog.go: pools, records, the index, per-volume locks):
+//
+//   - Controller: create.go, delete.go, list.go, expand.go, capacity.go
+//     (promised capacity), quota.go (size limits), controller.go (loading
+//     the records at start-up), controller_health.go, metrics.go.
+//   - Node: node.go (node states), targets.go (what is mounted where),
+//     stage.go, publish.go, paths.go (request paths), stats.go,
+//     node_expand.go, node_health.go, ephemeral.go (inline volumes),
+//     reconcile.go and lease.go (start-up, shared pools).
+//
+// Snapshots belong in a third type beside these two, over the same catalog
+// (snapshot*.go), rather than in either side.
+//
+// Every exported operation of Controller and Node takes its volume's
+// try-lock itself (ErrBusy while another operation holds it); besides it
+// only a short in-memory index lock is taken, so operations on different
+// volumes run in parallel and none of them costs more as the number of
+// volumes grows.
 package volume
 
 import (
