@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -13,10 +12,9 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 )
 
 const clientUsage = `Usage: hostvol client [--endpoint EP] COMMAND [ARGS]
@@ -80,15 +78,7 @@ func client(args []string) error {
 		fs.Usage()
 		return errors.New("a command is required")
 	}
-	network, addr, err := driver.ParseEndpoint(ep)
-	if err != nil {
-		return err
-	}
-	conn, err := grpc.NewClient("passthrough:///hostvol",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}))
+	conn, err := endpoint.Dial(ep)
 	if err != nil {
 		return err
 	}

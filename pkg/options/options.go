@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 )
@@ -189,7 +189,7 @@ const maxNodeIDLen = 192
 // Validate checks every option and returns all problems at once.
 func (o *Options) Validate() error {
 	var errs []error
-	if _, _, err := driver.ParseEndpoint(o.Endpoint); err != nil {
+	if _, _, err := endpoint.Parse(o.Endpoint); err != nil {
 		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
 	}
 	if o.NodeID == "" {

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 )
 
 // Exit codes.
@@ -41,7 +43,7 @@ const (
 )
 
 type config struct {
-	endpoint     string // socket path, "unix://" already stripped
+	endpoint     string // CSI endpoint, checked by endpoint.Parse
 	n            int
 	c            int
 	e            int
@@ -103,7 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runFloorMain(ctx, cfg, stdout, stderr)
 	}
 
-	conn, err := dial(cfg.endpoint)
+	conn, err := endpoint.Dial(cfg.endpoint)
 	if err != nil {
 		fmt.Fprintf(stderr, "hostvol-load: %v\n", err)
 		return exitSetup
@@ -179,7 +181,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	size := sizeFlag(1 << 20)
 	fs := flag.NewFlagSet("hostvol-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	endpoint := fs.String("endpoint", "", "CSI endpoint: unix:///path/to.sock or a plain socket path (required)")
+	ep := fs.String("endpoint", "", "CSI endpoint: unix:///path/to.sock, a plain /path or tcp://host:port (required)")
 	fs.IntVar(&cfg.n, "n", 1000, "number of measured volume cycles")
 	fs.IntVar(&cfg.c, "c", 1, "number of concurrent workers")
 	fs.IntVar(&cfg.e, "e", 0, "number of pre-existing volumes to create (untimed) before the measured run")
@@ -210,7 +212,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	if cfg.floor {
 		for _, name := range []string{"endpoint", "e", "keep-existing", "param", "access-type", "stage"} {
 			if set[name] {
@@ -226,9 +227,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 				return nil, fmt.Errorf("--%s applies only to --floor", name)
 			}
 		}
-		if cfg.endpoint, err = parseEndpoint(*endpoint); err != nil {
-			return nil, err
+		if *ep == "" {
+			return nil, fmt.Errorf("--endpoint is required")
 		}
+		if _, _, err := endpoint.Parse(*ep); err != nil {
+			return nil, fmt.Errorf("--endpoint: %w", err)
+		}
+		cfg.endpoint = *ep
 	}
 	cfg.size = int64(size)
 	switch {
@@ -261,28 +266,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		cfg.namePrefix = "load-" + hex.EncodeToString(b)
 	}
 	return cfg, nil
-}
-
-// parseEndpoint accepts unix:///abs/path, unix:/abs/path, unix://rel/path or a
-// plain path and returns the socket path.
-func parseEndpoint(ep string) (string, error) {
-	var p string
-	switch {
-	case ep == "":
-		return "", fmt.Errorf("--endpoint is required")
-	case strings.HasPrefix(ep, "unix://"):
-		p = strings.TrimPrefix(ep, "unix://")
-	case strings.HasPrefix(ep, "unix:"):
-		p = strings.TrimPrefix(ep, "unix:")
-	case strings.Contains(ep, "://"):
-		return "", fmt.Errorf("unsupported endpoint %q: only unix sockets are supported", ep)
-	default:
-		p = ep
-	}
-	if p == "" {
-		return "", fmt.Errorf("empty socket path in endpoint %q", ep)
-	}
-	return p, nil
 }
 
 // prepareTargetDir returns the absolute directory under which per-cycle

@@ -5,28 +5,6 @@ import (
 	"testing"
 )
 
-func TestParseEndpoint(t *testing.T) {
-	tests := []struct {
-		in, want string
-		wantErr  bool
-	}{
-		{"unix:///tmp/csi.sock", "/tmp/csi.sock", false},
-		{"unix:/tmp/csi.sock", "/tmp/csi.sock", false},
-		{"unix://csi.sock", "csi.sock", false},
-		{"/run/csi/csi.sock", "/run/csi/csi.sock", false},
-		{"csi.sock", "csi.sock", false},
-		{"", "", true},
-		{"unix://", "", true},
-		{"tcp://127.0.0.1:10000", "", true},
-	}
-	for _, tt := range tests {
-		got, err := parseEndpoint(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("parseEndpoint(%q) = %q, %v; want %q, err=%t", tt.in, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 func TestParseSize(t *testing.T) {
 	tests := []struct {
 		in      string
@@ -61,7 +39,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.endpoint != "/x.sock" || cfg.n != 1000 || cfg.c != 1 || cfg.e != 0 || cfg.size != 2<<20 ||
+	if cfg.endpoint != "unix:///x.sock" || cfg.n != 1000 || cfg.c != 1 || cfg.e != 0 || cfg.size != 2<<20 ||
 		cfg.accessType != "mount" || cfg.stage != "auto" || cfg.timeout.String() != "30s" {
 		t.Errorf("unexpected config %+v", cfg)
 	}
@@ -100,6 +78,8 @@ func TestParseFlags(t *testing.T) {
 		{"--endpoint", "/x", "extra"},
 		{"--endpoint", "/x", "--pool-dir", "/p"},
 		{"--endpoint", "/x", "--direct-io"},
+		{"--endpoint", "x.sock"},
+		{"--endpoint", "http://x"},
 		{"--floor"},
 		{"--floor", "--size", "1Gi", "--endpoint", "/x"},
 		{"--floor", "--size", "1Gi", "--e", "3"},
