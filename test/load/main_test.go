@@ -5,35 +5,6 @@ import (
 	"testing"
 )
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    int64
-		wantErr bool
-	}{
-		{"0", 0, false},
-		{"1048576", 1 << 20, false},
-		{"1Ki", 1024, false},
-		{"1Mi", 1 << 20, false},
-		{"3Gi", 3 << 30, false},
-		{"2Ti", 2 << 40, false},
-		{"10K", 10000, false},
-		{"5M", 5000000, false},
-		{"1G", 1000000000, false},
-		{"", 0, true},
-		{"-1", 0, true},
-		{"1.5Gi", 0, true},
-		{"1Xi", 0, true},
-		{"99999999Ti", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := parseSize(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, err=%t", tt.in, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 func TestParseFlags(t *testing.T) {
 	cfg, err := parseFlags([]string{"--endpoint", "unix:///x.sock", "--param", "a=b", "--param", "c=d=e", "--size", "2Mi"}, io.Discard)
 	if err != nil {
