@@ -81,9 +81,8 @@ func Parse(m map[string]string) (Params, error) {
 				return Params{}, fmt.Errorf("parameter %s: unknown volume type %s (supported: %s, %s)", untrusted.Quote(k), untrusted.Quote(v), volume.KindDir, volume.KindLoop)
 			}
 		case KeyPool:
-			if err := (pool.Spec{Name: v, Path: "/x"}).Validate(); err != nil {
-				// Not Validate's message: it quotes the name whole.
-				return Params{}, fmt.Errorf("parameter %s: pool name %s: want lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit", untrusted.Quote(k), untrusted.Quote(v))
+			if err := pool.ValidName(v); err != nil {
+				return Params{}, fmt.Errorf("parameter %s: %w", untrusted.Quote(k), err)
 			}
 			p.Pool = v
 		case KeyAllowBlockRWX:
