@@ -190,8 +190,6 @@ var modes = map[string]csi.VolumeCapability_AccessMode_Mode{
 	"rwx":  csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER,
 }
 
-func mountCap(mode string) (*csi.VolumeCapability, error) { return volCap(mode, false, "") }
-
 // volCap builds a capability: block access, or mount access with fsType.
 func volCap(mode string, block bool, fsType string) (*csi.VolumeCapability, error) {
 	m, ok := modes[mode]

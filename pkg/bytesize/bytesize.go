@@ -45,12 +45,6 @@ func Parse(s string) (int64, error) {
 	return n, nil
 }
 
-// Format writes n as the shortest quantity Parse reads back as n: 1Gi,
-// 1500, 1536Mi.
-func Format(n int64) string {
-	return resource.NewQuantity(n, resource.BinarySI).String()
-}
-
 // Var defines a flag on fs whose value, given as Parse reads it, is stored
 // in *p. The value *p holds when Var is called is the flag's default.
 func Var(fs *flag.FlagSet, p *int64, name, usage string) {
@@ -64,7 +58,8 @@ func (v *value) String() string {
 	if v == nil {
 		return "0"
 	}
-	return Format(int64(*v))
+	// The shortest quantity Parse reads back as *v: 1Gi, 1500, 1536Mi.
+	return resource.NewQuantity(int64(*v), resource.BinarySI).String()
 }
 
 func (v *value) Set(s string) error {
