@@ -18,6 +18,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/metrics"
@@ -136,7 +137,7 @@ func serve(args []string) error {
 		// stopped, so /healthz and /metrics answer while calls drain.
 		defer stopHTTP(httpSrv)
 	}
-	l, err := driver.Listen(opts.Endpoint)
+	l, err := endpoint.Listen(opts.Endpoint)
 	if err != nil {
 		return err
 	}

@@ -11,9 +11,7 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -76,44 +74,6 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("driver name, node ID and volume manager are required")
 	}
 	return &Driver{cfg: cfg, vols: cfg.Manager}, nil
-}
-
-// ParseEndpoint splits unix:///path, unix:/path, a plain /path or
-// tcp://host:port into a network and an address.
-func ParseEndpoint(ep string) (network, addr string, err error) {
-	switch {
-	case strings.HasPrefix(ep, "unix://"):
-		network, addr = "unix", strings.TrimPrefix(ep, "unix://")
-	case strings.HasPrefix(ep, "unix:"):
-		network, addr = "unix", strings.TrimPrefix(ep, "unix:")
-	case strings.HasPrefix(ep, "tcp://"):
-		network, addr = "tcp", strings.TrimPrefix(ep, "tcp://")
-	case strings.HasPrefix(ep, "/"):
-		network, addr = "unix", ep
-	default:
-		return "", "", fmt.Errorf("endpoint %q: want unix:///path/to/csi.sock or tcp://host:port", ep)
-	}
-	if addr == "" {
-		return "", "", fmt.Errorf("endpoint %q has no address", ep)
-	}
-	if network == "unix" && !strings.HasPrefix(addr, "/") {
-		return "", "", fmt.Errorf("endpoint %q: socket path must be absolute", ep)
-	}
-	return network, addr, nil
-}
-
-// Listen opens the endpoint, replacing a stale socket file.
-func Listen(endpoint string) (net.Listener, error) {
-	network, addr, err := ParseEndpoint(endpoint)
-	if err != nil {
-		return nil, err
-	}
-	if network == "unix" {
-		if err := os.Remove(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale socket %s: %w", addr, err)
-		}
-	}
-	return net.Listen(network, addr)
 }
 
 // Serve serves the three CSI services on l until Stop is called.

@@ -24,11 +24,11 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -72,9 +72,9 @@ func start(t *testing.T, o testutil.Options) *harness {
 	return h
 }
 
-func dial(t *testing.T, endpoint string) *grpc.ClientConn {
+func dial(t *testing.T, ep string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := endpoint.Dial(ep)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
@@ -488,8 +488,8 @@ func TestProbeAndUnavailableBeforeLoad(t *testing.T) {
 	require.NoError(t, err)
 	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "test", NodeID: testNode, Manager: mgr})
 	require.NoError(t, err)
-	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
-	l, err := driver.Listen(endpoint)
+	ep := "unix://" + filepath.Join(dir, "csi.sock")
+	l, err := endpoint.Listen(ep)
 	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() {
@@ -500,7 +500,7 @@ func TestProbeAndUnavailableBeforeLoad(t *testing.T) {
 		drv.Stop()
 		<-done
 	})
-	conn := dial(t, endpoint)
+	conn := dial(t, ep)
 	ident, ctrl, node := csi.NewIdentityClient(conn), csi.NewControllerClient(conn), csi.NewNodeClient(conn)
 	ctx := t.Context()
 	id := volumeid.FromName("vol")
@@ -852,37 +852,4 @@ func TestDataDirReplacedBySymlink(t *testing.T) {
 	_, err = os.Lstat(h.dataDir(id))
 	require.True(t, os.IsNotExist(err), "the planted link itself is removed")
 	require.Equal(t, before, snapshotTree(t, outside))
-}
-
-func TestParseEndpoint(t *testing.T) {
-	cases := []struct {
-		name        string
-		in          string
-		wantNetwork string
-		wantAddr    string
-		wantErr     bool
-	}{
-		{name: "unix_url", in: "unix:///run/csi/csi.sock", wantNetwork: "unix", wantAddr: "/run/csi/csi.sock"},
-		{name: "unix_short", in: "unix:/run/csi/csi.sock", wantNetwork: "unix", wantAddr: "/run/csi/csi.sock"},
-		{name: "plain_path", in: "/run/csi/csi.sock", wantNetwork: "unix", wantAddr: "/run/csi/csi.sock"},
-		{name: "tcp", in: "tcp://127.0.0.1:10000", wantNetwork: "tcp", wantAddr: "127.0.0.1:10000"},
-		{name: "relative_socket", in: "unix://csi.sock", wantErr: true},
-		{name: "empty_unix", in: "unix://", wantErr: true},
-		{name: "empty_tcp", in: "tcp://", wantErr: true},
-		{name: "unknown_scheme", in: "http://localhost", wantErr: true},
-		{name: "relative_path", in: "csi.sock", wantErr: true},
-		{name: "empty", in: "", wantErr: true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			network, addr, err := driver.ParseEndpoint(tc.in)
-			if tc.wantErr {
-				require.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, tc.wantNetwork, network)
-			require.Equal(t, tc.wantAddr, addr)
-		})
-	}
 }

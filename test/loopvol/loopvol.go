@@ -22,8 +22,8 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -92,10 +92,10 @@ func (n *Node) Stop() {
 // Pool is the running driver's pool.
 func (n *Node) Pool() *pool.Pool { return n.Env.Pools[0] }
 
-// Dial connects to endpoint; the connection is closed in t.Cleanup.
-func Dial(t testing.TB, endpoint string) *Client {
+// Dial connects to the endpoint ep; the connection is closed in t.Cleanup.
+func Dial(t testing.TB, ep string) *Client {
 	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := endpoint.Dial(ep)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,11 +17,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/metrics"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -50,9 +50,9 @@ func serveHTTP(t *testing.T, m *metrics.Metrics, drv *driver.Driver) string {
 	return "http://" + srv.Addr()
 }
 
-func dial(t *testing.T, endpoint string) csi.ControllerClient {
+func dial(t *testing.T, ep string) csi.ControllerClient {
 	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := endpoint.Dial(ep)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return csi.NewControllerClient(conn)
@@ -175,8 +175,8 @@ func TestHealthzFollowsProbe(t *testing.T) {
 	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "e2e", NodeID: "n1", Manager: mgr,
 		Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
 	require.NoError(t, err)
-	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
-	l, err := driver.Listen(endpoint)
+	ep := "unix://" + filepath.Join(dir, "csi.sock")
+	l, err := endpoint.Listen(ep)
 	require.NoError(t, err)
 	served := make(chan struct{})
 	go func() {
@@ -192,7 +192,7 @@ func TestHealthzFollowsProbe(t *testing.T) {
 	code, body := get(t, base+"/healthz")
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "not ready")
-	_, err = dial(t, endpoint).CreateVolume(t.Context(), createReq("early", nil))
+	_, err = dial(t, ep).CreateVolume(t.Context(), createReq("early", nil))
 	require.Equal(t, codes.Unavailable, status.Code(err))
 	_, scrape := get(t, base+"/metrics")
 	require.Equal(t, 1.0, sample(t, scrape, `hostvol_operations_total{code="Unavailable",method="/csi.v1.Controller/CreateVolume"}`))

@@ -16,6 +16,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
@@ -139,7 +140,7 @@ func StartDriver(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := driver.Listen(env.Endpoint)
+	l, err := endpoint.Listen(env.Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,8 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
@@ -39,7 +38,7 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 	ctx := t.Context()
 
 	env := startDriver(t)
-	conn, err := grpc.NewClient(env.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := endpoint.Dial(env.Endpoint)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	ctrl, node := csi.NewControllerClient(conn), csi.NewNodeClient(conn)

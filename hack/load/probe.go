@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // clients holds the three CSI service clients over one shared connection.
@@ -26,19 +24,6 @@ func newClients(conn *grpc.ClientConn) *clients {
 		ctrl: csi.NewControllerClient(conn),
 		node: csi.NewNodeClient(conn),
 	}
-}
-
-// dial creates a lazily connecting client for the unix socket at path. The
-// target name is a placeholder: the dialer ignores it and always dials path,
-// which keeps the HTTP/2 authority a plain "localhost".
-func dial(path string) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///localhost",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}),
-	)
 }
 
 // pluginInfo is what probe learned about the plugin.
