@@ -14,8 +14,8 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/bytesize"
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 )
 
 const clientUsage = `Usage: hostvol client [--endpoint EP] COMMAND [ARGS]
@@ -266,7 +266,7 @@ func listRow(v *csi.Volume) string {
 		tops = append(tops, fmt.Sprint(t.GetSegments()))
 	}
 	capacity, context := strconv.FormatInt(v.GetCapacityBytes(), 10), fmt.Sprint(v.GetVolumeContext())
-	if why, ok := v.GetVolumeContext()[driver.ContextRecordUnreadable]; ok {
+	if why, ok := v.GetVolumeContext()[params.KeyRecordUnreadable]; ok {
 		capacity, context = "?", "UNREADABLE RECORD: "+why
 	}
 	return fmt.Sprintf("%s\t%s\t%s\t%s", v.GetVolumeId(), capacity, context, strings.Join(tops, ","))

@@ -67,14 +67,14 @@ func page(maxEntries int32, token string) (int, string, error) {
 
 // nodeSegments is this node's topology.
 func (d *Driver) nodeSegments() map[string]string {
-	return map[string]string{TopologyKey: d.cfg.NodeID}
+	return map[string]string{params.TopologyKey: d.cfg.NodeID}
 }
 
 // topologyAllows reports whether this node appears in a list of topologies.
 // A topology that does not mention hostvol's key constrains nothing of ours.
 func (d *Driver) topologyAllows(tops []*csi.Topology) bool {
 	for _, t := range tops {
-		v, ok := t.GetSegments()[TopologyKey]
+		v, ok := t.GetSegments()[params.TopologyKey]
 		if !ok || v == d.cfg.NodeID {
 			return true
 		}
@@ -91,11 +91,6 @@ func (d *Driver) accessibleTopology(p *pool.Pool) []*csi.Topology {
 	return []*csi.Topology{{Segments: d.nodeSegments()}}
 }
 
-// ContextRecordUnreadable is the volume_context key with which ListVolumes
-// lists a volume whose record cannot be read: its value says why. Such an
-// entry has no capacity; hostvol leaves the record and the data alone.
-const ContextRecordUnreadable = "recordUnreadable"
-
 // listedVolume is a ListVolumes entry: a volume, or an unreadable record.
 func (d *Driver) listedVolume(l volume.Listed) *csi.Volume {
 	if l.Unreadable == "" {
@@ -108,7 +103,7 @@ func (d *Driver) listedVolume(l volume.Listed) *csi.Volume {
 	}
 	return &csi.Volume{
 		VolumeId:           l.ID,
-		VolumeContext:      map[string]string{ContextRecordUnreadable: l.Unreadable},
+		VolumeContext:      map[string]string{params.KeyRecordUnreadable: l.Unreadable},
 		AccessibleTopology: top,
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -44,7 +44,7 @@ func requireNoVolumes(t *testing.T, h *harness) {
 }
 
 func nodeTopology(node string) []*csi.Topology {
-	return []*csi.Topology{{Segments: map[string]string{driver.TopologyKey: node}}}
+	return []*csi.Topology{{Segments: map[string]string{params.TopologyKey: node}}}
 }
 
 func TestCreateVolumeInvalid(t *testing.T) {
@@ -198,7 +198,7 @@ func TestCreateVolume(t *testing.T) {
 			require.Equal(t, tc.wantCapacity, v.GetCapacityBytes())
 			require.Equal(t, map[string]string{"type": "dir", "pool": tc.wantPool}, v.GetVolumeContext())
 			require.Len(t, v.GetAccessibleTopology(), 1)
-			require.Equal(t, map[string]string{driver.TopologyKey: testNode}, v.GetAccessibleTopology()[0].GetSegments())
+			require.Equal(t, map[string]string{params.TopologyKey: testNode}, v.GetAccessibleTopology()[0].GetSegments())
 			var dataPool *pool.Pool
 			for _, p := range h.Pools {
 				if p.Name == tc.wantPool {

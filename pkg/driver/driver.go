@@ -32,9 +32,6 @@ import (
 // any request hostvol accepts takes (paths, a volume context, capabilities).
 const maxLoggedRequest = 4096
 
-// TopologyKey is the topology segment that pins node-local volumes.
-const TopologyKey = "topology.hostvol.csi.io/node"
-
 // DefaultVolumeSize is the capacity of a volume whose request names none.
 const DefaultVolumeSize int64 = 1 << 30
 

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -214,12 +214,12 @@ func TestUnreadableRecordsReported(t *testing.T) {
 	for _, e := range resp.GetEntries() {
 		v := e.GetVolume()
 		if _, isBad := bad[v.GetVolumeId()]; !isBad {
-			require.NotContains(t, v.GetVolumeContext(), driver.ContextRecordUnreadable)
+			require.NotContains(t, v.GetVolumeContext(), params.KeyRecordUnreadable)
 			continue
 		}
 		require.Zero(t, v.GetCapacityBytes())
-		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], "cannot be read")
-		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], v.GetVolumeId()+".json")
+		require.Contains(t, v.GetVolumeContext()[params.KeyRecordUnreadable], "cannot be read")
+		require.Contains(t, v.GetVolumeContext()[params.KeyRecordUnreadable], v.GetVolumeId()+".json")
 		require.Equal(t, nodeTopology(testNode)[0].GetSegments(), v.GetAccessibleTopology()[0].GetSegments())
 	}
 

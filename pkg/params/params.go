@@ -40,6 +40,14 @@ const (
 	KeyInodeLimit = "inodeLimit"
 )
 
+// TopologyKey is the topology segment that pins node-local volumes.
+const TopologyKey = "topology.hostvol.csi.io/node"
+
+// KeyRecordUnreadable is the volume_context key with which ListVolumes
+// lists a volume whose record cannot be read: its value says why. Such an
+// entry has no capacity; hostvol leaves the record and the data alone.
+const KeyRecordUnreadable = "recordUnreadable"
+
 // Keys the external-provisioner adds with --extra-create-metadata.
 const (
 	KeyPVCName      = "csi.storage.k8s.io/pvc/name"
