@@ -91,7 +91,17 @@ func client(args []string) error {
 		ctrl: csi.NewControllerClient(conn),
 		node: csi.NewNodeClient(conn),
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	err = c.run(ctx, fs.Arg(0), fs.Args()[1:])
+	if errors.Is(err, errUnknownCommand) {
+		fs.Usage()
+	}
+	return err
+}
+
+var errUnknownCommand = errors.New("unknown command")
+
+// run runs one client command.
+func (c clients) run(ctx context.Context, cmd string, rest []string) error {
 	switch cmd {
 	case "info":
 		return c.info(ctx)
@@ -117,25 +127,29 @@ func client(args []string) error {
 		}
 		return c.pathCmd(ctx, cmd, rest[0], rest[1], *block)
 	case "expand":
-		if len(rest) != 2 {
-			return errors.New("expand takes ID and SIZE")
-		}
-		n, err := bytesize.Parse(rest[1])
-		if err != nil {
-			return err
-		}
-		resp, err := c.ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: rest[0], CapacityRange: &csi.CapacityRange{RequiredBytes: n}})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("capacity: %d bytes, node expansion required: %v\n", resp.GetCapacityBytes(), resp.GetNodeExpansionRequired())
-		return nil
+		return c.expand(ctx, rest)
 	case "publish":
 		return c.publish(ctx, rest)
 	default:
-		fs.Usage()
-		return fmt.Errorf("unknown command %q", cmd)
+		return fmt.Errorf("%w %q", errUnknownCommand, cmd)
 	}
+}
+
+// expand is "client expand ID SIZE" (ControllerExpandVolume).
+func (c clients) expand(ctx context.Context, args []string) error {
+	if len(args) != 2 {
+		return errors.New("expand takes ID and SIZE")
+	}
+	n, err := bytesize.Parse(args[1])
+	if err != nil {
+		return err
+	}
+	resp, err := c.ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: args[0], CapacityRange: &csi.CapacityRange{RequiredBytes: n}})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("capacity: %d bytes, node expansion required: %v\n", resp.GetCapacityBytes(), resp.GetNodeExpansionRequired())
+	return nil
 }
 
 type clients struct {
