@@ -178,6 +178,33 @@ func finish(res *result, stdout, stderr io.Writer) int {
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{params: map[string]string{}}
+	fs, ep := newFlagSet(cfg, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := checkMode(cfg, set, *ep); err != nil {
+		return nil, err
+	}
+	if err := checkValues(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.namePrefix == "" {
+		b := make([]byte, 3)
+		rand.Read(b)
+		cfg.namePrefix = "load-" + hex.EncodeToString(b)
+	}
+	return cfg, nil
+}
+
+// newFlagSet defines the flags, which fill in cfg, and returns the flag set
+// and the --endpoint value (checked by checkMode).
+func newFlagSet(cfg *config, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("hostvol-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	ep := fs.String("endpoint", "", "CSI endpoint: unix:///path/to.sock, a plain /path or tcp://host:port (required)")
@@ -203,68 +230,65 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fmt.Fprintf(fs.Output(), "       hostvol-load --floor --size 1Gi [--fs-type ext4] [--pool-dir DIR] [flags]\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
+	return fs, ep
+}
 
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+// checkMode checks that the flags set (by name) fit the mode: --floor, or
+// a plugin at endpoint ep, which it stores in cfg.
+func checkMode(cfg *config, set map[string]bool, ep string) error {
 	if cfg.floor {
 		for _, name := range []string{"endpoint", "e", "keep-existing", "param", "access-type", "stage"} {
 			if set[name] {
-				return nil, fmt.Errorf("--%s does not apply to --floor", name)
+				return fmt.Errorf("--%s does not apply to --floor", name)
 			}
 		}
 		if !set["size"] {
-			return nil, fmt.Errorf("--floor needs --size (the image size, e.g. 1Gi)")
+			return fmt.Errorf("--floor needs --size (the image size, e.g. 1Gi)")
 		}
-	} else {
-		for _, name := range []string{"pool-dir", "direct-io"} {
-			if set[name] {
-				return nil, fmt.Errorf("--%s applies only to --floor", name)
-			}
-		}
-		if *ep == "" {
-			return nil, fmt.Errorf("--endpoint is required")
-		}
-		if _, _, err := endpoint.Parse(*ep); err != nil {
-			return nil, fmt.Errorf("--endpoint: %w", err)
-		}
-		cfg.endpoint = *ep
+		return nil
 	}
+	for _, name := range []string{"pool-dir", "direct-io"} {
+		if set[name] {
+			return fmt.Errorf("--%s applies only to --floor", name)
+		}
+	}
+	if ep == "" {
+		return fmt.Errorf("--endpoint is required")
+	}
+	if _, _, err := endpoint.Parse(ep); err != nil {
+		return fmt.Errorf("--endpoint: %w", err)
+	}
+	cfg.endpoint = ep
+	return nil
+}
+
+// checkValues checks the values of the flags that both modes share.
+func checkValues(cfg *config) error {
 	switch {
 	case cfg.n < 0:
-		return nil, fmt.Errorf("--n must be >= 0")
+		return fmt.Errorf("--n must be >= 0")
 	case cfg.c < 1:
-		return nil, fmt.Errorf("--c must be >= 1")
+		return fmt.Errorf("--c must be >= 1")
 	case cfg.e < 0:
-		return nil, fmt.Errorf("--e must be >= 0")
+		return fmt.Errorf("--e must be >= 0")
 	case cfg.timeout <= 0:
-		return nil, fmt.Errorf("--timeout must be > 0")
+		return fmt.Errorf("--timeout must be > 0")
 	}
 	switch cfg.accessType {
 	case accessMount:
 	case accessBlock:
 		if cfg.fsType != "" {
-			return nil, fmt.Errorf("--fs-type only applies to --access-type=mount")
+			return fmt.Errorf("--fs-type only applies to --access-type=mount")
 		}
 	default:
-		return nil, fmt.Errorf("--access-type must be mount or block, got %q", cfg.accessType)
+		return fmt.Errorf("--access-type must be mount or block, got %q", cfg.accessType)
 	}
 	switch cfg.stage {
 	case stageAuto, stageAlways, stageNever:
 	default:
-		return nil, fmt.Errorf("--stage must be auto, always or never, got %q", cfg.stage)
+		return fmt.Errorf("--stage must be auto, always or never, got %q", cfg.stage)
 	}
-	if cfg.namePrefix == "" {
-		b := make([]byte, 3)
-		rand.Read(b)
-		cfg.namePrefix = "load-" + hex.EncodeToString(b)
-	}
-	return cfg, nil
+	return nil
 }
 
 // prepareTargetDir returns the absolute directory under which per-cycle

@@ -41,87 +41,115 @@ type pluginInfo struct {
 // optional RPCs the cycle uses. Missing CREATE_DELETE_VOLUME is fatal;
 // other oddities are reported to warn.
 func probe(ctx context.Context, cl *clients, cfg *config, warn io.Writer) (*pluginInfo, error) {
-	info := &pluginInfo{}
-	rctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, cfg.timeout) }
-
-	c, cancel := rctx()
-	pi, err := cl.id.GetPluginInfo(c, &csi.GetPluginInfoRequest{})
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("GetPluginInfo: %w", err)
+	p := &prober{ctx: ctx, cl: cl, cfg: cfg, warn: warn, info: &pluginInfo{}}
+	for _, step := range []func() error{p.identity, p.controller, p.node} {
+		if err := step(); err != nil {
+			return nil, err
+		}
 	}
-	info.name, info.version = pi.GetName(), pi.GetVendorVersion()
+	return p.info, nil
+}
 
-	c, cancel = rctx()
-	pr, err := cl.id.Probe(c, &csi.ProbeRequest{})
-	cancel()
+// prober holds what the probe steps share; each step fills in info.
+type prober struct {
+	ctx  context.Context
+	cl   *clients
+	cfg  *config
+	warn io.Writer
+	info *pluginInfo
+}
+
+// probeCall makes one probe RPC with the per-RPC timeout; its error is
+// prefixed with the RPC's name.
+func probeCall[Req, Resp any](p *prober, name string, rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	c, cancel := context.WithTimeout(p.ctx, p.cfg.timeout)
+	defer cancel()
+	resp, err := rpc(c, req)
+	if err != nil {
+		return resp, fmt.Errorf("%s: %w", name, err)
+	}
+	return resp, nil
+}
+
+// identity reads the plugin's name, version and capabilities, and
+// warns when Probe fails or reports the plugin not ready.
+func (p *prober) identity() error {
+	pi, err := probeCall(p, "GetPluginInfo", p.cl.id.GetPluginInfo, &csi.GetPluginInfoRequest{})
+	if err != nil {
+		return err
+	}
+	p.info.name, p.info.version = pi.GetName(), pi.GetVendorVersion()
+
+	pr, err := probeCall(p, "Probe", p.cl.id.Probe, &csi.ProbeRequest{})
 	switch {
 	case err != nil:
-		fmt.Fprintf(warn, "hostvol-load: warning: Probe: %v\n", err)
+		fmt.Fprintf(p.warn, "hostvol-load: warning: %v\n", err)
 	case pr.GetReady() != nil && !pr.GetReady().GetValue():
-		fmt.Fprintln(warn, "hostvol-load: warning: Probe reports the plugin is not ready")
+		fmt.Fprintln(p.warn, "hostvol-load: warning: Probe reports the plugin is not ready")
 	}
 
-	c, cancel = rctx()
-	pc, err := cl.id.GetPluginCapabilities(c, &csi.GetPluginCapabilitiesRequest{})
-	cancel()
+	pc, err := probeCall(p, "GetPluginCapabilities", p.cl.id.GetPluginCapabilities, &csi.GetPluginCapabilitiesRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("GetPluginCapabilities: %w", err)
+		return err
 	}
 	for _, pcap := range pc.GetCapabilities() {
 		if s := pcap.GetService(); s != nil {
-			info.pluginCaps = append(info.pluginCaps, s.GetType().String())
+			p.info.pluginCaps = append(p.info.pluginCaps, s.GetType().String())
 		}
 		if e := pcap.GetVolumeExpansion(); e != nil {
-			info.pluginCaps = append(info.pluginCaps, "VOLUME_EXPANSION_"+e.GetType().String())
+			p.info.pluginCaps = append(p.info.pluginCaps, "VOLUME_EXPANSION_"+e.GetType().String())
 		}
 	}
+	return nil
+}
 
-	c, cancel = rctx()
-	cc, err := cl.ctrl.ControllerGetCapabilities(c, &csi.ControllerGetCapabilitiesRequest{})
-	cancel()
+// controller reads the controller's capabilities: CREATE_DELETE_VOLUME
+// is required, PUBLISH_UNPUBLISH_VOLUME draws a warning.
+func (p *prober) controller() error {
+	cc, err := probeCall(p, "ControllerGetCapabilities", p.cl.ctrl.ControllerGetCapabilities, &csi.ControllerGetCapabilitiesRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("ControllerGetCapabilities: %w", err)
+		return err
 	}
 	for _, ccap := range cc.GetCapabilities() {
-		info.controllerCaps = append(info.controllerCaps, ccap.GetRpc().GetType().String())
+		p.info.controllerCaps = append(p.info.controllerCaps, ccap.GetRpc().GetType().String())
 	}
-	if !slices.Contains(info.controllerCaps, csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME.String()) {
-		return nil, fmt.Errorf("controller does not advertise CREATE_DELETE_VOLUME")
+	if !slices.Contains(p.info.controllerCaps, csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME.String()) {
+		return fmt.Errorf("controller does not advertise CREATE_DELETE_VOLUME")
 	}
-	if slices.Contains(info.controllerCaps, csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME.String()) {
-		fmt.Fprintln(warn, "hostvol-load: warning: controller advertises PUBLISH_UNPUBLISH_VOLUME, but this tool never calls ControllerPublishVolume")
+	if slices.Contains(p.info.controllerCaps, csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME.String()) {
+		fmt.Fprintln(p.warn, "hostvol-load: warning: controller advertises PUBLISH_UNPUBLISH_VOLUME, but this tool never calls ControllerPublishVolume")
 	}
+	return nil
+}
 
-	c, cancel = rctx()
-	nc, err := cl.node.NodeGetCapabilities(c, &csi.NodeGetCapabilitiesRequest{})
-	cancel()
+// node reads the node's capabilities, decides whether to stage (by
+// --stage), and reads the node ID and topology.
+func (p *prober) node() error {
+	nc, err := probeCall(p, "NodeGetCapabilities", p.cl.node.NodeGetCapabilities, &csi.NodeGetCapabilitiesRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("NodeGetCapabilities: %w", err)
+		return err
 	}
 	for _, ncap := range nc.GetCapabilities() {
-		info.nodeCaps = append(info.nodeCaps, ncap.GetRpc().GetType().String())
+		p.info.nodeCaps = append(p.info.nodeCaps, ncap.GetRpc().GetType().String())
 	}
-	advertised := slices.Contains(info.nodeCaps, csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME.String())
-	switch cfg.stage {
+	advertised := slices.Contains(p.info.nodeCaps, csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME.String())
+	switch p.cfg.stage {
 	case stageAlways:
-		info.useStage = true
+		p.info.useStage = true
 		if !advertised {
-			fmt.Fprintln(warn, "hostvol-load: warning: --stage=always but node does not advertise STAGE_UNSTAGE_VOLUME")
+			fmt.Fprintln(p.warn, "hostvol-load: warning: --stage=always but node does not advertise STAGE_UNSTAGE_VOLUME")
 		}
 	case stageAuto:
-		info.useStage = advertised
+		p.info.useStage = advertised
 	}
 
-	c, cancel = rctx()
-	ni, err := cl.node.NodeGetInfo(c, &csi.NodeGetInfoRequest{})
-	cancel()
+	ni, err := probeCall(p, "NodeGetInfo", p.cl.node.NodeGetInfo, &csi.NodeGetInfoRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("NodeGetInfo: %w", err)
+		return err
 	}
-	info.nodeID = ni.GetNodeId()
-	info.topology = ni.GetAccessibleTopology().GetSegments()
-	return info, nil
+	p.info.nodeID = ni.GetNodeId()
+	p.info.topology = ni.GetAccessibleTopology().GetSegments()
+	return nil
 }
 
 // printProbe prints what was found and how the run is configured.
