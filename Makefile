@@ -24,7 +24,7 @@ BIN := bin
 RUN_DIR ?= /tmp/hostvol-run
 GO_TEST_FLAGS ?= -count=1 -timeout 10m
 
-.PHONY: all build run test unit sanity deps bench verify verify-deploy verify-image clean vm-test e2e
+.PHONY: all build run test unit sanity deps bench verify lint verify-deploy verify-image clean vm-test e2e
 
 all: build
 
@@ -77,7 +77,14 @@ verify:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
-	$(MAKE) verify-deploy verify-image
+	$(MAKE) verify-deploy verify-image lint
+
+# golangci-lint (pinned, built once by hack/tools.sh) with .golangci.yml,
+# on the driver's module and on hack/manifestnorm's.
+lint:
+	@lint=$$(hack/tools.sh golangci-lint) && set -x && \
+		$$lint run ./... && \
+		cd hack/manifestnorm && $$lint run --config ../../.golangci.yml ./...
 
 # hack/manifestnorm is its own module (it keeps a YAML library out of the
 # driver's go.mod): vet and test it here, then compare the base with the
