@@ -7,11 +7,12 @@
 #                (test/vm: Debian's kernel in qemu, for what this host's
 #                kernel or capabilities cannot do); the one command that
 #                runs every test
-#   make unit    the edit loop: go test -short on pkg/ and cmd/, as any
-#                user; the tests that need root (real mounts, loop
-#                devices) skip, so do csi-sanity, crash and VM tests; no
-#                package installs. 11 s here (median of 3, -count=1, build
-#                cache warm, 2 cores shared with other work)
+#   make unit    the edit loop: go test -short on pkg/, cmd/ and
+#                hack/load, as any user; the tests that need root (real
+#                mounts, loop devices) skip, csi-sanity, crash and VM
+#                tests do not run; no package installs. 11 s here (median
+#                of 3, -count=1, build cache warm, 2 cores shared with
+#                other work)
 #   make sanity  the csi-sanity suites alone (test/sanity/run.sh: full log
 #                in bin/sanity.log, a summary per package, the whole log
 #                when anything fails)
@@ -64,12 +65,13 @@ test: deps
 	GO="$(GO)" test/sanity/run.sh $(GO_TEST_FLAGS)
 	$(MAKE) vm-test
 
-# The edit loop: every package's tests under pkg/ and cmd/ with -short, which
-# skips the tests that need root (real mounts, loop devices) even as root.
-# No csi-sanity, no crash or VM tests, no package installs. Go caches the
-# results of packages that did not change.
+# The edit loop: the tests of every package under pkg/, cmd/ and hack/load
+# (the load tool) with -short, which skips the tests that need root (real
+# mounts, loop devices) even as root. No csi-sanity, no crash or VM tests,
+# no package installs. Go caches the results of packages that did not
+# change.
 unit:
-	$(GO) test -short -timeout 5m ./pkg/... ./cmd/...
+	$(GO) test -short -timeout 5m ./pkg/... ./cmd/... ./hack/load/...
 
 # The csi-sanity packages alone, as make test runs them: the whole go test -v
 # output goes to bin/sanity.log; printed are the specs passed, failed,
