@@ -185,7 +185,8 @@ func (r *runner) run(ctx context.Context) *result {
 	} else {
 		res.merge(r.pool(context.Background(), len(created), func(w *worker, k int) {
 			i := created[k]
-			w.deleteVolume(phExistingDelete, existingName(i), existing[i].GetVolumeId())
+			// deleteVolume counts and logs a failure; the run goes on.
+			_ = w.deleteVolume(phExistingDelete, existingName(i), existing[i].GetVolumeId())
 		}))
 	}
 
@@ -269,7 +270,8 @@ func (w *worker) localError(name string, err error) {
 func (w *worker) create(p phase, name string) *csi.Volume {
 	r := w.r
 	var vol *csi.Volume
-	w.call(p, name, func(ctx context.Context) error {
+	// call counts and logs a failure; vol stays nil then.
+	_ = w.call(p, name, func(ctx context.Context) error {
 		resp, err := r.cl.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 			Name:                      name,
 			CapacityRange:             r.capRange,

@@ -21,17 +21,18 @@ import (
 // would be an import cycle once the volume backend imports this package.
 const requireRootEnv = "HOSTVOL_REQUIRE_ROOT_TESTS"
 
-// requireRoot mirrors testutil.RequireRoot: skip when not root, unless
-// HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), which makes it a failure.
+// requireRoot mirrors testutil.RequireRoot: skip when not root or under
+// -short, unless HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), which makes it a
+// failure.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && !testing.Short() {
 		return
 	}
 	if os.Getenv(requireRootEnv) == "1" {
-		t.Fatalf("%s needs root (loop devices) and %s=1 is set", t.Name(), requireRootEnv)
+		t.Fatalf("%s needs root (loop devices), without -short, and %s=1 is set", t.Name(), requireRootEnv)
 	}
-	t.Skipf("skipping %s: needs root for loop devices (set %s=1 to make this a failure)", t.Name(), requireRootEnv)
+	t.Skipf("skipping %s: needs root for loop devices, without -short (set %s=1 to make this a failure)", t.Name(), requireRootEnv)
 }
 
 const mib = 1 << 20

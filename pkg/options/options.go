@@ -203,6 +203,15 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("--http-endpoint %q: %w", o.HTTPEndpoint, err))
 		}
 	}
+	errs = append(errs, o.validatePools()...)
+	errs = append(errs, o.validateInline()...)
+	return errors.Join(errs...)
+}
+
+// validatePools checks the pools: at least one, each valid, names unique,
+// no path inside another pool's or the state directory.
+func (o *Options) validatePools() []error {
+	var errs []error
 	if len(o.Pools) == 0 {
 		errs = append(errs, errors.New("--pool: at least one pool is required, e.g. --pool default=/var/lib/hostvol/pool"))
 	}
@@ -225,8 +234,7 @@ func (o *Options) Validate() error {
 			}
 		}
 	}
-	errs = append(errs, o.validateInline()...)
-	return errors.Join(errs...)
+	return errs
 }
 
 // validateInline checks the inline volume policy: its pools exist and are

@@ -29,17 +29,19 @@ import (
 // RequireRootEnv makes root-only tests fail instead of skip when set to 1.
 const RequireRootEnv = "HOSTVOL_REQUIRE_ROOT_TESTS"
 
-// RequireRoot skips a test that needs root when not root, or fails it when
-// HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), so root tests never skip silently.
+// RequireRoot skips a test that needs root when not root, or under
+// go test -short (make unit: no real mounts or loop devices even as root),
+// or fails it when HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), so root tests never
+// skip silently.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && !testing.Short() {
 		return
 	}
 	if os.Getenv(RequireRootEnv) == "1" {
-		t.Fatalf("%s needs root (real mounts, loop devices) and %s=1 is set", t.Name(), RequireRootEnv)
+		t.Fatalf("%s needs root (real mounts, loop devices), without -short, and %s=1 is set", t.Name(), RequireRootEnv)
 	}
-	t.Skipf("skipping %s: needs root for real mounts and loop devices (set %s=1 to make this a failure)", t.Name(), RequireRootEnv)
+	t.Skipf("skipping %s: needs root for real mounts and loop devices, without -short (set %s=1 to make this a failure)", t.Name(), RequireRootEnv)
 }
 
 // Env is a driver running in-process on a socket in a temporary directory.
