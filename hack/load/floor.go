@@ -408,7 +408,7 @@ func (w *worker) floorDetach(name, dev, image string) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	if dev != "" {
-		runCommand(ctx, "losetup", "-d", dev) // checked below
+		_, _ = runCommand(ctx, "losetup", "-d", dev) // what is left attached is found and reported below
 	}
 	if _, err := os.Stat(image); err != nil {
 		return // no image, no device on it (none that losetup -j finds)

@@ -126,29 +126,11 @@ func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
 // CreateVolume creates a directory volume in the pool the class names.
 func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
-	if name == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume name is required")
-	}
-	if len(name) > maxNameLen {
-		return nil, status.Errorf(codes.InvalidArgument, "volume name is %d bytes, more than %d", len(name), maxNameLen)
-	}
-	shape, err := checkCapabilities(req.GetVolumeCapabilities())
+	shape, err := checkCreate(req)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
-	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: creating from a snapshot or volume is not supported", untrusted.Quote(name))
-	}
-	if len(req.GetMutableParameters()) > 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: mutable parameters are not supported", untrusted.Quote(name))
+		return nil, err
 	}
 	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
-	if required < 0 || limit < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", untrusted.Quote(name))
-	}
-	if limit > 0 && required > limit {
-		return nil, status.Errorf(codes.OutOfRange, "volume %s: required %d bytes exceeds limit %d", untrusted.Quote(name), required, limit)
-	}
 	p, err := params.Parse(req.GetParameters())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
@@ -157,25 +139,9 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
 	}
-	pl := d.vols.Controller.Pool(p.Pool)
-	if pl == nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: pool %q is not configured on node %q", untrusted.Quote(name), p.Pool, d.cfg.NodeID)
+	if err := d.checkPlacement(req, p.Pool, kind, fsType, shape); err != nil {
+		return nil, err
 	}
-	if pl.Shared && kind == volume.KindLoop && (shape.multiNode || shape.multiReader) {
-		// Every node reaches a shared pool's image, and two kernels that
-		// mount one ext4 or XFS image at once corrupt it.
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: a %s filesystem on a loop device is mounted by one node at a time; pool %q is shared, so multi-node access modes (ReadWriteMany, ReadOnlyMany) are refused for it (use a directory volume, or raw block with %s)", name, fsType, p.Pool, params.KeyAllowBlockRWX)
-	}
-	if !pl.Shared {
-		ar := req.GetAccessibilityRequirements()
-		if len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
-			return nil, status.Errorf(codes.ResourceExhausted, "volume %s: pool %q is local to node %q, which the requisite topology excludes", untrusted.Quote(name), p.Pool, d.cfg.NodeID)
-		}
-		// Without requisite topology the spec lets the SP choose any
-		// topology: preferred terms are a hint, and this node is the only
-		// place a node-local volume can be.
-	}
-
 	v, err := d.vols.Controller.Create(volume.CreateRequest{
 		Name:          name,
 		Kind:          kind,
@@ -196,6 +162,61 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		return nil, err
 	}
 	return &csi.CreateVolumeResponse{Volume: d.csiVolume(v)}, nil
+}
+
+// checkCreate validates what a CreateVolume asks for besides its
+// parameters: a name, capabilities, no content source or mutable
+// parameters (not supported), a capacity range that holds together.
+func checkCreate(req *csi.CreateVolumeRequest) (volumeShape, error) {
+	name := req.GetName()
+	if name == "" {
+		return volumeShape{}, status.Error(codes.InvalidArgument, "volume name is required")
+	}
+	if len(name) > maxNameLen {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume name is %d bytes, more than %d", len(name), maxNameLen)
+	}
+	shape, err := checkCapabilities(req.GetVolumeCapabilities())
+	if err != nil {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
+	}
+	if req.GetVolumeContentSource() != nil {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: creating from a snapshot or volume is not supported", untrusted.Quote(name))
+	}
+	if len(req.GetMutableParameters()) > 0 {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: mutable parameters are not supported", untrusted.Quote(name))
+	}
+	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
+	if required < 0 || limit < 0 {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", untrusted.Quote(name))
+	}
+	if limit > 0 && required > limit {
+		return volumeShape{}, status.Errorf(codes.OutOfRange, "volume %s: required %d bytes exceeds limit %d", untrusted.Quote(name), required, limit)
+	}
+	return shape, nil
+}
+
+// checkPlacement checks that the volume can live where it is asked to: a
+// pool of this node; no loop filesystem with multi-node access in a shared
+// pool; a node-local pool only when the requisite topology (if any)
+// includes this node.
+func (d *Driver) checkPlacement(req *csi.CreateVolumeRequest, poolName string, kind volume.Kind, fsType string, shape volumeShape) error {
+	name := req.GetName()
+	pl := d.vols.Controller.Pool(poolName)
+	if pl == nil {
+		return status.Errorf(codes.InvalidArgument, "volume %s: pool %q is not configured on node %q", untrusted.Quote(name), poolName, d.cfg.NodeID)
+	}
+	if pl.Shared && kind == volume.KindLoop && (shape.multiNode || shape.multiReader) {
+		// Every node reaches a shared pool's image, and two kernels that
+		// mount one ext4 or XFS image at once corrupt it.
+		return status.Errorf(codes.InvalidArgument, "volume %q: a %s filesystem on a loop device is mounted by one node at a time; pool %q is shared, so multi-node access modes (ReadWriteMany, ReadOnlyMany) are refused for it (use a directory volume, or raw block with %s)", name, fsType, poolName, params.KeyAllowBlockRWX)
+	}
+	// Without requisite topology the spec lets the SP choose any topology:
+	// preferred terms are a hint, and this node is the only place a
+	// node-local volume can be.
+	if ar := req.GetAccessibilityRequirements(); !pl.Shared && len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
+		return status.Errorf(codes.ResourceExhausted, "volume %s: pool %q is local to node %q, which the requisite topology excludes", untrusted.Quote(name), poolName, d.cfg.NodeID)
+	}
+	return nil
 }
 
 // volumeKind decides what a CreateVolume makes: block access makes a raw

@@ -117,4 +117,4 @@ func (m *Manager) Ready() bool { return m.cat.loaded.Load() }
 
 // Close releases what the size enforcers hold open. Call it once, after
 // the last operation.
-func (m *Manager) Close() error { return m.Controller.quotas.close() }
+func (m *Manager) Close() error { return m.Controller.close() }

@@ -73,20 +73,27 @@ func (n *Node) check(v Volume, publishPath, stagingPath string) ([]Condition, er
 	}
 	switch {
 	case v.Kind.HasImage() && ns.StagingPath != "":
-		if err := n.checkStaging(&cs, p, v, ns, dataOK, readOnlyExpected); err != nil {
-			return nil, err
-		}
+		err = n.checkStaging(&cs, p, v, ns, dataOK, readOnlyExpected)
 	case v.Kind == KindDir && pc.Problem == "" && dataOK:
-		if pc.ReadOnly && !readOnlyExpected {
-			cs.add(Degraded, ReasonFilesystemReadOnly, "volume %s: the filesystem of pool %q at %s is read-only", v.ID, p.Name, p.Path)
-		}
-		if msg, err := n.dirExhausted(p, v); err != nil {
-			return nil, err
-		} else if msg != "" {
-			cs.add(Degraded, ReasonLimitExhausted, "volume %s: %s", v.ID, msg)
-		}
+		err = n.checkDir(&cs, p, pc, v, readOnlyExpected)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return cs, nil
+}
+
+// checkDir looks at a directory volume's filesystem (the pool's): read-only
+// when no publish asked for that, its limit exhausted.
+func (n *Node) checkDir(cs *conditions, p *pool.Pool, pc pool.Check, v Volume, readOnlyExpected bool) error {
+	if pc.ReadOnly && !readOnlyExpected {
+		cs.add(Degraded, ReasonFilesystemReadOnly, "volume %s: the filesystem of pool %q at %s is read-only", v.ID, p.Name, p.Path)
+	}
+	msg, err := n.dirExhausted(p, v)
+	if msg != "" {
+		cs.add(Degraded, ReasonLimitExhausted, "volume %s: %s", v.ID, msg)
+	}
+	return err
 }
 
 // checkImageBacked adds PoolTooFull when the pool has less space available

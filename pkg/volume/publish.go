@@ -43,28 +43,45 @@ func (n *Node) publish(v Volume, req PublishRequest) error {
 	if _, err := n.liveTargets(v, &ns, src); err != nil {
 		return err
 	}
-	if have, ok := ns.Targets[req.TargetPath]; ok {
-		if have != want {
-			return fmt.Errorf("%w: %s is already published at %s with read-only=%v", ErrAlreadyExists, req.ID, req.TargetPath, have.ReadOnly)
-		}
-		return nil // CSI: already published at this path, reply OK
-	}
-	if mounted, err := n.mounter.MountRoot(req.TargetPath); err != nil {
+	if done, err := n.admit(ns, req, want); err != nil || done {
 		return err
-	} else if mounted {
-		return fmt.Errorf("%w: something is mounted at %s already, and it is not a publish of %s this node made", ErrAlreadyExists, req.TargetPath, req.ID)
-	}
-	for t, have := range ns.Targets {
-		if want.SingleWriter || have.SingleWriter {
-			return fmt.Errorf("%w: %s uses single-writer access (ReadWriteOncePod) and is already published at %s", ErrInUse, req.ID, t)
-		}
 	}
 	bind, err := n.publishSource(v, ns, src, req.StagingPath)
 	if err != nil {
 		return err
 	}
-	// Record first, mount second: a crash in between leaves an entry that
-	// liveTargets drops, never a mount this node does not know about.
+	return n.bindTarget(v, ns, req, bind, want)
+}
+
+// admit decides whether a publish may go on: done when the volume is
+// published at the target as asked already (CSI: reply OK); an error when
+// it is published there otherwise, something else is mounted there, or a
+// single-writer volume is published elsewhere.
+func (n *Node) admit(ns nodeState, req PublishRequest, want target) (done bool, err error) {
+	if have, ok := ns.Targets[req.TargetPath]; ok {
+		if have != want {
+			return false, fmt.Errorf("%w: %s is already published at %s with read-only=%v", ErrAlreadyExists, req.ID, req.TargetPath, have.ReadOnly)
+		}
+		return true, nil
+	}
+	if mounted, err := n.mounter.MountRoot(req.TargetPath); err != nil {
+		return false, err
+	} else if mounted {
+		return false, fmt.Errorf("%w: something is mounted at %s already, and it is not a publish of %s this node made", ErrAlreadyExists, req.TargetPath, req.ID)
+	}
+	for t, have := range ns.Targets {
+		if want.SingleWriter || have.SingleWriter {
+			return false, fmt.Errorf("%w: %s uses single-writer access (ReadWriteOncePod) and is already published at %s", ErrInUse, req.ID, t)
+		}
+	}
+	return false, nil
+}
+
+// bindTarget records the target, then bind-mounts bind at it: a crash in
+// between leaves an entry that liveTargets drops, never a mount this node
+// does not know about. A failed mount takes back the record and a target
+// it made.
+func (n *Node) bindTarget(v Volume, ns nodeState, req PublishRequest, bind string, want target) error {
 	ns.Targets[req.TargetPath] = want
 	if err := n.putNodeState(ns); err != nil {
 		return err
@@ -81,7 +98,7 @@ func (n *Node) publish(v Volume, req PublishRequest) error {
 		return mountPointErr("target path", err)
 	}
 	opts := append([]string{"bind"}, req.MountFlags...)
-	if readOnly {
+	if want.ReadOnly {
 		opts = append(opts, "ro")
 	}
 	if err := n.mounter.Mount(bind, req.TargetPath, "", opts); err != nil {
@@ -94,7 +111,7 @@ func (n *Node) publish(v Volume, req PublishRequest) error {
 		return fmt.Errorf("bind mount %s at %s: %w", bind, req.TargetPath, err)
 	}
 	failpoint.Hit("publish-after-mount")
-	klog.V(2).InfoS("Volume published", "volumeID", req.ID, "targetPath", req.TargetPath, "readOnly", readOnly)
+	klog.V(2).InfoS("Volume published", "volumeID", req.ID, "targetPath", req.TargetPath, "readOnly", want.ReadOnly)
 	return nil
 }
 

@@ -321,50 +321,14 @@ func (n *Node) unstage(id, stagingPath string) error {
 		return err
 	}
 	if ns.StagingPath != "" && ns.StagingPath != stagingPath {
-		live, err := n.staged(v, ns, src)
-		if err != nil {
+		if elsewhere, err := n.unstageStray(v, ns, src, stagingPath, changed); err != nil || elsewhere {
 			return err
 		}
-		if live {
-			// Staged and mounted elsewhere: nothing of it is staged here,
-			// but a stray mount of it here (a crashed stage) goes.
-			if v.Kind == KindLoop {
-				if _, err := n.unmountOwn(v, stagingPath, src, false); err != nil {
-					return err
-				}
-			}
-			if changed {
-				return n.putNodeState(ns)
-			}
-			return nil
-		}
 	}
-	if len(ns.Targets) > 0 {
-		t := make([]string, 0, len(ns.Targets))
-		for p := range ns.Targets {
-			t = append(t, p)
-		}
-		sort.Strings(t)
-		return fmt.Errorf("%w: %s is still published at %s; unpublish it before unstaging", ErrInUse, id, strings.Join(t, ", "))
+	if err := stillPublished(v, ns); err != nil {
+		return err
 	}
-	if v.Kind == KindLoop && src != "" {
-		foreign, err := n.unmountOwn(v, stagingPath, src, false)
-		if err != nil {
-			return err
-		}
-		if foreign {
-			klog.InfoS("Something other than the volume is mounted at its staging path; leaving it alone", "volumeID", id, "stagingPath", stagingPath)
-		}
-		failpoint.Hit("unstage-after-unmount")
-	}
-	if src != "" {
-		if err := n.loop.Detach(src); err != nil {
-			return fmt.Errorf("detach %s: %w", src, err)
-		}
-		klog.V(2).InfoS("Image detached", "volumeID", id, "device", src)
-		failpoint.Hit("unstage-after-detach")
-	}
-	if err := n.releaseLease(v); err != nil {
+	if err := n.release(v, src, stagingPath); err != nil {
 		return err
 	}
 	if ns.StagingPath != "" || ns.Device != "" || changed {
@@ -375,4 +339,61 @@ func (n *Node) unstage(id, stagingPath string) error {
 	}
 	klog.V(2).InfoS("Volume unstaged", "volumeID", id, "stagingPath", stagingPath)
 	return nil
+}
+
+// unstageStray handles an unstage at a path other than the recorded
+// staging. When the volume is live at its recorded staging (elsewhere is
+// true), nothing of it is staged here, but a stray mount of it here (a
+// crashed stage) goes; otherwise the record is stale and unstage goes on.
+func (n *Node) unstageStray(v Volume, ns nodeState, src, stagingPath string, changed bool) (elsewhere bool, err error) {
+	live, err := n.staged(v, ns, src)
+	if err != nil || !live {
+		return false, err
+	}
+	if v.Kind == KindLoop {
+		if _, err := n.unmountOwn(v, stagingPath, src, false); err != nil {
+			return true, err
+		}
+	}
+	if changed {
+		return true, n.putNodeState(ns)
+	}
+	return true, nil
+}
+
+// stillPublished refuses to unstage a volume that is published somewhere.
+func stillPublished(v Volume, ns nodeState) error {
+	if len(ns.Targets) == 0 {
+		return nil
+	}
+	t := make([]string, 0, len(ns.Targets))
+	for p := range ns.Targets {
+		t = append(t, p)
+	}
+	sort.Strings(t)
+	return fmt.Errorf("%w: %s is still published at %s; unpublish it before unstaging", ErrInUse, v.ID, strings.Join(t, ", "))
+}
+
+// release takes an image volume off this node: unmount a loop volume's
+// filesystem at the staging path (only a mount of its own), detach its
+// device, give back the shared pool's lease.
+func (n *Node) release(v Volume, src, stagingPath string) error {
+	if v.Kind == KindLoop && src != "" {
+		foreign, err := n.unmountOwn(v, stagingPath, src, false)
+		if err != nil {
+			return err
+		}
+		if foreign {
+			klog.InfoS("Something other than the volume is mounted at its staging path; leaving it alone", "volumeID", v.ID, "stagingPath", stagingPath)
+		}
+		failpoint.Hit("unstage-after-unmount")
+	}
+	if src != "" {
+		if err := n.loop.Detach(src); err != nil {
+			return fmt.Errorf("detach %s: %w", src, err)
+		}
+		klog.V(2).InfoS("Image detached", "volumeID", v.ID, "device", src)
+		failpoint.Hit("unstage-after-detach")
+	}
+	return n.releaseLease(v)
 }
