@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: drives freshly started hostvol drivers with the load tool
-# (test/load) and prints medians over several runs. Two modes, MODE="dir
+# (hack/load) and prints medians over several runs. Two modes, MODE="dir
 # loop" by default (both, in that order); MODE=dir or MODE=loop runs one.
 #
 # dir: full cycles of directory volumes (CreateVolume, NodeStage,
@@ -41,7 +41,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 go build -o bin/hostvol ./cmd/hostvol
-go build -o bin/hostvol-load ./test/load
+go build -o bin/hostvol-load ./hack/load
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/hostvol-bench.XXXXXX)}
 mkdir -p "$work"
 work=$(cd "$work" && pwd -P)

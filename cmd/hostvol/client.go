@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -13,10 +12,10 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/bytesize"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 )
 
 const clientUsage = `Usage: hostvol client [--endpoint EP] COMMAND [ARGS]
@@ -80,15 +79,7 @@ func client(args []string) error {
 		fs.Usage()
 		return errors.New("a command is required")
 	}
-	network, addr, err := driver.ParseEndpoint(ep)
-	if err != nil {
-		return err
-	}
-	conn, err := grpc.NewClient("passthrough:///hostvol",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}))
+	conn, err := endpoint.Dial(ep)
 	if err != nil {
 		return err
 	}
@@ -100,7 +91,17 @@ func client(args []string) error {
 		ctrl: csi.NewControllerClient(conn),
 		node: csi.NewNodeClient(conn),
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	err = c.run(ctx, fs.Arg(0), fs.Args()[1:])
+	if errors.Is(err, errUnknownCommand) {
+		fs.Usage()
+	}
+	return err
+}
+
+var errUnknownCommand = errors.New("unknown command")
+
+// run runs one client command.
+func (c clients) run(ctx context.Context, cmd string, rest []string) error {
 	switch cmd {
 	case "info":
 		return c.info(ctx)
@@ -126,25 +127,29 @@ func client(args []string) error {
 		}
 		return c.pathCmd(ctx, cmd, rest[0], rest[1], *block)
 	case "expand":
-		if len(rest) != 2 {
-			return errors.New("expand takes ID and SIZE")
-		}
-		n, err := parseSize(rest[1])
-		if err != nil {
-			return err
-		}
-		resp, err := c.ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: rest[0], CapacityRange: &csi.CapacityRange{RequiredBytes: n}})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("capacity: %d bytes, node expansion required: %v\n", resp.GetCapacityBytes(), resp.GetNodeExpansionRequired())
-		return nil
+		return c.expand(ctx, rest)
 	case "publish":
 		return c.publish(ctx, rest)
 	default:
-		fs.Usage()
-		return fmt.Errorf("unknown command %q", cmd)
+		return fmt.Errorf("%w %q", errUnknownCommand, cmd)
 	}
+}
+
+// expand is "client expand ID SIZE" (ControllerExpandVolume).
+func (c clients) expand(ctx context.Context, args []string) error {
+	if len(args) != 2 {
+		return errors.New("expand takes ID and SIZE")
+	}
+	n, err := bytesize.Parse(args[1])
+	if err != nil {
+		return err
+	}
+	resp, err := c.ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: args[0], CapacityRange: &csi.CapacityRange{RequiredBytes: n}})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("capacity: %d bytes, node expansion required: %v\n", resp.GetCapacityBytes(), resp.GetNodeExpansionRequired())
+	return nil
 }
 
 type clients struct {
@@ -199,8 +204,6 @@ var modes = map[string]csi.VolumeCapability_AccessMode_Mode{
 	"rwx":  csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER,
 }
 
-func mountCap(mode string) (*csi.VolumeCapability, error) { return volCap(mode, false, "") }
-
 // volCap builds a capability: block access, or mount access with fsType.
 func volCap(mode string, block bool, fsType string) (*csi.VolumeCapability, error) {
 	m, ok := modes[mode]
@@ -216,25 +219,10 @@ func volCap(mode string, block bool, fsType string) (*csi.VolumeCapability, erro
 	return c, nil
 }
 
-// parseSize reads 1073741824, 1Gi, 512Mi, 10Ki or 1Ti.
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suf, m := range map[string]int64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40} {
-		if strings.HasSuffix(s, suf) {
-			s, mult = strings.TrimSuffix(s, suf), m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want bytes or a number with Ki, Mi, Gi or Ti", s)
-	}
-	return n * mult, nil
-}
-
 func (c clients) create(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("create", flag.ContinueOnError)
-	size := fs.String("size", "1Gi", "capacity")
+	size := int64(1 << 30)
+	bytesize.Var(fs, &size, "size", "capacity, a quantity such as 1Gi")
 	mode := fs.String("mode", "rwo", "access mode: rwo, rwop, rox, rwx")
 	block := fs.Bool("block", false, "raw block volume")
 	fsType := fs.String("fs-type", "", "filesystem of a loop volume (ext4, xfs)")
@@ -247,17 +235,13 @@ func (c clients) create(ctx context.Context, args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	n, err := parseSize(*size)
-	if err != nil {
-		return err
-	}
 	vc, err := volCap(*mode, *block, *fsType)
 	if err != nil {
 		return err
 	}
 	resp, err := c.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 		Name:               name,
-		CapacityRange:      &csi.CapacityRange{RequiredBytes: n},
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: size},
 		VolumeCapabilities: []*csi.VolumeCapability{vc},
 		Parameters:         params,
 	})
@@ -296,7 +280,7 @@ func listRow(v *csi.Volume) string {
 		tops = append(tops, fmt.Sprint(t.GetSegments()))
 	}
 	capacity, context := strconv.FormatInt(v.GetCapacityBytes(), 10), fmt.Sprint(v.GetVolumeContext())
-	if why, ok := v.GetVolumeContext()[driver.ContextRecordUnreadable]; ok {
+	if why, ok := v.GetVolumeContext()[params.KeyRecordUnreadable]; ok {
 		capacity, context = "?", "UNREADABLE RECORD: "+why
 	}
 	return fmt.Sprintf("%s\t%s\t%s\t%s", v.GetVolumeId(), capacity, context, strings.Join(tops, ","))

@@ -6,7 +6,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 )
 
 func TestListRow(t *testing.T) {
@@ -18,12 +18,12 @@ func TestListRow(t *testing.T) {
 		{
 			name: "volume",
 			vol: &csi.Volume{VolumeId: "hv-1", CapacityBytes: 1024, VolumeContext: map[string]string{"pool": "default"},
-				AccessibleTopology: []*csi.Topology{{Segments: map[string]string{driver.TopologyKey: "n1"}}}},
-			want: "hv-1\t1024\tmap[pool:default]\tmap[" + driver.TopologyKey + ":n1]",
+				AccessibleTopology: []*csi.Topology{{Segments: map[string]string{params.TopologyKey: "n1"}}}},
+			want: "hv-1\t1024\tmap[pool:default]\tmap[" + params.TopologyKey + ":n1]",
 		},
 		{
 			name: "unreadable_record",
-			vol:  &csi.Volume{VolumeId: "hv-2", VolumeContext: map[string]string{driver.ContextRecordUnreadable: "record /s/hv-2.json cannot be read: record corrupt"}},
+			vol:  &csi.Volume{VolumeId: "hv-2", VolumeContext: map[string]string{params.KeyRecordUnreadable: "record /s/hv-2.json cannot be read: record corrupt"}},
 			want: "hv-2\t?\tUNREADABLE RECORD: record /s/hv-2.json cannot be read: record corrupt\t",
 		},
 	}

@@ -18,6 +18,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/metrics"
@@ -51,6 +52,34 @@ func main() {
 }
 
 func serve(args []string) error {
+	opts, err := parseServeFlags(args)
+	if err != nil || opts == nil {
+		return err
+	}
+	defer klog.Flush()
+	pools, err := openPools(opts.Pools)
+	defer func() {
+		for _, p := range pools {
+			p.Close()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	mgr, err := newManager(opts, pools)
+	if err != nil {
+		return err
+	}
+	drv, met, err := newDriver(opts, mgr)
+	if err != nil {
+		return err
+	}
+	return run(opts, mgr, drv, met)
+}
+
+// parseServeFlags parses and validates the driver's flags; nil options
+// and no error mean --help was answered.
+func parseServeFlags(args []string) (*options.Options, error) {
 	fs := flag.NewFlagSet("hostvol", flag.ContinueOnError)
 	klog.InitFlags(fs)
 	opts := options.Defaults()
@@ -61,29 +90,37 @@ func serve(args []string) error {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return nil, nil
 		}
-		return err
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	if err := opts.Validate(); err != nil {
-		return fmt.Errorf("invalid options:\n%w", err)
+		return nil, fmt.Errorf("invalid options:\n%w", err)
 	}
-	defer klog.Flush()
+	return &opts, nil
+}
 
-	pools := make([]*pool.Pool, 0, len(opts.Pools))
-	for _, sp := range opts.Pools {
+// openPools opens every configured pool; it returns those it opened even
+// on error, for the caller to close.
+func openPools(specs []pool.Spec) ([]*pool.Pool, error) {
+	pools := make([]*pool.Pool, 0, len(specs))
+	for _, sp := range specs {
 		p, err := pool.Open(sp)
 		if err != nil {
-			return err
+			return pools, err
 		}
-		defer p.Close()
 		pools = append(pools, p)
 		klog.InfoS("Pool opened", "pool", sp.Name, "path", sp.Path, "shared", sp.Shared)
 	}
-	mgr, err := volume.New(volume.Config{
+	return pools, nil
+}
+
+// newManager builds the volume layer on the real OS adapters.
+func newManager(opts *options.Options, pools []*pool.Pool) (*volume.Manager, error) {
+	return volume.New(volume.Config{
 		NodeID:   opts.NodeID,
 		StateDir: opts.StateDir,
 		Pools:    pools,
@@ -97,19 +134,21 @@ func serve(args []string) error {
 		InlineMaxBytes:      inlineMax(opts.Inline(), opts.InlineMaxBytes),
 		InlineMaxTotalBytes: opts.InlineMaxTotalBytes,
 	})
-	if err != nil {
-		return err
-	}
-	// --http-endpoint: an interceptor outside the driver's own counts and
-	// times every call with its final gRPC code.
+}
+
+// newDriver builds the CSI driver and, with --http-endpoint, the metrics:
+// an interceptor outside the driver's own counts and times every call with
+// its final gRPC code.
+func newDriver(opts *options.Options, mgr *volume.Manager) (*driver.Driver, *metrics.Metrics, error) {
 	var met *metrics.Metrics
 	var interceptors []grpc.UnaryServerInterceptor
 	if opts.HTTPEndpoint != "" {
+		var err error
 		if met, err = metrics.New(metrics.Config{Version: version}); err != nil {
-			return err
+			return nil, nil, err
 		}
-		if err := met.RegisterStorage(mgr); err != nil {
-			return err
+		if err := met.RegisterStorage(mgr.Controller); err != nil {
+			return nil, nil, err
 		}
 		interceptors = append(interceptors, met.UnaryServerInterceptor())
 	}
@@ -123,12 +162,17 @@ func serve(args []string) error {
 
 		Interceptors: interceptors,
 	})
-	if err != nil {
-		return err
-	}
+	return drv, met, err
+}
+
+// run serves until a signal or a fatal error: the metrics endpoint, the
+// CSI endpoint, the start-up load of the records, and the kubelet's
+// registration socket.
+func run(opts *options.Options, mgr *volume.Manager, drv *driver.Driver, met *metrics.Metrics) error {
 	// Listen before serving CSI: an address that is taken stops start-up.
 	var httpSrv *metrics.Server
 	if met != nil {
+		var err error
 		if httpSrv, err = metrics.Listen(opts.HTTPEndpoint, met.Handler(drv)); err != nil {
 			return fmt.Errorf("--http-endpoint: %w", err)
 		}
@@ -136,7 +180,7 @@ func serve(args []string) error {
 		// stopped, so /healthz and /metrics answer while calls drain.
 		defer stopHTTP(httpSrv)
 	}
-	l, err := driver.Listen(opts.Endpoint)
+	l, err := endpoint.Listen(opts.Endpoint)
 	if err != nil {
 		return err
 	}
@@ -157,20 +201,15 @@ func serve(args []string) error {
 		}
 		// Images fill up as pods write: re-read what they occupy so that
 		// GetCapacity's promised space follows.
-		mgr.RefreshEvery(30*time.Second, stop)
+		mgr.Controller.RefreshEvery(30*time.Second, stop)
 	}()
 	if opts.RegistrationDir != "" {
-		regFailed := make(chan error, 1)
-		reg := &registration.Server{DriverName: opts.DriverName, Endpoint: opts.KubeletRegistrationPath, Failed: regFailed}
-		stopReg, err := registration.Serve(reg, registration.SocketPath(opts.RegistrationDir, opts.DriverName), errc)
+		stopReg, err := register(opts, errc)
 		if err != nil {
 			drv.Stop()
 			return err
 		}
 		defer stopReg() // removes the socket: the kubelet deregisters the driver
-		// Like node-driver-registrar: a refused registration ends the
-		// process, so the pod restarts and registers afresh.
-		go func() { errc <- <-regFailed }()
 	}
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
@@ -183,6 +222,20 @@ func serve(args []string) error {
 		drv.Stop()
 		return err
 	}
+}
+
+// register serves the kubelet's plugin-registration socket. Like
+// node-driver-registrar, a refused registration ends the process (on
+// errc), so the pod restarts and registers afresh.
+func register(opts *options.Options, errc chan error) (stop func(), err error) {
+	regFailed := make(chan error, 1)
+	reg := &registration.Server{DriverName: opts.DriverName, Endpoint: opts.KubeletRegistrationPath, Failed: regFailed}
+	stop, err = registration.Serve(reg, registration.SocketPath(opts.RegistrationDir, opts.DriverName), errc)
+	if err != nil {
+		return nil, err
+	}
+	go func() { errc <- <-regFailed }()
+	return stop, nil
 }
 
 // inlineMax is the largest inline volume the Manager may make: none when

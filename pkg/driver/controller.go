@@ -15,7 +15,6 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
 // ControllerGetCapabilities lists the controller RPCs hostvol implements.
@@ -29,34 +28,53 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		// through an external-resizer that may run on any node, and only the
 		// volume's own node can grow it. Without the capability the resizer
 		// only records the new size and the kubelet of the volume's node
-		// calls NodeExpandVolume, which grows it (docs/design.md,
-		// "Deployment"). ControllerExpandVolume is still served, for
+		// calls NodeExpandVolume, which grows it (docs/design/expansion.md).
+		// ControllerExpandVolume is still served, for
 		// "hostvol client expand" and tests.
-		// Health (health.go). No LIST_VOLUMES_PUBLISHED_NODES: it needs
-		// PUBLISH_UNPUBLISH_VOLUME, and hostvol never controller-publishes.
+		// GET_VOLUME and the volume health RPCs: health.go. No
+		// LIST_VOLUMES_PUBLISHED_NODES: it needs PUBLISH_UNPUBLISH_VOLUME,
+		// and hostvol never controller-publishes.
 		csi.ControllerServiceCapability_RPC_GET_VOLUME,
 		csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
 	}
-	out := make([]*csi.ControllerServiceCapability, 0, len(rpcs))
-	for _, r := range rpcs {
-		out = append(out, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
-			Rpc: &csi.ControllerServiceCapability_RPC{Type: r},
-		}})
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: each(rpcs, func(r csi.ControllerServiceCapability_RPC_Type) *csi.ControllerServiceCapability {
+		return &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: r}}}
+	})}, nil
+}
+
+// each returns f of every element of in, in order.
+func each[T, U any](in []T, f func(T) U) []U {
+	out := make([]U, 0, len(in))
+	for _, x := range in {
+		out = append(out, f(x))
 	}
-	return &csi.ControllerGetCapabilitiesResponse{Capabilities: out}, nil
+	return out
+}
+
+// page checks a paged request's max_entries and starting_token (the last
+// volume ID of the previous page): a negative count is INVALID_ARGUMENT, a
+// token hostvol did not give is ABORTED, as the spec asks.
+func page(maxEntries int32, token string) (int, string, error) {
+	if maxEntries < 0 {
+		return 0, "", status.Error(codes.InvalidArgument, "max_entries must not be negative")
+	}
+	if token != "" && volume.CheckID(token) != nil {
+		return 0, "", status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(token))
+	}
+	return int(maxEntries), token, nil
 }
 
 // nodeSegments is this node's topology.
 func (d *Driver) nodeSegments() map[string]string {
-	return map[string]string{TopologyKey: d.cfg.NodeID}
+	return map[string]string{params.TopologyKey: d.cfg.NodeID}
 }
 
 // topologyAllows reports whether this node appears in a list of topologies.
 // A topology that does not mention hostvol's key constrains nothing of ours.
 func (d *Driver) topologyAllows(tops []*csi.Topology) bool {
 	for _, t := range tops {
-		v, ok := t.GetSegments()[TopologyKey]
+		v, ok := t.GetSegments()[params.TopologyKey]
 		if !ok || v == d.cfg.NodeID {
 			return true
 		}
@@ -73,24 +91,19 @@ func (d *Driver) accessibleTopology(p *pool.Pool) []*csi.Topology {
 	return []*csi.Topology{{Segments: d.nodeSegments()}}
 }
 
-// ContextRecordUnreadable is the volume_context key with which ListVolumes
-// lists a volume whose record cannot be read: its value says why. Such an
-// entry has no capacity; hostvol leaves the record and the data alone.
-const ContextRecordUnreadable = "recordUnreadable"
-
 // listedVolume is a ListVolumes entry: a volume, or an unreadable record.
 func (d *Driver) listedVolume(l volume.Listed) *csi.Volume {
 	if l.Unreadable == "" {
 		return d.csiVolume(l.Volume)
 	}
 	var top []*csi.Topology
-	if p := d.vols.Pool(l.Pool); p == nil || !p.Shared {
+	if p := d.vols.Controller.Pool(l.Pool); p == nil || !p.Shared {
 		// A node-local record: it lives in this node's state directory.
 		top = []*csi.Topology{{Segments: d.nodeSegments()}}
 	}
 	return &csi.Volume{
 		VolumeId:           l.ID,
-		VolumeContext:      map[string]string{ContextRecordUnreadable: l.Unreadable},
+		VolumeContext:      map[string]string{params.KeyRecordUnreadable: l.Unreadable},
 		AccessibleTopology: top,
 	}
 }
@@ -106,36 +119,18 @@ func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
 		VolumeId:           v.ID,
 		CapacityBytes:      v.CapacityBytes,
 		VolumeContext:      vc,
-		AccessibleTopology: d.accessibleTopology(d.vols.Pool(v.Pool)),
+		AccessibleTopology: d.accessibleTopology(d.vols.Controller.Pool(v.Pool)),
 	}
 }
 
 // CreateVolume creates a directory volume in the pool the class names.
 func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
-	if name == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume name is required")
-	}
-	if len(name) > maxNameLen {
-		return nil, status.Errorf(codes.InvalidArgument, "volume name is %d bytes, more than %d", len(name), maxNameLen)
-	}
-	shape, err := checkCapabilities(req.GetVolumeCapabilities())
+	shape, err := checkCreate(req)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
-	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: creating from a snapshot or volume is not supported", untrusted.Quote(name))
-	}
-	if len(req.GetMutableParameters()) > 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: mutable parameters are not supported", untrusted.Quote(name))
+		return nil, err
 	}
 	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
-	if required < 0 || limit < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", untrusted.Quote(name))
-	}
-	if limit > 0 && required > limit {
-		return nil, status.Errorf(codes.OutOfRange, "volume %s: required %d bytes exceeds limit %d", untrusted.Quote(name), required, limit)
-	}
 	p, err := params.Parse(req.GetParameters())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
@@ -144,32 +139,10 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
 	}
-	pl := d.vols.Pool(p.Pool)
-	if pl == nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: pool %q is not configured on node %q", untrusted.Quote(name), p.Pool, d.cfg.NodeID)
-	}
-	if pl.Shared && kind == volume.KindLoop && (shape.multiNode || shape.multiReader) {
-		// Every node reaches a shared pool's image, and two kernels that
-		// mount one ext4 or XFS image at once corrupt it.
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q: a %s filesystem on a loop device is mounted by one node at a time; pool %q is shared, so multi-node access modes (ReadWriteMany, ReadOnlyMany) are refused for it (use a directory volume, or raw block with %s)", name, fsType, p.Pool, params.KeyAllowBlockRWX)
-	}
-	if !pl.Shared {
-		ar := req.GetAccessibilityRequirements()
-		if len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
-			return nil, status.Errorf(codes.ResourceExhausted, "volume %s: pool %q is local to node %q, which the requisite topology excludes", untrusted.Quote(name), p.Pool, d.cfg.NodeID)
-		}
-		// Without requisite topology the spec lets the SP choose any
-		// topology: preferred terms are a hint, and this node is the only
-		// place a node-local volume can be.
-	}
-
-	id := volumeid.FromName(name)
-	unlock, err := d.lock(id)
-	if err != nil {
+	if err := d.checkPlacement(req, p.Pool, kind, fsType, shape); err != nil {
 		return nil, err
 	}
-	defer unlock()
-	v, err := d.vols.Create(volume.CreateRequest{
+	v, err := d.vols.Controller.Create(volume.CreateRequest{
 		Name:          name,
 		Kind:          kind,
 		FsType:        fsType,
@@ -189,6 +162,61 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		return nil, err
 	}
 	return &csi.CreateVolumeResponse{Volume: d.csiVolume(v)}, nil
+}
+
+// checkCreate validates what a CreateVolume asks for besides its
+// parameters: a name, capabilities, no content source or mutable
+// parameters (not supported), a capacity range that holds together.
+func checkCreate(req *csi.CreateVolumeRequest) (volumeShape, error) {
+	name := req.GetName()
+	if name == "" {
+		return volumeShape{}, status.Error(codes.InvalidArgument, "volume name is required")
+	}
+	if len(name) > maxNameLen {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume name is %d bytes, more than %d", len(name), maxNameLen)
+	}
+	shape, err := checkCapabilities(req.GetVolumeCapabilities())
+	if err != nil {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
+	}
+	if req.GetVolumeContentSource() != nil {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: creating from a snapshot or volume is not supported", untrusted.Quote(name))
+	}
+	if len(req.GetMutableParameters()) > 0 {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: mutable parameters are not supported", untrusted.Quote(name))
+	}
+	required, limit := req.GetCapacityRange().GetRequiredBytes(), req.GetCapacityRange().GetLimitBytes()
+	if required < 0 || limit < 0 {
+		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: capacity range must not be negative", untrusted.Quote(name))
+	}
+	if limit > 0 && required > limit {
+		return volumeShape{}, status.Errorf(codes.OutOfRange, "volume %s: required %d bytes exceeds limit %d", untrusted.Quote(name), required, limit)
+	}
+	return shape, nil
+}
+
+// checkPlacement checks that the volume can live where it is asked to: a
+// pool of this node; no loop filesystem with multi-node access in a shared
+// pool; a node-local pool only when the requisite topology (if any)
+// includes this node.
+func (d *Driver) checkPlacement(req *csi.CreateVolumeRequest, poolName string, kind volume.Kind, fsType string, shape volumeShape) error {
+	name := req.GetName()
+	pl := d.vols.Controller.Pool(poolName)
+	if pl == nil {
+		return status.Errorf(codes.InvalidArgument, "volume %s: pool %q is not configured on node %q", untrusted.Quote(name), poolName, d.cfg.NodeID)
+	}
+	if pl.Shared && kind == volume.KindLoop && (shape.multiNode || shape.multiReader) {
+		// Every node reaches a shared pool's image, and two kernels that
+		// mount one ext4 or XFS image at once corrupt it.
+		return status.Errorf(codes.InvalidArgument, "volume %q: a %s filesystem on a loop device is mounted by one node at a time; pool %q is shared, so multi-node access modes (ReadWriteMany, ReadOnlyMany) are refused for it (use a directory volume, or raw block with %s)", name, fsType, poolName, params.KeyAllowBlockRWX)
+	}
+	// Without requisite topology the spec lets the SP choose any topology:
+	// preferred terms are a hint, and this node is the only place a
+	// node-local volume can be.
+	if ar := req.GetAccessibilityRequirements(); !pl.Shared && len(ar.GetRequisite()) > 0 && !d.topologyAllows(ar.GetRequisite()) {
+		return status.Errorf(codes.ResourceExhausted, "volume %s: pool %q is local to node %q, which the requisite topology excludes", untrusted.Quote(name), poolName, d.cfg.NodeID)
+	}
+	return nil
 }
 
 // volumeKind decides what a CreateVolume makes: block access makes a raw
@@ -229,12 +257,7 @@ func (d *Driver) DeleteVolume(_ context.Context, req *csi.DeleteVolumeRequest) (
 		}
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if err := d.vols.Delete(id); err != nil {
+	if err := d.vols.Controller.Delete(id); err != nil {
 		return nil, err
 	}
 	return &csi.DeleteVolumeResponse{}, nil
@@ -249,7 +272,7 @@ func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume capabilities are required", id)
 	}
-	v, err := d.vols.Get(id)
+	v, err := d.vols.Controller.Get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -311,17 +334,10 @@ func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerEx
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	if c := req.GetVolumeCapability(); c != nil {
-		if _, err := checkCapability(c); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
-		}
-	}
-	unlock, err := d.lock(id)
-	if err != nil {
+	if err := optionalCapability(id, req.GetVolumeCapability()); err != nil {
 		return nil, err
 	}
-	defer unlock()
-	size, nodeExpansion, err := d.vols.Expand(id, required, limit)
+	size, nodeExpansion, err := d.vols.Controller.Expand(id, required, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -332,14 +348,11 @@ func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerEx
 // of the previous page, so volumes created or deleted between pages neither
 // break the listing nor repeat.
 func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "max_entries must not be negative")
+	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken())
+	if err != nil {
+		return nil, err
 	}
-	after := req.GetStartingToken()
-	if after != "" && volumeid.Validate(after) != nil {
-		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
-	}
-	vols, next, err := d.vols.List(after, int(req.GetMaxEntries()))
+	vols, next, err := d.vols.Controller.List(after, maxEntries)
 	if err != nil {
 		return nil, err
 	}
@@ -365,11 +378,11 @@ func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*c
 		}
 		dirs = dirs && !ci.block
 	}
-	pl := d.vols.Pool(p.Pool)
+	pl := d.vols.Controller.Pool(p.Pool)
 	if pl == nil {
 		return &csi.GetCapacityResponse{}, nil
 	}
-	if dirs && d.vols.CheckSizeLimit(p.Pool, p.SizeLimit, p.InodeLimit) != nil {
+	if dirs && d.vols.Controller.CheckSizeLimit(p.Pool, p.SizeLimit, p.InodeLimit) != nil {
 		// CreateVolume would refuse this class's directory volumes here
 		// (sizeLimit: required on a pool that cannot enforce it): none
 		// fit, so the scheduler places their pods on nodes where they do.
@@ -378,7 +391,7 @@ func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*c
 	if t := req.GetAccessibleTopology(); t != nil && !pl.Shared && !d.topologyAllows([]*csi.Topology{t}) {
 		return &csi.GetCapacityResponse{}, nil
 	}
-	avail, err := d.vols.AvailableBytes(p.Pool)
+	avail, err := d.vols.Controller.AvailableBytes(p.Pool)
 	if err != nil {
 		if errors.Is(err, volume.ErrPoolUnavailable) {
 			return &csi.GetCapacityResponse{}, nil

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -50,7 +50,7 @@ func requireNoVolumes(t *testing.T, h *harness) {
 }
 
 func nodeTopology(node string) []*csi.Topology {
-	return []*csi.Topology{{Segments: map[string]string{driver.TopologyKey: node}}}
+	return []*csi.Topology{{Segments: map[string]string{params.TopologyKey: node}}}
 }
 
 func TestCreateVolumeInvalid(t *testing.T) {
@@ -204,7 +204,7 @@ func TestCreateVolume(t *testing.T) {
 			require.Equal(t, tc.wantCapacity, v.GetCapacityBytes())
 			require.Equal(t, map[string]string{"type": "dir", "pool": tc.wantPool}, v.GetVolumeContext())
 			require.Len(t, v.GetAccessibleTopology(), 1)
-			require.Equal(t, map[string]string{driver.TopologyKey: testNode}, v.GetAccessibleTopology()[0].GetSegments())
+			require.Equal(t, map[string]string{params.TopologyKey: testNode}, v.GetAccessibleTopology()[0].GetSegments())
 			var dataPool *pool.Pool
 			for _, p := range h.Pools {
 				if p.Name == tc.wantPool {
@@ -739,12 +739,12 @@ func TestUnreadableRecordsReported(t *testing.T) {
 	for _, e := range resp.GetEntries() {
 		v := e.GetVolume()
 		if _, isBad := bad[v.GetVolumeId()]; !isBad {
-			require.NotContains(t, v.GetVolumeContext(), driver.ContextRecordUnreadable)
+			require.NotContains(t, v.GetVolumeContext(), params.KeyRecordUnreadable)
 			continue
 		}
 		require.Zero(t, v.GetCapacityBytes())
-		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], "cannot be read")
-		require.Contains(t, v.GetVolumeContext()[driver.ContextRecordUnreadable], testutil.RecordFile(v.GetVolumeId()))
+		require.Contains(t, v.GetVolumeContext()[params.KeyRecordUnreadable], "cannot be read")
+		require.Contains(t, v.GetVolumeContext()[params.KeyRecordUnreadable], testutil.RecordFile(v.GetVolumeId()))
 		require.Equal(t, nodeTopology(testNode)[0].GetSegments(), v.GetAccessibleTopology()[0].GetSegments())
 	}
 

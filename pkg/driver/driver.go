@@ -2,17 +2,16 @@
 // controller and node services, request validation and the mapping of
 // backend errors to gRPC codes. The storage itself lives in pkg/volume.
 //
-// Every handler follows the same order: validate the request, take the
-// volume's try-lock (ABORTED if another operation holds it), then let the
-// backend check whether the work is already done and do it.
+// Every handler follows the same order: validate the request, then call
+// the volume layer (Controller or Node), which takes the volume's try-lock
+// (ABORTED if another operation holds it), checks whether the work is
+// already done, and does it.
 package driver
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -32,9 +31,6 @@ import (
 // maxLoggedRequest bounds a request in the V(4) call log: a few times what
 // any request hostvol accepts takes (paths, a volume context, capabilities).
 const maxLoggedRequest = 4096
-
-// TopologyKey is the topology segment that pins node-local volumes.
-const TopologyKey = "topology.hostvol.csi.io/node"
 
 // DefaultVolumeSize is the capacity of a volume whose request names none.
 const DefaultVolumeSize int64 = 1 << 30
@@ -75,53 +71,6 @@ func New(cfg Config) (*Driver, error) {
 		return nil, errors.New("driver name, node ID and volume manager are required")
 	}
 	return &Driver{cfg: cfg, vols: cfg.Manager}, nil
-}
-
-// lock takes the try-lock of a volume or returns ABORTED.
-func (d *Driver) lock(volID string) (func(), error) {
-	unlock, ok := d.vols.TryLock(volID)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", volID)
-	}
-	return unlock, nil
-}
-
-// ParseEndpoint splits unix:///path, unix:/path, a plain /path or
-// tcp://host:port into a network and an address.
-func ParseEndpoint(ep string) (network, addr string, err error) {
-	switch {
-	case strings.HasPrefix(ep, "unix://"):
-		network, addr = "unix", strings.TrimPrefix(ep, "unix://")
-	case strings.HasPrefix(ep, "unix:"):
-		network, addr = "unix", strings.TrimPrefix(ep, "unix:")
-	case strings.HasPrefix(ep, "tcp://"):
-		network, addr = "tcp", strings.TrimPrefix(ep, "tcp://")
-	case strings.HasPrefix(ep, "/"):
-		network, addr = "unix", ep
-	default:
-		return "", "", fmt.Errorf("endpoint %q: want unix:///path/to/csi.sock or tcp://host:port", ep)
-	}
-	if addr == "" {
-		return "", "", fmt.Errorf("endpoint %q has no address", ep)
-	}
-	if network == "unix" && !strings.HasPrefix(addr, "/") {
-		return "", "", fmt.Errorf("endpoint %q: socket path must be absolute", ep)
-	}
-	return network, addr, nil
-}
-
-// Listen opens the endpoint, replacing a stale socket file.
-func Listen(endpoint string) (net.Listener, error) {
-	network, addr, err := ParseEndpoint(endpoint)
-	if err != nil {
-		return nil, err
-	}
-	if network == "unix" {
-		if err := os.Remove(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale socket %s: %w", addr, err)
-		}
-	}
-	return net.Listen(network, addr)
 }
 
 // Serve serves the three CSI services on l until Stop is called.

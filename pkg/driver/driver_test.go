@@ -261,39 +261,6 @@ func TestPerVolumeLock(t *testing.T) {
 	require.NoError(t, err)
 }
 
-func TestParseEndpoint(t *testing.T) {
-	cases := []struct {
-		name        string
-		in          string
-		wantNetwork string
-		wantAddr    string
-		wantErr     bool
-	}{
-		{name: "unix_url", in: "unix:///run/csi/csi.sock", wantNetwork: "unix", wantAddr: "/run/csi/csi.sock"},
-		{name: "unix_short", in: "unix:/run/csi/csi.sock", wantNetwork: "unix", wantAddr: "/run/csi/csi.sock"},
-		{name: "plain_path", in: "/run/csi/csi.sock", wantNetwork: "unix", wantAddr: "/run/csi/csi.sock"},
-		{name: "tcp", in: "tcp://127.0.0.1:10000", wantNetwork: "tcp", wantAddr: "127.0.0.1:10000"},
-		{name: "relative_socket", in: "unix://csi.sock", wantErr: true},
-		{name: "empty_unix", in: "unix://", wantErr: true},
-		{name: "empty_tcp", in: "tcp://", wantErr: true},
-		{name: "unknown_scheme", in: "http://localhost", wantErr: true},
-		{name: "relative_path", in: "csi.sock", wantErr: true},
-		{name: "empty", in: "", wantErr: true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			network, addr, err := driver.ParseEndpoint(tc.in)
-			if tc.wantErr {
-				require.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, tc.wantNetwork, network)
-			require.Equal(t, tc.wantAddr, addr)
-		})
-	}
-}
-
 func info(method string) *grpc.UnaryServerInfo { return &grpc.UnaryServerInfo{FullMethod: method} }
 
 func TestInterceptRecoversPanics(t *testing.T) {

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -11,7 +10,6 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
 // CSI inline volumes (pkg/volume/ephemeral.go): the kubelet publishes a
@@ -22,7 +20,7 @@ import (
 // checkHandle validates an inline volume's handle: anything the kubelet may
 // make up, but nothing that is malformed as an ID.
 func checkHandle(handle string) error {
-	if err := volumeid.Validate(handle); err != nil && !errors.Is(err, volumeid.ErrForeign) {
+	if err := volume.CheckID(handle); err != nil && !errors.Is(err, volume.ErrNotFound) {
 		return status.Errorf(codes.InvalidArgument, "volume ID %s: %v", untrusted.Quote(handle), err)
 	}
 	return nil
@@ -36,14 +34,14 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 	if err != nil {
 		return nil, err
 	}
-	ci, err := checkCapability(req.GetVolumeCapability())
+	ci, err := capabilityOf(handle, req.GetVolumeCapability())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(handle), err)
+		return nil, err
 	}
 	if err := checkHandle(handle); err != nil {
 		return nil, err
 	}
-	if volumeid.Validate(handle) == nil {
+	if volume.CheckID(handle) == nil {
 		// The kubelet makes inline handles up ("csi-<sha256>"); one of
 		// hostvol's own IDs is a persistent volume, which ephemeral=true
 		// must not turn into an empty inline volume.
@@ -65,7 +63,7 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", handle, err)
 	}
-	if d.vols.Pool(in.Pool) == nil {
+	if d.vols.Controller.Pool(in.Pool) == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: pool %q is not configured on node %q", handle, in.Pool, d.cfg.NodeID)
 	}
 	bindFlags, readOnly, err := publishMode(req, ci)
@@ -73,12 +71,7 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 		return nil, err
 	}
 	name := volume.EphemeralName(handle)
-	unlock, err := d.lock(volumeid.FromName(name))
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	err = d.vols.PublishEphemeral(volume.EphemeralRequest{
+	err = d.vols.Node.PublishEphemeral(volume.EphemeralRequest{
 		Create: volume.CreateRequest{
 			Name:          name,
 			Kind:          kind,
@@ -104,44 +97,4 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 		return nil, err
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
-}
-
-// unpublishEphemeral handles a NodeUnpublishVolume whose ID may be an
-// inline volume's handle. It reports handled=false when the ID is not one,
-// and the ordinary path takes over.
-func (d *Driver) unpublishEphemeral(handle, targetPath string) (handled bool, err error) {
-	id := volumeid.FromName(volume.EphemeralName(handle))
-	unlock, err := d.lock(id)
-	if err != nil {
-		return true, err
-	}
-	defer unlock()
-	if _, ok := d.vols.EphemeralID(handle); ok {
-		return true, d.vols.UnpublishEphemeral(id, targetPath)
-	}
-	if kubeletHandle(handle) {
-		// The kubelet's handle for an inline volume that no longer exists
-		// (a retry after the volume was deleted) or never did (its publish
-		// failed before creating it): succeed once nothing is mounted, or
-		// the pod could never finish terminating. Any other unknown ID is
-		// NOT_FOUND, as the spec says.
-		return true, d.vols.UnpublishGone(handle, targetPath)
-	}
-	return false, nil
-}
-
-// kubeletHandle reports whether id has the form the kubelet gives inline
-// volumes: "csi-" and the hex SHA-256 of the pod UID and volume name
-// (makeVolumeHandle in pkg/volume/csi of Kubernetes).
-func kubeletHandle(id string) bool {
-	h, ok := strings.CutPrefix(id, "csi-")
-	if !ok || len(h) != 64 {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

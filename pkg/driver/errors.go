@@ -8,46 +8,43 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/loop"
-	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
-// codeFor maps a backend error to its gRPC code. This is the one place
-// where that decision is made; handlers return backend errors unchanged and
-// the interceptor calls toStatus.
+// errorCodes maps each error hostvol's backend returns to its gRPC code, first
+// match wins. This is the one place where that decision is made; handlers
+// return backend errors unchanged and the interceptor calls toStatus.
+var errorCodes = []struct {
+	err  error
+	code codes.Code
+}{
+	{volume.ErrNotFound, codes.NotFound},
+	{volume.ErrInvalid, codes.InvalidArgument},
+	{volume.ErrAlreadyExists, codes.AlreadyExists},
+	{volume.ErrInUse, codes.FailedPrecondition},
+	{volume.ErrNotAllowed, codes.FailedPrecondition},
+	{volume.ErrPoolUnavailable, codes.FailedPrecondition},
+	{volume.ErrNotStaged, codes.FailedPrecondition},
+	{volume.ErrOtherNode, codes.FailedPrecondition},
+	// Retryable: another operation (on this node, on another node of a
+	// shared pool, or a last close of a loop device) is under way.
+	{volume.ErrBusy, codes.Aborted},
+	{volume.ErrOutOfRange, codes.OutOfRange},
+	{volume.ErrNoSpace, codes.ResourceExhausted},
+	{volume.ErrCorrupt, codes.DataLoss},
+	{context.Canceled, codes.Canceled},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+	{os.ErrPermission, codes.PermissionDenied},
+}
+
+// codeFor maps a backend error to its gRPC code; anything else is INTERNAL.
 func codeFor(err error) codes.Code {
-	switch {
-	case errors.Is(err, volume.ErrNotFound), errors.Is(err, volumeid.ErrForeign):
-		return codes.NotFound
-	case errors.Is(err, volumeid.ErrMalformed), errors.Is(err, volume.ErrInvalid):
-		return codes.InvalidArgument
-	case errors.Is(err, volume.ErrAlreadyExists):
-		return codes.AlreadyExists
-	case errors.Is(err, volume.ErrInUse), errors.Is(err, volume.ErrNotAllowed),
-		errors.Is(err, volume.ErrPoolUnavailable), errors.Is(err, volume.ErrNotStaged),
-		errors.Is(err, volume.ErrOtherNode):
-		return codes.FailedPrecondition
-	case errors.Is(err, volume.ErrBusy), errors.Is(err, loop.ErrBusy):
-		// Retryable: another operation (or a last close of a loop device)
-		// is still under way.
-		return codes.Aborted
-	case errors.Is(err, volume.ErrOutOfRange):
-		return codes.OutOfRange
-	case errors.Is(err, volume.ErrNoSpace):
-		return codes.ResourceExhausted
-	case errors.Is(err, records.ErrCorrupt):
-		return codes.DataLoss
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, os.ErrPermission):
-		return codes.PermissionDenied
-	default:
-		return codes.Internal
+	for _, ec := range errorCodes {
+		if errors.Is(err, ec.err) {
+			return ec.code
+		}
 	}
+	return codes.Internal
 }
 
 // toStatus turns any error into a gRPC status error, keeping statuses

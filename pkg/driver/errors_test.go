@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
@@ -28,8 +27,6 @@ func TestCodeFor(t *testing.T) {
 		want codes.Code
 	}{
 		{name: "volume_not_found", err: volume.ErrNotFound, want: codes.NotFound},
-		{name: "foreign_volume_id", err: volumeid.ErrForeign, want: codes.NotFound},
-		{name: "malformed_volume_id", err: volumeid.ErrMalformed, want: codes.InvalidArgument},
 		{name: "invalid", err: volume.ErrInvalid, want: codes.InvalidArgument},
 		{name: "already_exists", err: volume.ErrAlreadyExists, want: codes.AlreadyExists},
 		{name: "in_use", err: volume.ErrInUse, want: codes.FailedPrecondition},
@@ -37,7 +34,8 @@ func TestCodeFor(t *testing.T) {
 		{name: "pool_unavailable", err: volume.ErrPoolUnavailable, want: codes.FailedPrecondition},
 		{name: "other_node", err: volume.ErrOtherNode, want: codes.FailedPrecondition},
 		{name: "no_space", err: volume.ErrNoSpace, want: codes.ResourceExhausted},
-		{name: "corrupt_record", err: records.ErrCorrupt, want: codes.DataLoss},
+		{name: "corrupt_record", err: volume.ErrCorrupt, want: codes.DataLoss},
+		{name: "busy", err: volume.ErrBusy, want: codes.Aborted},
 		{name: "context_canceled", err: context.Canceled, want: codes.Canceled},
 		{name: "deadline_exceeded", err: context.DeadlineExceeded, want: codes.DeadlineExceeded},
 		{name: "permission", err: os.ErrPermission, want: codes.PermissionDenied},
@@ -64,9 +62,9 @@ func TestCodeForBackendErrors(t *testing.T) {
 		err  error
 		want codes.Code
 	}{
-		{name: "validate_malformed", err: volumeid.Validate("../.."), want: codes.InvalidArgument},
-		{name: "validate_foreign", err: volumeid.Validate("reallyfakevolumeid"), want: codes.NotFound},
-		{name: "validate_upper_case", err: volumeid.Validate("HV-0123456789ABCDEF0123456789ABCDEF"), want: codes.NotFound},
+		{name: "validate_malformed", err: volume.CheckID("../.."), want: codes.InvalidArgument},
+		{name: "validate_foreign", err: volume.CheckID("reallyfakevolumeid"), want: codes.NotFound},
+		{name: "validate_upper_case", err: volume.CheckID("HV-0123456789ABCDEF0123456789ABCDEF"), want: codes.NotFound},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

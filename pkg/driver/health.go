@@ -5,12 +5,8 @@ import (
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
 // Volume and storage health (CSI v1.13, alpha). A volume's adverse
@@ -18,7 +14,7 @@ import (
 // CamelCase reason and a message naming the volume); a healthy volume has
 // none. CSI v1.13 removed VolumeCondition from NodeGetVolumeStats,
 // ListVolumes and ControllerGetVolume, so the health RPCs are the only
-// place health is reported. See docs/design.md, "Volume health".
+// place health is reported. See docs/design/health.md.
 
 // ControllerGetVolume returns a volume and its status. The status is
 // empty: published_node_ids means "controller published", which hostvol
@@ -29,7 +25,7 @@ func (d *Driver) ControllerGetVolume(_ context.Context, req *csi.ControllerGetVo
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	v, err := d.vols.Get(id)
+	v, err := d.vols.Controller.Get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -48,12 +44,7 @@ func (d *Driver) ControllerGetVolumeHealth(_ context.Context, req *csi.Controlle
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	cs, err := d.vols.Health(id)
+	cs, err := d.vols.Controller.Health(id)
 	if err != nil {
 		return nil, err
 	}
@@ -65,14 +56,11 @@ func (d *Driver) ControllerGetVolumeHealth(_ context.Context, req *csi.Controlle
 // omit volumes with no known adverse health condition"). A page may hold
 // fewer than max_entries entries; the token is the last volume examined.
 func (d *Driver) ControllerListVolumeHealth(_ context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "max_entries must not be negative")
+	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken())
+	if err != nil {
+		return nil, err
 	}
-	after := req.GetStartingToken()
-	if after != "" && volumeid.Validate(after) != nil {
-		return nil, status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(after))
-	}
-	list, next, err := d.vols.ListHealth(after, int(req.GetMaxEntries()))
+	list, next, err := d.vols.Controller.ListHealth(after, maxEntries)
 	if err != nil {
 		return nil, err
 	}
@@ -109,12 +97,7 @@ func (d *Driver) NodeGetVolumeHealth(_ context.Context, req *csi.NodeGetVolumeHe
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	cs, err := d.vols.NodeHealth(id, publish, staging)
+	cs, err := d.vols.Node.NodeHealth(id, publish, staging)
 	if err != nil {
 		return nil, err
 	}
@@ -149,8 +132,8 @@ func (d *Driver) NodeGetStorageHealth(context.Context, *csi.NodeGetStorageHealth
 	}
 	// The state directory first: while it cannot be written, no pool can
 	// take a new volume either.
-	add(d.vols.StateDirHealth())
-	for _, p := range d.vols.PoolHealth() {
+	add(d.vols.Node.StateDirHealth())
+	for _, p := range d.vols.Node.PoolHealth() {
 		add(p.Conditions)
 	}
 	resp := &csi.NodeGetStorageHealthResponse{}

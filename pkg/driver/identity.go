@@ -29,7 +29,7 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 		}})
 	}
 	// Volumes grow while in use (loop and block volumes online; ext4 on a
-	// host without CAP_SYS_RESOURCE at its next stage, see docs/design.md).
+	// host without CAP_SYS_RESOURCE at its next stage, see docs/design/expansion.md).
 	out = append(out, &csi.PluginCapability{Type: &csi.PluginCapability_VolumeExpansion_{
 		VolumeExpansion: &csi.PluginCapability_VolumeExpansion{Type: csi.PluginCapability_VolumeExpansion_ONLINE},
 	}})
@@ -45,7 +45,7 @@ func (d *Driver) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, 
 	if !d.vols.Ready() {
 		return &csi.ProbeResponse{Ready: wrapperspb.Bool(false)}, nil
 	}
-	if cs := d.vols.StateDirHealth(); len(cs) > 0 {
+	if cs := d.vols.Node.StateDirHealth(); len(cs) > 0 {
 		msgs := make([]string, 0, len(cs))
 		for _, c := range cs {
 			msgs = append(msgs, c.Message)

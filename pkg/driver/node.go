@@ -24,13 +24,9 @@ func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRe
 		csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
 		csi.NodeServiceCapability_RPC_GET_STORAGE_HEALTH,
 	}
-	out := make([]*csi.NodeServiceCapability, 0, len(rpcs))
-	for _, r := range rpcs {
-		out = append(out, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
-			Rpc: &csi.NodeServiceCapability_RPC{Type: r},
-		}})
-	}
-	return &csi.NodeGetCapabilitiesResponse{Capabilities: out}, nil
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: each(rpcs, func(r csi.NodeServiceCapability_RPC_Type) *csi.NodeServiceCapability {
+		return &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: r}}}
+	})}, nil
 }
 
 // NodeGetInfo returns the node ID, its volume limit and its topology.
@@ -45,26 +41,18 @@ func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 // NodeStageVolume prepares a volume for publishing on this node.
 func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if id == "" {
-		return nil, errNoVolumeID
-	}
-	staging, err := checkPath("staging target path", req.GetStagingTargetPath(), id)
+	staging, err := requiredPath(id, "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
-	ci, err := checkCapability(req.GetVolumeCapability())
+	ci, err := capabilityOf(id, req.GetVolumeCapability())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(id), err)
+		return nil, err
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	err = d.vols.Stage(volume.StageRequest{
+	err = d.vols.Node.Stage(volume.StageRequest{
 		ID:          id,
 		StagingPath: staging,
 		Block:       ci.block,
@@ -80,22 +68,14 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 // NodeUnstageVolume undoes NodeStageVolume; it succeeds if nothing is staged.
 func (d *Driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if id == "" {
-		return nil, errNoVolumeID
-	}
-	staging, err := checkPath("staging target path", req.GetStagingTargetPath(), id)
+	staging, err := requiredPath(id, "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if err := d.vols.Unstage(id, staging); err != nil {
+	if err := d.vols.Node.Unstage(id, staging); err != nil {
 		return nil, err
 	}
 	return &csi.NodeUnstageVolumeResponse{}, nil
@@ -124,9 +104,9 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 			return nil, err
 		}
 	}
-	ci, err := checkCapability(req.GetVolumeCapability())
+	ci, err := capabilityOf(id, req.GetVolumeCapability())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(id), err)
+		return nil, err
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
@@ -135,12 +115,7 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	err = d.vols.Publish(volume.PublishRequest{
+	err = d.vols.Node.Publish(volume.PublishRequest{
 		ID:           id,
 		TargetPath:   targetPath,
 		StagingPath:  staging,
@@ -184,17 +159,14 @@ func withoutFlags(flags []string, drop ...string) []string {
 // it (ephemeral.go).
 func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if id == "" {
-		return nil, errNoVolumeID
-	}
-	targetPath, err := checkPath("target path", req.GetTargetPath(), id)
+	targetPath, err := requiredPath(id, "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}
 	if err := checkHandle(id); err != nil {
 		return nil, err
 	}
-	if handled, err := d.unpublishEphemeral(id, targetPath); handled {
+	if handled, err := d.vols.Node.UnpublishInline(id, targetPath); handled {
 		if err != nil {
 			return nil, err
 		}
@@ -203,12 +175,7 @@ func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVo
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if err := d.vols.Unpublish(id, targetPath); err != nil {
+	if err := d.vols.Node.Unpublish(id, targetPath); err != nil {
 		return nil, err
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
@@ -227,13 +194,13 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	if err := checkHandle(id); err != nil {
 		return nil, err
 	}
-	if eid, ok := d.vols.EphemeralID(id); ok {
+	if eid, ok := d.vols.Node.EphemeralID(id); ok {
 		id = eid // the kubelet measures inline volumes by their handle
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	st, err := d.vols.Stats(id, req.GetVolumePath())
+	st, err := d.vols.Node.Stats(id, req.GetVolumePath())
 	if err != nil {
 		return nil, err
 	}
@@ -262,36 +229,19 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 	if req.GetVolumePath() == "" {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s: volume path is required", untrusted.Quote(id))
 	}
-	if c := req.GetVolumeCapability(); c != nil {
-		if _, err := checkCapability(c); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(id), err)
-		}
+	if err := optionalCapability(id, req.GetVolumeCapability()); err != nil {
+		return nil, err
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	unlock, err := d.lock(id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	// The controller step happens here, on the volume's node: hostvol does
 	// not advertise controller EXPAND_VOLUME, so the external-resizer only
-	// raised the PV's size and the kubelet asks for that size here. Grow
-	// the image (or a directory's limit) to it first; a request at or below
-	// the current size changes nothing, so repeated calls (and the kubelet
-	// of every node using a shared volume) are idempotent.
-	if required := req.GetCapacityRange().GetRequiredBytes(); required > 0 {
-		if _, _, err := d.vols.Expand(id, required, req.GetCapacityRange().GetLimitBytes()); err != nil {
-			return nil, err
-		}
-	}
-	size, err := d.vols.NodeExpand(ctx, id, req.GetVolumePath())
+	// raised the PV's size and the kubelet asks for that size here.
+	cr := req.GetCapacityRange()
+	size, err := d.vols.Node.Expand(ctx, id, req.GetVolumePath(), cr.GetRequiredBytes(), cr.GetLimitBytes())
 	if err != nil {
 		return nil, err
-	}
-	if lim := req.GetCapacityRange().GetLimitBytes(); lim > 0 && size > lim {
-		return nil, status.Errorf(codes.OutOfRange, "volume %s has %d bytes, more than the limit %d", id, size, lim)
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 }

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	mount "k8s.io/mount-utils"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
@@ -31,7 +31,7 @@ func TestNodeGetInfo(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "node-x", resp.GetNodeId())
 	require.Equal(t, int64(42), resp.GetMaxVolumesPerNode())
-	require.Equal(t, map[string]string{driver.TopologyKey: "node-x"}, resp.GetAccessibleTopology().GetSegments())
+	require.Equal(t, map[string]string{params.TopologyKey: "node-x"}, resp.GetAccessibleTopology().GetSegments())
 
 	caps, err := h.node.NodeGetCapabilities(t.Context(), &csi.NodeGetCapabilitiesRequest{})
 	require.NoError(t, err)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
-	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
 // maxNameLen bounds CreateVolume names. Names are hashed into IDs and never
@@ -32,7 +32,7 @@ func checkVolumeID(id string) error {
 	if id == "" {
 		return status.Error(codes.InvalidArgument, "volume ID is required")
 	}
-	if err := volumeid.Validate(id); err != nil {
+	if err := volume.CheckID(id); err != nil {
 		return status.Errorf(codeFor(err), "volume ID %s: %v", untrusted.Quote(id), err)
 	}
 	return nil
@@ -83,6 +83,36 @@ type capInfo struct {
 	block  bool
 	fsType string   // as asked (mount only); "" if none
 	flags  []string // validated mount flags
+}
+
+// capabilityOf validates a request's volume capability: INVALID_ARGUMENT
+// naming the volume.
+func capabilityOf(id string, c *csi.VolumeCapability) (capInfo, error) {
+	ci, err := checkCapability(c)
+	if err != nil {
+		return capInfo{}, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(id), err)
+	}
+	return ci, nil
+}
+
+// optionalCapability is capabilityOf for a request where the capability
+// may be left out.
+func optionalCapability(id string, c *csi.VolumeCapability) error {
+	if c == nil {
+		return nil
+	}
+	_, err := capabilityOf(id, c)
+	return err
+}
+
+// requiredPath checks a request's volume ID is present and validates a
+// required path of it (checkPath), in that order: required fields are
+// judged before the ID's format (checkVolumeID).
+func requiredPath(id, what, p string) (string, error) {
+	if id == "" {
+		return "", errNoVolumeID
+	}
+	return checkPath(what, p, id)
 }
 
 // checkCapability validates one volume capability.

@@ -14,36 +14,32 @@ type Op string
 
 // The Manager methods.
 const (
-	OpFind     Op = "Find"
-	OpAttach   Op = "Attach"
-	OpDetach   Op = "Detach"
-	OpRefresh  Op = "Refresh"
-	OpSize     Op = "Size"
-	OpDirectIO Op = "DirectIO"
-	OpList     Op = "List"
+	OpFind    Op = "Find"
+	OpAttach  Op = "Attach"
+	OpDetach  Op = "Detach"
+	OpRefresh Op = "Refresh"
+	OpSize    Op = "Size"
+	OpList    Op = "List"
 )
 
 // Fake is a Manager in memory, for tests that run as any user. It keeps
 // state like the kernel does: which image is attached to which /dev/loopN
 // (Attach takes the lowest free N, as LOOP_CTL_GET_FREE does), each device's
-// size (the backing file's at Attach, and again at Refresh) and whether it
-// does direct I/O. It is stricter than the kernel in one way: attaching an
-// image that is attached already fails, because the caller promises Find
-// first. Use a new Fake per test.
+// size (the backing file's at Attach, and again at Refresh). It is stricter
+// than the kernel in one way: attaching an image that is attached already
+// fails, because the caller promises Find first. Use a new Fake per test.
 type Fake struct {
-	mu         sync.Mutex
-	devices    map[string]*fakeDevice // by "/dev/loopN"
-	errs       map[Op]error
-	noDirectIO bool
-	attaches   int
-	detaches   int
-	scans      int
+	mu       sync.Mutex
+	devices  map[string]*fakeDevice // by "/dev/loopN"
+	errs     map[Op]error
+	attaches int
+	detaches int
+	scans    int
 }
 
 type fakeDevice struct {
 	img  Image
 	size int64
-	dio  bool
 }
 
 var _ Manager = (*Fake)(nil)
@@ -64,14 +60,6 @@ func (f *Fake) SetError(op Op, err error) {
 		return
 	}
 	f.errs[op] = err
-}
-
-// RefuseDirectIO makes later Attaches fall back to buffered I/O, like a
-// backing filesystem without direct I/O (ramfs).
-func (f *Fake) RefuseDirectIO(refuse bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.noDirectIO = refuse
 }
 
 // Attaches counts successful Attach calls.
@@ -127,7 +115,7 @@ func (f *Fake) Find(img Image, hint string) (string, error) {
 }
 
 // Attach records backing (identified by fstat) on the lowest free device.
-func (f *Fake) Attach(backing *os.File, opts AttachOptions) (string, error) {
+func (f *Fake) Attach(backing *os.File, _ AttachOptions) (string, error) {
 	img, err := ImageOf(backing)
 	if err != nil {
 		return "", err
@@ -151,7 +139,7 @@ func (f *Fake) Attach(backing *os.File, opts AttachOptions) (string, error) {
 		n++
 	}
 	dev := fakeDev(n)
-	f.devices[dev] = &fakeDevice{img: img, size: fi.Size(), dio: opts.DirectIO && !f.noDirectIO}
+	f.devices[dev] = &fakeDevice{img: img, size: fi.Size()}
 	f.attaches++
 	return dev, nil
 }
@@ -201,20 +189,6 @@ func (f *Fake) Size(dev string) (int64, error) {
 		return 0, fmt.Errorf("size: %w", err)
 	}
 	return d.size, nil
-}
-
-// DirectIO reports what Attach got.
-func (f *Fake) DirectIO(dev string) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.errs[OpDirectIO]; err != nil {
-		return false, err
-	}
-	d, err := f.device(dev)
-	if err != nil {
-		return false, fmt.Errorf("direct I/O: %w", err)
-	}
-	return d.dio, nil
 }
 
 // List returns the attached devices in number order.

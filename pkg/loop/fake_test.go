@@ -52,13 +52,6 @@ func TestFakeLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 16*mib, size)
 
-	dio, err := fk.DirectIO(devA)
-	require.NoError(t, err)
-	require.True(t, dio)
-	dio, err = fk.DirectIO(devB)
-	require.NoError(t, err)
-	require.False(t, dio)
-
 	require.NoError(t, fk.Detach(devA))
 	require.NoError(t, fk.Detach(devA), "detaching twice is fine")
 	require.Equal(t, 1, fk.Detaches())
@@ -68,24 +61,11 @@ func TestFakeLifecycle(t *testing.T) {
 	_, err = fk.Size(devA)
 	require.ErrorIs(t, err, ErrNotAttached)
 	require.ErrorIs(t, fk.Refresh(devA), ErrNotAttached)
-	_, err = fk.DirectIO(devA)
-	require.ErrorIs(t, err, ErrNotAttached)
 
 	// The lowest free device is taken again, as LOOP_CTL_GET_FREE does.
 	devA2, err := fk.Attach(a, AttachOptions{})
 	require.NoError(t, err)
 	require.Equal(t, devA, devA2)
-}
-
-func TestFakeRefuseDirectIO(t *testing.T) {
-	fk := NewFake()
-	fk.RefuseDirectIO(true)
-	f, _ := newImage(t, t.TempDir(), "ram.img", mib)
-	dev, err := fk.Attach(f, AttachOptions{DirectIO: true})
-	require.NoError(t, err, "buffered, not an error")
-	dio, err := fk.DirectIO(dev)
-	require.NoError(t, err)
-	require.False(t, dio)
 }
 
 func TestFakeSetError(t *testing.T) {
@@ -100,7 +80,6 @@ func TestFakeSetError(t *testing.T) {
 		{name: "detach", op: OpDetach, call: func(fk *Fake, x *fakeFixture) error { return fk.Detach(x.dev) }},
 		{name: "refresh", op: OpRefresh, call: func(fk *Fake, x *fakeFixture) error { return fk.Refresh(x.dev) }},
 		{name: "size", op: OpSize, call: func(fk *Fake, x *fakeFixture) error { _, err := fk.Size(x.dev); return err }},
-		{name: "direct_io", op: OpDirectIO, call: func(fk *Fake, x *fakeFixture) error { _, err := fk.DirectIO(x.dev); return err }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fk := NewFake()

@@ -12,7 +12,7 @@ import (
 	"syscall"
 )
 
-// ErrNotAttached is returned (wrapped) by Refresh, Size and DirectIO for a
+// ErrNotAttached is returned (wrapped) by Refresh and Size for a
 // loop device that has no backing file, or that does not exist at all.
 var ErrNotAttached = errors.New("loop device not attached")
 
@@ -57,7 +57,8 @@ func ImageOf(f *os.File) (Image, error) {
 type AttachOptions struct {
 	// DirectIO asks the loop device to bypass the page cache for its backing
 	// file (no double caching). When the kernel or the backing filesystem
-	// refuses, the device is attached with buffered I/O: check DirectIO(dev).
+	// refuses, the device is attached with buffered I/O
+	// (/sys/block/loopN/loop/dio says which).
 	DirectIO bool
 }
 
@@ -85,8 +86,6 @@ type Manager interface {
 	Refresh(dev string) error
 	// Size returns the device size in bytes.
 	Size(dev string) (int64, error)
-	// DirectIO reports whether the device does direct I/O.
-	DirectIO(dev string) (bool, error)
 	// List returns every attached loop device with its backing file's
 	// identity, in device number order. It reads every device: for
 	// start-up, never for one volume's operation. Devices it could not

@@ -3,6 +3,7 @@ package loop
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -210,7 +211,7 @@ func TestDirectIO(t *testing.T) {
 			want := tc.dio && supportsODirect(t, img.Path)
 			dev := attach(t, m, f, AttachOptions{DirectIO: tc.dio})
 
-			got, err := m.DirectIO(dev)
+			got, err := directIO(dev)
 			require.NoError(t, err)
 			require.Equal(t, want, got)
 			info, err := status(dev)
@@ -256,7 +257,7 @@ func TestDirectIORefusedFallsBackToBuffered(t *testing.T) {
 				m.configure = noConfigure
 			}
 			dev := attach(t, m, f, AttachOptions{DirectIO: true})
-			got, err := m.DirectIO(dev)
+			got, err := directIO(dev)
 			require.NoError(t, err)
 			require.False(t, got)
 			require.NoError(t, m.Detach(dev))
@@ -369,7 +370,7 @@ func TestAttachFallbacks(t *testing.T) {
 			got, err := m.Find(img, dev)
 			require.NoError(t, err)
 			require.Equal(t, dev, got)
-			dio, err := m.DirectIO(dev)
+			dio, err := directIO(dev)
 			require.NoError(t, err)
 			require.Equal(t, tc.wantDIO && supportsODirect(t, img.Path), dio)
 		})
@@ -550,7 +551,7 @@ func TestNoSuchDevice(t *testing.T) {
 	_, err := m.Size(dev)
 	require.ErrorIs(t, err, ErrNotAttached)
 	require.ErrorIs(t, m.Refresh(dev), ErrNotAttached)
-	_, err = m.DirectIO(dev)
+	_, err = directIO(dev)
 	require.ErrorIs(t, err, ErrNotAttached)
 	_, err = os.Stat(dev)
 	require.ErrorIs(t, err, os.ErrNotExist)
@@ -560,7 +561,7 @@ func TestNoSuchDevice(t *testing.T) {
 	_, err = m.Size(notLoop)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ErrNotAttached)
-	_, err = m.DirectIO(notLoop)
+	_, err = directIO(notLoop)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ErrNotAttached)
 }
@@ -627,5 +628,30 @@ func TestSetFileName(t *testing.T) {
 			require.Equal(t, tc.want, unix.ByteSliceToString(info.File_name[:]))
 			require.Zero(t, info.File_name[unix.LO_NAME_SIZE-1], "NUL-terminated")
 		})
+	}
+}
+
+// directIO reports whether dev does direct I/O, from
+// /sys/block/loopN/loop/dio (which exists while attached): what Attach got,
+// seen the way an admin sees it.
+func directIO(dev string) (bool, error) {
+	dir, err := sysfsDir(dev)
+	if err != nil {
+		return false, fmt.Errorf("direct I/O: %w", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "loop", "dio"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("direct I/O %s: %w", dev, ErrNotAttached)
+	}
+	if err != nil {
+		return false, fmt.Errorf("direct I/O %s: %w", dev, err)
+	}
+	switch v := strings.TrimSpace(string(b)); v {
+	case "1":
+		return true, nil
+	case "0":
+		return false, nil
+	default:
+		return false, fmt.Errorf("direct I/O %s: unexpected %q in sysfs", dev, v)
 	}
 }

@@ -403,29 +403,6 @@ func (m *manager) Size(dev string) (int64, error) {
 	return int64(size), nil
 }
 
-// DirectIO reads /sys/block/loopN/loop/dio, which exists while attached.
-func (m *manager) DirectIO(dev string) (bool, error) {
-	dir, err := sysfsDir(dev)
-	if err != nil {
-		return false, fmt.Errorf("direct I/O: %w", err)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "loop", "dio"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("direct I/O %s: %w", dev, ErrNotAttached)
-	}
-	if err != nil {
-		return false, fmt.Errorf("direct I/O %s: %w", dev, err)
-	}
-	switch v := strings.TrimSpace(string(b)); v {
-	case "1":
-		return true, nil
-	case "0":
-		return false, nil
-	default:
-		return false, fmt.Errorf("direct I/O %s: unexpected %q in sysfs", dev, v)
-	}
-}
-
 // sysfsDir is dev's directory in sysfs, found by device number so that any
 // path to the node works.
 func sysfsDir(dev string) (string, error) {

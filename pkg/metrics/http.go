@@ -68,35 +68,35 @@ type Server struct {
 	l   net.Listener
 }
 
-// Timeouts bound how long the server gives a client (see net/http.Server).
-type Timeouts struct {
+// timeouts bound how long the server gives a client (see net/http.Server).
+type timeouts struct {
 	// ReadHeader is for a request's headers, Read for the whole request
 	// (GETs: no body), Write from the end of the headers to the end of the
 	// answer, Idle between requests on a kept-alive connection.
 	ReadHeader, Read, Write, Idle time.Duration
 }
 
-// DefaultTimeouts are --http-endpoint's. Write leaves a slow /metrics
+// defaultTimeouts are --http-endpoint's. Write leaves a slow /metrics
 // scrape (a slow client, a statfs of a hung shared pool) three times
 // Prometheus' default 10 s scrape timeout, and /healthz its 5 s probe
 // bound; Idle keeps a connection across scrapes at the default 1 min
 // interval and closes it after that, so idle clients cannot hold
 // connections (and file descriptors) forever.
-var DefaultTimeouts = Timeouts{
+var defaultTimeouts = timeouts{
 	ReadHeader: 10 * time.Second,
 	Read:       10 * time.Second,
 	Write:      30 * time.Second,
 	Idle:       90 * time.Second,
 }
 
-// Listen opens addr (host:port) for h with DefaultTimeouts. Call it before
+// Listen opens addr (host:port) for h with defaultTimeouts. Call it before
 // serving CSI, so an address that cannot be listened on stops start-up.
 func Listen(addr string, h http.Handler) (*Server, error) {
-	return ListenWithTimeouts(addr, h, DefaultTimeouts)
+	return listen(addr, h, defaultTimeouts)
 }
 
-// ListenWithTimeouts is Listen with other timeouts (tests use short ones).
-func ListenWithTimeouts(addr string, h http.Handler, t Timeouts) (*Server, error) {
+// listen is Listen with other timeouts (tests use short ones).
+func listen(addr string, h http.Handler, t timeouts) (*Server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err

@@ -23,13 +23,13 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 )
 
-// OperationBuckets are the bounds, in seconds, of the operation duration
+// operationBuckets are the bounds, in seconds, of the operation duration
 // histogram: from 0.5 ms (a Probe, a cached lookup) to 60 s (mkfs.xfs of a
 // large image on a slow disk).
-var OperationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+var operationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 // Storage is what the pool and volume metrics are read from at scrape
-// time; *volume.Manager implements it.
+// time; *volume.Controller implements it.
 type Storage interface {
 	PoolFigures() []volume.PoolFigures
 	VolumeCounts() map[volume.Kind]int
@@ -62,7 +62,7 @@ func New(cfg Config) (*Metrics, error) {
 		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "hostvol_operation_duration_seconds",
 			Help:    "Time spent serving CSI calls, by gRPC method, failed calls included.",
-			Buckets: OperationBuckets,
+			Buckets: operationBuckets,
 		}, []string{"method"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{

@@ -116,9 +116,9 @@ func histogramCount(t *testing.T, m *Metrics, method string) uint64 {
 }
 
 func TestBucketsSpanHalfMillisecondToOneMinute(t *testing.T) {
-	require.Equal(t, 0.0005, OperationBuckets[0])
-	require.Equal(t, 60.0, OperationBuckets[len(OperationBuckets)-1])
-	require.IsIncreasing(t, OperationBuckets)
+	require.Equal(t, 0.0005, operationBuckets[0])
+	require.Equal(t, 60.0, operationBuckets[len(operationBuckets)-1])
+	require.IsIncreasing(t, operationBuckets)
 }
 
 func TestStorageCollector(t *testing.T) {
@@ -277,7 +277,7 @@ func TestShutdownWithoutServe(t *testing.T) {
 // timeouts here; the deadline on the client only bounds the test, far
 // beyond them, so a slow machine cannot make it flake.
 func TestServerClosesIdleConnections(t *testing.T) {
-	short := Timeouts{ReadHeader: 200 * time.Millisecond, Read: 200 * time.Millisecond, Write: 5 * time.Second, Idle: 200 * time.Millisecond}
+	short := timeouts{ReadHeader: 200 * time.Millisecond, Read: 200 * time.Millisecond, Write: 5 * time.Second, Idle: 200 * time.Millisecond}
 	cases := []struct {
 		name    string
 		request bool
@@ -288,7 +288,7 @@ func TestServerClosesIdleConnections(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMetrics(t, nil)
-			srv, err := ListenWithTimeouts("127.0.0.1:0", m.Handler(&fakeProber{}), short)
+			srv, err := listen("127.0.0.1:0", m.Handler(&fakeProber{}), short)
 			require.NoError(t, err)
 			done := make(chan error, 1)
 			go func() { done <- srv.Serve() }()
@@ -321,7 +321,7 @@ func TestServerClosesIdleConnections(t *testing.T) {
 // The defaults let a slow scrape finish and keep a connection across
 // scrapes at Prometheus' default interval, and none is unbounded.
 func TestDefaultTimeouts(t *testing.T) {
-	d := DefaultTimeouts
+	d := defaultTimeouts
 	for _, v := range []time.Duration{d.ReadHeader, d.Read, d.Write, d.Idle} {
 		require.Positive(t, v)
 	}

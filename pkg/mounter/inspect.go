@@ -55,7 +55,7 @@ func (m *Mounter) mountRoot(path string) (unix.Statx_t, bool, error) {
 		if tx.Mode&unix.S_IFMT == unix.S_IFLNK {
 			return tx, false, nil // a symlink is never followed, hence never a mount
 		}
-		root, err := m.Interface.IsMountPoint(path)
+		root, err := m.IsMountPoint(path)
 		return tx, root, err
 	}
 	return tx, tx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil

@@ -14,15 +14,18 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
 )
 
+// requireRoot mirrors testutil.RequireRoot: skip when not root or under
+// -short, unless HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), which makes it a
+// failure.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && !testing.Short() {
 		return
 	}
 	if os.Getenv("HOSTVOL_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("needs root for real mounts and HOSTVOL_REQUIRE_ROOT_TESTS=1 is set")
+		t.Fatal("needs root for real mounts, without -short, and HOSTVOL_REQUIRE_ROOT_TESTS=1 is set")
 	}
-	t.Skip("needs root for real mounts")
+	t.Skip("needs root for real mounts, without -short")
 }
 
 func flagsOf(t *testing.T, path string) int64 {

@@ -14,7 +14,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/bytesize"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 )
@@ -127,8 +128,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		o.InlineAttributes = splitList(v)
 		return nil
 	})
-	fs.Var(sizeFlag{&o.InlineMaxBytes}, "inline-max-size", "largest inline volume, a quantity such as 4Gi (default 4Gi)")
-	fs.Var(sizeFlag{&o.InlineMaxTotalBytes}, "inline-max-total", "most bytes all inline volumes of this node may hold together (default 16Gi)")
+	bytesize.Var(fs, &o.InlineMaxBytes, "inline-max-size", "largest inline volume, a quantity such as 4Gi")
+	bytesize.Var(fs, &o.InlineMaxTotalBytes, "inline-max-total", "most bytes all inline volumes of this node may hold together, a quantity such as 16Gi")
 }
 
 // splitList splits a comma-separated list, dropping empty items; "" is an
@@ -141,25 +142,6 @@ func splitList(v string) []string {
 		}
 	}
 	return out
-}
-
-// sizeFlag is a byte count given as a Kubernetes quantity.
-type sizeFlag struct{ n *int64 }
-
-func (f sizeFlag) String() string {
-	if f.n == nil {
-		return ""
-	}
-	return strconv.FormatInt(*f.n, 10)
-}
-
-func (f sizeFlag) Set(v string) error {
-	n, err := params.ParseSize(v)
-	if err != nil {
-		return err
-	}
-	*f.n = n
-	return nil
 }
 
 // Inline returns the inline volume policy the options give.
@@ -189,7 +171,7 @@ const maxNodeIDLen = 192
 // Validate checks every option and returns all problems at once.
 func (o *Options) Validate() error {
 	var errs []error
-	if _, _, err := driver.ParseEndpoint(o.Endpoint); err != nil {
+	if _, _, err := endpoint.Parse(o.Endpoint); err != nil {
 		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
 	}
 	if o.NodeID == "" {
@@ -221,6 +203,15 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("--http-endpoint %q: %w", o.HTTPEndpoint, err))
 		}
 	}
+	errs = append(errs, o.validatePools()...)
+	errs = append(errs, o.validateInline()...)
+	return errors.Join(errs...)
+}
+
+// validatePools checks the pools: at least one, each valid, names unique,
+// no path inside another pool's or the state directory.
+func (o *Options) validatePools() []error {
+	var errs []error
 	if len(o.Pools) == 0 {
 		errs = append(errs, errors.New("--pool: at least one pool is required, e.g. --pool default=/var/lib/hostvol/pool"))
 	}
@@ -243,8 +234,7 @@ func (o *Options) Validate() error {
 			}
 		}
 	}
-	errs = append(errs, o.validateInline()...)
-	return errors.Join(errs...)
+	return errs
 }
 
 // validateInline checks the inline volume policy: its pools exist and are

@@ -8,14 +8,12 @@ package params
 import (
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-
+	"github.com/seed3e7d50b2/hostvol/pkg/bytesize"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
@@ -41,6 +39,14 @@ const (
 	// directory volume may hold (XFS and ext4 project quotas).
 	KeyInodeLimit = "inodeLimit"
 )
+
+// TopologyKey is the topology segment that pins node-local volumes.
+const TopologyKey = "topology.hostvol.csi.io/node"
+
+// KeyRecordUnreadable is the volume_context key with which ListVolumes
+// lists a volume whose record cannot be read: its value says why. Such an
+// entry has no capacity; hostvol leaves the record and the data alone.
+const KeyRecordUnreadable = "recordUnreadable"
 
 // Keys the external-provisioner adds with --extra-create-metadata.
 const (
@@ -83,9 +89,8 @@ func Parse(m map[string]string) (Params, error) {
 				return Params{}, fmt.Errorf("parameter %s: unknown volume type %s (supported: %s, %s)", untrusted.Quote(k), untrusted.Quote(v), volume.KindDir, volume.KindLoop)
 			}
 		case KeyPool:
-			if err := (pool.Spec{Name: v, Path: "/x"}).Validate(); err != nil {
-				// Not Validate's message: it quotes the name whole.
-				return Params{}, fmt.Errorf("parameter %s: pool name %s: want lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit", untrusted.Quote(k), untrusted.Quote(v))
+			if err := pool.ValidName(v); err != nil {
+				return Params{}, fmt.Errorf("parameter %s: %w", untrusted.Quote(k), err)
 			}
 			p.Pool = v
 		case KeyAllowBlockRWX:
@@ -251,9 +256,12 @@ func ParseInline(ctx map[string]string, pol InlinePolicy) (Inline, error) {
 			return Inline{}, fmt.Errorf("unknown parameter %s (inline volumes take: %s)", untrusted.Quote(k), strings.Join(pol.Attributes, ", "))
 		}
 		if k == KeySize {
-			n, err := ParseSize(v)
+			n, err := bytesize.Parse(v)
 			if err != nil {
 				return Inline{}, fmt.Errorf("parameter %s: %v", untrusted.Quote(k), err)
+			}
+			if n == 0 {
+				return Inline{}, fmt.Errorf("parameter %s: size %s: want a positive size (leave it out for the driver's default)", untrusted.Quote(k), untrusted.Quote(v))
 			}
 			in.SizeBytes = n
 			continue
@@ -273,22 +281,4 @@ func ParseInline(ctx map[string]string, pol InlinePolicy) (Inline, error) {
 	}
 	in.Params = p
 	return in, nil
-}
-
-// ParseSize parses a Kubernetes quantity ("1Gi", "500M", "1.5Gi") into
-// bytes, rounding a fraction of a byte up as Kubernetes does.
-func ParseSize(v string) (int64, error) { return parseSize(v) }
-
-// parseSize parses a Kubernetes quantity into bytes, rounding a fraction of
-// a byte up as Kubernetes does.
-func parseSize(v string) (int64, error) {
-	q, err := resource.ParseQuantity(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a quantity such as 1Gi, got %s", untrusted.Quote(v))
-	}
-	// ParseQuantity clamps what int64 cannot hold to MaxInt64.
-	if q.Sign() <= 0 || q.CmpInt64(math.MaxInt64) >= 0 {
-		return 0, fmt.Errorf("want a positive size of less than %d bytes, got %s", int64(math.MaxInt64), untrusted.Quote(v))
-	}
-	return q.Value(), nil
 }

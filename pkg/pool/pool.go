@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
+	"github.com/seed3e7d50b2/hostvol/pkg/untrusted"
 )
 
 const (
@@ -41,6 +42,18 @@ const (
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidName returns an error unless name can name a pool: a DNS label
+// (lowercase letters, digits and '-', 1-63 characters, starting and ending
+// with a letter or digit), so that it is safe in paths, metrics labels and
+// StorageClasses alike. The name is quoted and cut in the error
+// (untrusted.Quote): a StorageClass may carry anything.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("pool name %s: want lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit", untrusted.Quote(name))
+	}
+	return nil
+}
 
 // DefaultName is the pool used when a StorageClass names none.
 const DefaultName = "default"
@@ -85,8 +98,8 @@ func (s Spec) String() string {
 
 // Validate checks the name and that the path is absolute and clean.
 func (s Spec) Validate() error {
-	if !nameRE.MatchString(s.Name) {
-		return fmt.Errorf("pool name %q: want lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit", s.Name)
+	if err := ValidName(s.Name); err != nil {
+		return err
 	}
 	if s.Path == "" || !filepath.IsAbs(s.Path) {
 		return fmt.Errorf("pool %q: path %q must be absolute", s.Name, s.Path)
@@ -134,8 +147,9 @@ func Open(s Spec) (*Pool, error) {
 	return p, nil
 }
 
-// fixLayoutModes sets volumes/ and images/ to layoutMode: pools made by
-// earlier versions have 0711, and mkdir is subject to the umask. A pool
+// fixLayoutModes sets volumes/ and images/ to layoutMode: an existing pool
+// may have other modes (0711, or made by hand), and mkdir is subject to
+// the umask. A pool
 // whose modes cannot be changed (mounted read-only) still opens: the mode
 // is a hardening, and health reports a read-only pool.
 func (p *Pool) fixLayoutModes() {

@@ -3,6 +3,8 @@ package pool
 import (
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -153,4 +155,47 @@ func TestLayoutModes(t *testing.T) {
 			require.Equal(t, os.FileMode(0o777), fi.Mode().Perm(), "pods of any UID write to the data")
 		})
 	}
+}
+
+func TestValidName(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      string
+		wantErr bool
+	}{
+		{name: "default", in: "default"},
+		{name: "one_char", in: "a"},
+		{name: "digits", in: "0"},
+		{name: "dash_inside", in: "fast-ssd-2"},
+		{name: "longest", in: strings.Repeat("a", 63)},
+		{name: "empty", in: "", wantErr: true},
+		{name: "too_long", in: strings.Repeat("a", 64), wantErr: true},
+		{name: "upper", in: "Fast", wantErr: true},
+		{name: "leading_dash", in: "-a", wantErr: true},
+		{name: "trailing_dash", in: "a-", wantErr: true},
+		{name: "dot", in: "a.b", wantErr: true},
+		{name: "dot_dot", in: "..", wantErr: true},
+		{name: "slash", in: "a/b", wantErr: true},
+		{name: "underscore", in: "a_b", wantErr: true},
+		{name: "space", in: "a b", wantErr: true},
+		{name: "newline", in: "a\n", wantErr: true},
+		{name: "nul", in: "a\x00", wantErr: true},
+		{name: "non_ascii", in: "poól", wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidName(tc.in)
+			if !tc.wantErr {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			require.Contains(t, err.Error(), strconv.Quote(tc.in))
+		})
+	}
+	t.Run("hostile_length", func(t *testing.T) {
+		err := ValidName(strings.Repeat("a", 10<<10))
+		require.Error(t, err)
+		require.Less(t, len(err.Error()), 1024, "a 10 KB name costs a short message")
+	})
 }

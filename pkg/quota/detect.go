@@ -131,7 +131,7 @@ func (s *system) openProject(dir *os.File, dev uint64, m Method, fs string) (Enf
 // haveQuotactlFd reports whether the kernel has quotactl_fd(2): with a bad
 // descriptor it answers EBADF, without the syscall ENOSYS.
 func haveQuotactlFd() bool {
-	_, _, e := unix.Syscall6(unix.SYS_QUOTACTL_FD, ^uintptr(0), uintptr(qcmd(qXGetQStatV, prjQuota)), 0, 0, 0, 0)
+	_, _, e := unix.Syscall6(unix.SYS_QUOTACTL_FD, ^uintptr(0), uintptr(prjCmd(qXGetQStatV)), 0, 0, 0, 0)
 	return e != unix.ENOSYS
 }
 
@@ -139,7 +139,7 @@ func haveQuotactlFd() bool {
 // for an empty device path it answers ENOENT, without the syscall ENOSYS.
 func haveQuotactl() bool {
 	empty := []byte{0}
-	_, _, e := unix.Syscall6(unix.SYS_QUOTACTL, uintptr(qcmd(qXGetQStatV, prjQuota)), uintptr(unsafe.Pointer(&empty[0])), 0, 0, 0, 0)
+	_, _, e := unix.Syscall6(unix.SYS_QUOTACTL, uintptr(prjCmd(qXGetQStatV)), uintptr(unsafe.Pointer(&empty[0])), 0, 0, 0, 0)
 	return e != unix.ENOSYS
 }
 

@@ -8,8 +8,6 @@ import (
 	"sort"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Fake is a System for tests that run as any user. Every pool it opens
@@ -129,11 +127,9 @@ func (e *fakeEnforcer) Release(h Handle) {
 	}
 }
 
+// MakeDir makes a plain directory, as the project enforcer does.
 func (e *fakeEnforcer) MakeDir(parent *os.File, name string, mode os.FileMode) error {
-	if err := unix.Mkdirat(int(parent.Fd()), name, uint32(mode.Perm())); err != nil {
-		return &os.PathError{Op: "mkdir", Path: name, Err: err}
-	}
-	return nil
+	return mkdirAt(parent, name, mode)
 }
 
 func (e *fakeEnforcer) Apply(dir *os.File, h Handle, l Limits) (Handle, error) {

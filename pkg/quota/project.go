@@ -67,7 +67,13 @@ func (e *projectEnforcer) Release(h Handle) {
 	}
 }
 
+// MakeDir makes a plain directory: a project quota needs nothing more.
 func (e *projectEnforcer) MakeDir(parent *os.File, name string, mode os.FileMode) error {
+	return mkdirAt(parent, name, mode)
+}
+
+// mkdirAt is mkdirat(2): name in the open directory parent.
+func mkdirAt(parent *os.File, name string, mode os.FileMode) error {
 	if err := unix.Mkdirat(int(parent.Fd()), name, uint32(mode.Perm())); err != nil {
 		return &os.PathError{Op: "mkdir", Path: name, Err: err}
 	}
@@ -132,7 +138,7 @@ type dquot struct {
 func (e *projectEnforcer) get(id uint32) (dquot, error) {
 	if e.ext4 {
 		var dq ifDqblk
-		if err := e.q.call(qcmd(qGetQuota, prjQuota), id, unsafe.Pointer(&dq)); err != nil {
+		if err := e.q.call(prjCmd(qGetQuota), id, unsafe.Pointer(&dq)); err != nil {
 			return dquot{}, err
 		}
 		return dquot{
@@ -141,7 +147,7 @@ func (e *projectEnforcer) get(id uint32) (dquot, error) {
 		}, nil
 	}
 	var dq fsDiskQuota
-	err := e.q.call(qcmd(qXGetQuota, prjQuota), id, unsafe.Pointer(&dq))
+	err := e.q.call(prjCmd(qXGetQuota), id, unsafe.Pointer(&dq))
 	if errors.Is(err, unix.ENOENT) {
 		// XFS has no entry for a project without files or limits.
 		return dquot{used: Usage{InodesKnown: true}}, nil
@@ -168,7 +174,7 @@ func (e *projectEnforcer) set(id uint32, l Limits) error {
 			IHardlimit: uint64(l.Inodes),
 			Valid:      qifLimits,
 		}
-		return e.q.call(qcmd(qSetQuota, prjQuota), id, unsafe.Pointer(&dq))
+		return e.q.call(prjCmd(qSetQuota), id, unsafe.Pointer(&dq))
 	}
 	dq := fsDiskQuota{
 		Version:      fsDquotVersion,
@@ -178,5 +184,5 @@ func (e *projectEnforcer) set(id uint32, l Limits) error {
 		BlkHardlimit: uint64((l.Bytes + basicBlock - 1) / basicBlock),
 		InoHardlimit: uint64(l.Inodes),
 	}
-	return e.q.call(qcmd(qXSetQLim, prjQuota), id, unsafe.Pointer(&dq))
+	return e.q.call(prjCmd(qXSetQLim), id, unsafe.Pointer(&dq))
 }

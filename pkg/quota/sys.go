@@ -88,7 +88,8 @@ const (
 	vfsBlock   = 1024 // if_dqblk limit unit (QIF_DQBLKSIZE)
 )
 
-func qcmd(cmd, typ uint32) uint32 { return cmd<<8 | typ&0xff }
+// prjCmd is the kernel's QCMD(cmd, PRJQUOTA): hostvol only uses project quotas.
+func prjCmd(cmd uint32) uint32 { return cmd<<8 | prjQuota&0xff }
 
 // fsDiskQuota is struct fs_disk_quota (linux/dqblk_xfs.h), 112 bytes.
 // Block figures are in 512-byte basic blocks.
@@ -194,7 +195,7 @@ func (q quotactlTarget) call(cmd uint32, id uint32, addr unsafe.Pointer) error {
 // (Q_XGETQSTATV, which XFS and the VFS quota code of ext4 both answer).
 func (q quotactlTarget) projectState() (accounting, enforcing bool, err error) {
 	st := fsQuotaStatv{Version: fsQStatVVersion1}
-	if err := q.call(qcmd(qXGetQStatV, prjQuota), 0, unsafe.Pointer(&st)); err != nil {
+	if err := q.call(prjCmd(qXGetQStatV), 0, unsafe.Pointer(&st)); err != nil {
 		return false, false, err
 	}
 	return st.Flags&fsQuotaPdqAcct != 0, st.Flags&fsQuotaPdqEnfd != 0, nil

@@ -112,7 +112,7 @@ func (s *Store) Put(key string, v any) error {
 		return fmt.Errorf("rename record %s: %w", key, err)
 	}
 	ok = true
-	return SyncDir(s.dir)
+	return syncDir(s.dir)
 }
 
 // Get decodes the record under key into v.
@@ -147,7 +147,7 @@ func (s *Store) Delete(key string) error {
 		}
 		return fmt.Errorf("delete record %s: %w", key, err)
 	}
-	return SyncDir(s.dir)
+	return syncDir(s.dir)
 }
 
 // Keys lists the keys of all records, sorted. It reads the directory, so it
@@ -169,9 +169,9 @@ func (s *Store) Keys() ([]string, error) {
 	return keys, nil
 }
 
-// SyncDir fsyncs a directory so that entries created, renamed or removed in
+// syncDir fsyncs a directory so that entries created, renamed or removed in
 // it are durable.
-func SyncDir(dir string) error {
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open directory for sync: %w", err)

@@ -9,9 +9,7 @@ package registration
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 )
 
 // SupportedVersions are the CSI versions hostvol speaks, as the kubelet
@@ -78,10 +78,7 @@ func SocketPath(dir, driverName string) string {
 // removes the socket (the kubelet then deregisters the driver) before it
 // returns. Serve errors go to errc.
 func Serve(s *Server, socketPath string, errc chan<- error) (stop func(), err error) {
-	if err := os.Remove(socketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale registration socket: %w", err)
-	}
-	l, err := net.Listen("unix", socketPath)
+	l, err := endpoint.Listen(socketPath)
 	if err != nil {
 		return nil, fmt.Errorf("listen on registration socket: %w", err)
 	}

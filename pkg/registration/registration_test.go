@@ -2,17 +2,15 @@ package registration_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/registration"
 )
 
@@ -31,10 +29,7 @@ func TestRegistration(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(stop)
 
-	conn, err := grpc.NewClient("passthrough:///reg", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}))
+	conn, err := endpoint.Dial(sock)
 	require.NoError(t, err)
 	defer conn.Close()
 	c := registerapi.NewRegistrationClient(conn)

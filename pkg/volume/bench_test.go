@@ -34,17 +34,17 @@ func BenchmarkCreateDelete(b *testing.B) {
 				b.Fatal(err)
 			}
 			for i := 0; i < existing; i++ {
-				if _, err := m.Create(CreateRequest{Name: fmt.Sprintf("existing-%d", i), Kind: KindDir, Pool: pool.DefaultName, RequiredBytes: 1 << 20}); err != nil {
+				if _, err := m.Controller.Create(CreateRequest{Name: fmt.Sprintf("existing-%d", i), Kind: KindDir, Pool: pool.DefaultName, RequiredBytes: 1 << 20}); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				v, err := m.Create(CreateRequest{Name: fmt.Sprintf("bench-%d", i), Kind: KindDir, Pool: pool.DefaultName, RequiredBytes: 1 << 20})
+				v, err := m.Controller.Create(CreateRequest{Name: fmt.Sprintf("bench-%d", i), Kind: KindDir, Pool: pool.DefaultName, RequiredBytes: 1 << 20})
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := m.Delete(v.ID); err != nil {
+				if err := m.Controller.Delete(v.ID); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -101,9 +101,9 @@ func (ps *promises) reserve(id, poolName string, free, bytes int64) error {
 
 // unallocated is what a volume may still grow into, read from its data: a
 // limited directory's capacity minus its quota usage, like an image's.
-func (m *Manager) unallocated(p *pool.Pool, v Volume) int64 {
+func (c *Controller) unallocated(p *pool.Pool, v Volume) int64 {
 	if !v.Kind.HasImage() {
-		if u, ok, err := m.quotaUsage(v); ok && err == nil {
+		if u, ok, err := c.quotaUsage(v); ok && err == nil {
 			return v.CapacityBytes - u.Bytes
 		}
 		return v.CapacityBytes
@@ -117,8 +117,8 @@ func (m *Manager) unallocated(p *pool.Pool, v Volume) int64 {
 
 // AvailableBytes is what the pool can still promise: its free space minus
 // what existing volumes may still grow into.
-func (m *Manager) AvailableBytes(poolName string) (int64, error) {
-	p := m.pools[poolName]
+func (c *Controller) AvailableBytes(poolName string) (int64, error) {
+	p := c.pools[poolName]
 	if p == nil {
 		return 0, fmt.Errorf("%w: %q", ErrPoolUnavailable, poolName)
 	}
@@ -126,32 +126,32 @@ func (m *Manager) AvailableBytes(poolName string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return max(st.AvailableBytes-m.promises.pooled(poolName), 0), nil
+	return max(st.AvailableBytes-c.promises.pooled(poolName), 0), nil
 }
 
 // refreshPromises re-reads how much of each image is allocated, and how
 // much each limited directory holds. It runs in the background, off the
 // request path; a volume whose lock is held is skipped this round.
-func (m *Manager) refreshPromises() {
-	m.mu.RLock()
-	vols := make([]Volume, 0, len(m.index))
-	for _, v := range m.index {
+func (c *Controller) refreshPromises() {
+	c.mu.RLock()
+	vols := make([]Volume, 0, len(c.index))
+	for _, v := range c.index {
 		if v.Kind.HasImage() || v.Quota != nil {
 			vols = append(vols, v)
 		}
 	}
-	m.mu.RUnlock()
+	c.mu.RUnlock()
 	for _, v := range vols {
-		p := m.pools[v.Pool]
+		p := c.pools[v.Pool]
 		if p == nil {
 			continue
 		}
-		unlock, ok := m.TryLock(v.ID)
+		unlock, ok := c.locks.TryLock(v.ID)
 		if !ok {
 			continue // an operation is changing it; next round
 		}
-		if cur, err := m.Get(v.ID); err == nil {
-			m.promises.update(v.ID, m.unallocated(p, cur))
+		if cur, err := c.Get(v.ID); err == nil {
+			c.promises.update(v.ID, c.unallocated(p, cur))
 		}
 		unlock()
 	}
@@ -159,7 +159,7 @@ func (m *Manager) refreshPromises() {
 
 // RefreshEvery refreshes the promised figures every interval until stop is
 // closed.
-func (m *Manager) RefreshEvery(interval time.Duration, stop <-chan struct{}) {
+func (c *Controller) RefreshEvery(interval time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -168,7 +168,7 @@ func (m *Manager) RefreshEvery(interval time.Duration, stop <-chan struct{}) {
 			return
 		case <-t.C:
 			start := time.Now()
-			m.refreshPromises()
+			c.refreshPromises()
 			klog.V(5).InfoS("Refreshed promised capacity", "duration", time.Since(start))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"k8s.io/klog/v2"
@@ -20,7 +21,6 @@ import (
 // this node and publishes it; NodeUnpublishVolume with the same handle
 // unpublishes and deletes it. Everything else is an ordinary volume: a
 // record (flagged Ephemeral), capacity promises, quotas, crash recovery.
-
 // EphemeralName is the volume name behind an inline volume's handle. The
 // prefix keeps it apart from the names external-provisioner gives
 // ("pvc-<uid>"); a CreateVolume that picked the same name anyway gets a
@@ -32,9 +32,9 @@ const ephemeralPrefix = "ephemeral/"
 
 // EphemeralID returns the volume ID of the inline volume with this handle
 // and whether such a volume exists on this node.
-func (m *Manager) EphemeralID(handle string) (string, bool) {
+func (n *Node) EphemeralID(handle string) (string, bool) {
 	id := volumeid.FromName(EphemeralName(handle))
-	v, err := m.Get(id)
+	v, err := n.Get(id)
 	return id, err == nil && v.Ephemeral && v.Name == EphemeralName(handle)
 }
 
@@ -51,14 +51,19 @@ type EphemeralRequest struct {
 // it privately if it is a loop volume, and publishes it at the target. If
 // any step fails, what it made is removed again unless the volume is
 // published elsewhere, so a pod that never starts leaves nothing behind.
-// The caller holds the volume's lock.
+// It takes the volume's lock.
 //
 // Pod authors choose an inline volume's attributes, so what they may ask
 // is bounded here, whatever the driver let through: only hard-sized
 // volumes (a loop volume, or a directory limited by its pool: sizeLimit is
 // always required), only node-local pools, at most InlineMaxBytes each and
 // InlineMaxTotalBytes for all of this node's inline volumes together.
-func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
+func (n *Node) PublishEphemeral(req EphemeralRequest) error {
+	return n.locked(volumeid.FromName(req.Create.Name), func() error { return n.publishEphemeral(req) })
+}
+
+// publishEphemeral is PublishEphemeral under the lock.
+func (n *Node) publishEphemeral(req EphemeralRequest) (err error) {
 	req.Create.Ephemeral = true
 	if req.Create.Kind == KindBlock {
 		return fmt.Errorf("%w: inline volumes are filesystems; raw block needs a PersistentVolumeClaim", ErrInvalid)
@@ -66,7 +71,7 @@ func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
 	if req.Create.Kind == KindDir {
 		req.Create.SizeLimit = SizeLimitRequired
 	}
-	p := m.pools[req.Create.Pool]
+	p := n.pools[req.Create.Pool]
 	if p == nil {
 		return fmt.Errorf("%w: %q", ErrPoolUnavailable, req.Create.Pool)
 	}
@@ -74,24 +79,24 @@ func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
 		return fmt.Errorf("%w: pool %q is shared; inline volumes live in node-local pools only", ErrNotAllowed, p.Name)
 	}
 	id := volumeid.FromName(req.Create.Name)
-	if _, gerr := m.Get(id); errors.Is(gerr, ErrNotFound) {
+	if _, gerr := n.Get(id); errors.Is(gerr, ErrNotFound) {
 		// A new inline volume (a retried publish finds its volume made).
-		if err := m.reserveInline(id, req.Create); err != nil {
+		if err := n.reserveInline(id, req.Create); err != nil {
 			return err
 		}
 		defer func() {
-			if _, gerr := m.Get(id); err != nil && gerr != nil {
-				m.inline.release(id) // not made, or removed again
+			if _, gerr := n.Get(id); err != nil && gerr != nil {
+				n.inline.release(id) // not made, or removed again
 			}
 		}()
 	}
-	v, err := m.Create(req.Create)
+	v, err := n.ctrl.create(req.Create)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			if rerr := m.dropEphemeral(v.ID); rerr != nil {
+			if rerr := n.dropEphemeral(v.ID); rerr != nil {
 				klog.ErrorS(rerr, "Could not remove an inline volume whose publish failed; NodeUnpublishVolume removes it", "volumeID", v.ID)
 			}
 		}
@@ -101,12 +106,12 @@ func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
 	pub.ID = v.ID
 	direct := false
 	if v.Kind == KindLoop {
-		if direct, err = m.mountInlineAtTarget(v, pub, req.MountFlags); err != nil {
+		if direct, err = n.mountInlineAtTarget(v, pub, req.MountFlags); err != nil {
 			return err
 		}
 	}
 	if !direct {
-		if err := m.publish(v, pub); err != nil {
+		if err := n.publish(v, pub); err != nil {
 			return err
 		}
 	}
@@ -122,66 +127,107 @@ func (m *Manager) PublishEphemeral(req EphemeralRequest) (err error) {
 // target, in the kubelet's directory, is shared with the host. It reports
 // false, having done nothing, when the volume is already mounted at another
 // target: a second target is then a bind mount of the first (publish).
-func (m *Manager) mountInlineAtTarget(v Volume, pub PublishRequest, fsFlags []string) (bool, error) {
-	ns, err := m.getNodeState(v.ID)
+func (n *Node) mountInlineAtTarget(v Volume, pub PublishRequest, fsFlags []string) (bool, error) {
+	ns, src, err := n.stateOf(v)
 	if err != nil {
 		return false, err
 	}
-	src, err := m.source(v, ns)
-	if err != nil {
-		return false, err
-	}
-	if live, err := m.staged(v, ns, src); err != nil {
+	if live, err := n.staged(v, ns, src); err != nil {
 		return false, err
 	} else if live && ns.StagingPath != pub.TargetPath {
 		return false, nil
 	}
-	if err := m.checkRequestPath("target path", pub.TargetPath); err != nil {
+	if err := n.checkRequestPath("target path", pub.TargetPath); err != nil {
 		return false, err
 	}
 	flags := append([]string{}, fsFlags...)
 	if pub.ReadOnly || !pub.Writer {
 		flags = append(flags, "ro")
 	}
-	return true, m.stage(v, StageRequest{ID: v.ID, StagingPath: pub.TargetPath, FsType: v.FsType, MountFlags: flags})
+	return true, n.stage(v, StageRequest{ID: v.ID, StagingPath: pub.TargetPath, FsType: v.FsType, MountFlags: flags})
 }
 
 // reserveInline checks a new inline volume's size against the node's caps
 // and counts it in.
-func (m *Manager) reserveInline(id string, req CreateRequest) error {
-	if m.inline.maxBytes <= 0 {
-		return fmt.Errorf("%w: inline volumes are turned off on node %q", ErrNotAllowed, m.nodeID)
+func (n *Node) reserveInline(id string, req CreateRequest) error {
+	if n.inline.maxBytes <= 0 {
+		return fmt.Errorf("%w: inline volumes are turned off on node %q", ErrNotAllowed, n.nodeID)
 	}
 	size, err := chooseSize(req)
 	if err != nil {
 		return err
 	}
-	if size > m.inline.maxBytes {
+	if size > n.inline.maxBytes {
 		return fmt.Errorf("%w: the inline volume needs %s (a %s volume of at least the size asked), more than the %s one inline volume may have on node %q",
-			ErrOutOfRange, fmtBytes(size), kindName(req.Kind, req.FsType), fmtBytes(m.inline.maxBytes), m.nodeID)
+			ErrOutOfRange, fmtBytes(size), kindName(req.Kind, req.FsType), fmtBytes(n.inline.maxBytes), n.nodeID)
 	}
-	if used, ok := m.inline.reserve(id, size); !ok {
+	if used, ok := n.inline.reserve(id, size); !ok {
 		return fmt.Errorf("%w: inline volumes on node %q may hold %s together; %s are in use, %s more asked",
-			ErrNoSpace, m.nodeID, fmtBytes(m.inline.maxTotal), fmtBytes(used), fmtBytes(size))
+			ErrNoSpace, n.nodeID, fmtBytes(n.inline.maxTotal), fmtBytes(used), fmtBytes(size))
 	}
 	return nil
 }
 
-// UnpublishEphemeral unpublishes an inline volume from the target and, once
-// no target is left, unstages and deletes it. The caller holds its lock.
-func (m *Manager) UnpublishEphemeral(id, targetPath string) error {
-	if err := m.Unpublish(id, targetPath); err != nil {
+// UnpublishInline answers a NodeUnpublishVolume whose ID may be an inline
+// volume's handle, under the lock of the inline volume's ID. handled is
+// false when the handle is neither an inline volume of this node nor one
+// the kubelet makes up; the ordinary Unpublish then answers.
+//
+// An inline volume is unpublished from the target and, once no target is
+// left, unstaged and deleted. The kubelet's handle for an inline volume
+// that no longer exists (a retry after the volume was deleted) or never
+// did (its publish failed before creating it) succeeds once nothing is
+// mounted, or the pod could never finish terminating (unpublishGone).
+func (n *Node) UnpublishInline(handle, targetPath string) (handled bool, err error) {
+	id := volumeid.FromName(EphemeralName(handle))
+	err = n.locked(id, func() error {
+		if _, ok := n.EphemeralID(handle); ok {
+			handled = true
+			return n.unpublishEphemeral(id, targetPath)
+		}
+		if KubeletHandle(handle) {
+			handled = true
+			return n.unpublishGone(handle, targetPath)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrBusy) {
+		handled = true
+	}
+	return handled, err
+}
+
+// KubeletHandle reports whether id has the form the kubelet gives inline
+// volumes: "csi-" and the hex SHA-256 of the pod UID and volume name
+// (makeVolumeHandle in pkg/volume/csi of Kubernetes).
+func KubeletHandle(id string) bool {
+	h, ok := strings.CutPrefix(id, "csi-")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// unpublishEphemeral unpublishes an inline volume from the target and,
+// once no target is left, unstages and deletes it.
+func (n *Node) unpublishEphemeral(id, targetPath string) error {
+	if err := n.unpublish(id, targetPath); err != nil {
 		return err
 	}
-	return m.dropEphemeral(id)
+	return n.dropEphemeral(id)
 }
 
 // dropEphemeral unstages and deletes an inline volume that is published
 // nowhere; one still published is left alone. It unstages from what is
 // mounted and attached, so a loop device or mount left without a record
 // by a crash goes too.
-func (m *Manager) dropEphemeral(id string) error {
-	v, err := m.Get(id)
+func (n *Node) dropEphemeral(id string) error {
+	v, err := n.Get(id)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
@@ -191,34 +237,30 @@ func (m *Manager) dropEphemeral(id string) error {
 	if !v.Ephemeral {
 		return fmt.Errorf("%w: %s is not an inline volume", ErrInvalid, id)
 	}
-	ns, err := m.getNodeState(id)
+	ns, src, err := n.stateOf(v)
 	if err != nil {
 		return err
 	}
-	src, err := m.source(v, ns)
-	if err != nil {
-		return err
-	}
-	if _, err := m.liveTargets(v, &ns, src); err != nil {
+	if _, err := n.liveTargets(v, &ns, src); err != nil {
 		return err
 	}
 	if len(ns.Targets) > 0 {
 		return nil
 	}
-	staging := m.ephemeralStaging(id)
+	staging := n.ephemeralStaging(id)
 	if v.Kind == KindLoop || ns.StagingPath != "" {
 		if ns.StagingPath != "" {
 			staging = ns.StagingPath
 		}
-		if err := m.Unstage(id, staging); err != nil {
+		if err := n.unstage(id, staging); err != nil {
 			return err
 		}
 	}
-	if _, _, err := mounter.RemoveMountPoint(m.ephemeralStaging(id), false); err != nil {
+	if _, _, err := mounter.RemoveMountPoint(n.ephemeralStaging(id), false); err != nil {
 		return fmt.Errorf("remove staging directory of inline volume %s: %w", id, err)
 	}
 	failpoint.Hit("inline-after-unstage")
-	if err := m.Delete(id); err != nil {
+	if err := n.ctrl.delete(id); err != nil {
 		return err
 	}
 	klog.V(2).InfoS("Inline volume deleted", "volumeID", id, "name", v.Name, "pod", klog.KRef(v.PVCNamespace, v.PVCName))
@@ -227,17 +269,17 @@ func (m *Manager) dropEphemeral(id string) error {
 
 // ephemeralStaging is where an inline loop volume's filesystem is mounted;
 // id has passed volumeid.Validate (it is made by FromName).
-func (m *Manager) ephemeralStaging(id string) string {
-	return filepath.Join(m.ephemeralDir, id)
+func (n *Node) ephemeralStaging(id string) string {
+	return filepath.Join(n.ephemeralDir, id)
 }
 
-// UnpublishGone answers a NodeUnpublishVolume for an ID no volume has (an
+// unpublishGone answers a NodeUnpublishVolume for an ID no volume has (an
 // inline volume already deleted): success when nothing is mounted at the
 // target, whose empty directory is removed (anything else there is left
 // alone); NOT_FOUND when something is mounted, since it is not ours to
 // unmount.
-func (m *Manager) UnpublishGone(handle, targetPath string) error {
-	mounted, err := m.mounter.MountRoot(targetPath)
+func (n *Node) unpublishGone(handle, targetPath string) error {
+	mounted, err := n.mounter.MountRoot(targetPath)
 	if err != nil {
 		return err
 	}
@@ -269,6 +311,13 @@ func newInlineBudget(maxBytes, maxTotal int64) *inlineBudget {
 	return &inlineBudget{maxBytes: maxBytes, maxTotal: maxTotal, byID: map[string]int64{}}
 }
 
+// InlineBytes returns the bytes this node's inline volumes hold and the cap.
+func (n *Node) InlineBytes() (used, max int64) {
+	n.inline.mu.Lock()
+	defer n.inline.mu.Unlock()
+	return n.inline.used, n.inline.maxTotal
+}
+
 // reserve counts bytes for id if the total stays within the cap; it
 // returns what was in use before.
 func (b *inlineBudget) reserve(id string, bytes int64) (used int64, ok bool) {
@@ -297,11 +346,4 @@ func (b *inlineBudget) release(id string) {
 	defer b.mu.Unlock()
 	b.used -= b.byID[id]
 	delete(b.byID, id)
-}
-
-// InlineBytes returns the bytes this node's inline volumes hold and the cap.
-func (m *Manager) InlineBytes() (used, max int64) {
-	m.inline.mu.Lock()
-	defer m.inline.mu.Unlock()
-	return m.inline.used, m.inline.maxTotal
 }

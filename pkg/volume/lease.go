@@ -17,41 +17,40 @@ import (
 // until the other node has unstaged. Volumes created for several nodes
 // (raw block with allowBlockRWX) are meant to be attached on several
 // nodes, and take no lease.
-
 // leased reports whether staging the volume takes the pool's lease.
-func (m *Manager) leased(v Volume) bool {
-	p := m.pools[v.Pool]
+func (n *Node) leased(v Volume) bool {
+	p := n.pools[v.Pool]
 	return p != nil && p.Shared && v.Kind.HasImage() && !v.MultiNode
 }
 
 // takeLease takes the volume's lease for this node; acquired says whether
 // it was taken now (false: not needed, or held already).
-func (m *Manager) takeLease(v Volume) (acquired bool, err error) {
-	if !m.leased(v) {
+func (n *Node) takeLease(v Volume) (acquired bool, err error) {
+	if !n.leased(v) {
 		return false, nil
 	}
-	acquired, err = m.pools[v.Pool].AcquireLease(v.ID, m.nodeID)
+	acquired, err = n.pools[v.Pool].AcquireLease(v.ID, n.nodeID)
 	if errors.Is(err, pool.ErrLeaseHeld) {
 		return false, fmt.Errorf("%w: %v; a filesystem image is attached on one node at a time, this one waits until that node unstages it", ErrInUse, err)
 	}
 	if acquired {
-		klog.V(2).InfoS("Lease taken", "volumeID", v.ID, "lease", m.pools[v.Pool].LeasePath(v.ID))
+		klog.V(2).InfoS("Lease taken", "volumeID", v.ID, "lease", n.pools[v.Pool].LeasePath(v.ID))
 	}
 	return acquired, err
 }
 
 // releaseLease gives back this node's lease of the volume, if it has one.
-func (m *Manager) releaseLease(v Volume) error {
-	if !m.leased(v) {
+func (n *Node) releaseLease(v Volume) error {
+	if !n.leased(v) {
 		return nil
 	}
-	return m.pools[v.Pool].ReleaseLease(v.ID, m.nodeID)
+	return n.pools[v.Pool].ReleaseLease(v.ID, n.nodeID)
 }
 
 // leaseHolder returns the node holding the volume's lease, or "".
-func (m *Manager) leaseHolder(v Volume) (string, error) {
-	if !m.leased(v) {
+func (n *Node) leaseHolder(v Volume) (string, error) {
+	if !n.leased(v) {
 		return "", nil
 	}
-	return m.pools[v.Pool].LeaseHolder(v.ID)
+	return n.pools[v.Pool].LeaseHolder(v.ID)
 }

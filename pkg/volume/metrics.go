@@ -1,9 +1,5 @@
 package volume
 
-import (
-	"sort"
-)
-
 // PoolFigures are one pool's figures as pkg/metrics reports them.
 type PoolFigures struct {
 	Name string
@@ -21,16 +17,12 @@ type PoolFigures struct {
 
 // PoolFigures returns every pool's figures, in name order. It costs one
 // statfs per pool and nothing per volume: promised bytes are kept in memory.
-func (m *Manager) PoolFigures() []PoolFigures {
-	names := make([]string, 0, len(m.pools))
-	for n := range m.pools {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+func (c *Controller) PoolFigures() []PoolFigures {
+	names := c.poolNames()
 	out := make([]PoolFigures, 0, len(names))
 	for _, n := range names {
-		f := PoolFigures{Name: n, PromisedBytes: m.promises.pooled(n)}
-		if st, err := m.pools[n].Stats(); err != nil {
+		f := PoolFigures{Name: n, PromisedBytes: c.promises.pooled(n)}
+		if st, err := c.pools[n].Stats(); err != nil {
 			f.Err = err
 		} else {
 			f.CapacityBytes, f.FreeBytes = st.TotalBytes, st.AvailableBytes
@@ -48,12 +40,12 @@ var Kinds = []Kind{KindDir, KindLoop, KindBlock}
 // with the in-memory index, so this is O(1). Shared-pool volumes are not
 // counted: their records live in the pool, change under other nodes, and
 // counting them would cost a directory read.
-func (m *Manager) VolumeCounts() map[Kind]int {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+func (c *Controller) VolumeCounts() map[Kind]int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	out := make(map[Kind]int, len(Kinds))
 	for _, k := range Kinds {
-		out[k] = m.kinds[k]
+		out[k] = c.kinds[k]
 	}
 	return out
 }

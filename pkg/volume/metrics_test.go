@@ -12,41 +12,39 @@ import (
 )
 
 func TestVolumeCounts(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
-	require.Equal(t, map[volume.Kind]int{volume.KindDir: 0, volume.KindLoop: 0, volume.KindBlock: 0}, m.VolumeCounts())
+	e, m := loadedLoopEnv(t)
+	require.Equal(t, map[volume.Kind]int{volume.KindDir: 0, volume.KindLoop: 0, volume.KindBlock: 0}, m.Controller.VolumeCounts())
 
-	d, err := m.Create(req("dir"))
+	d, err := m.Controller.Create(req("dir"))
 	require.NoError(t, err)
-	_, err = m.Create(req("dir2"))
+	_, err = m.Controller.Create(req("dir2"))
 	require.NoError(t, err)
-	_, err = m.Create(loopReq("loop", fsutil.Ext4, 20*mib))
+	_, err = m.Controller.Create(loopReq("loop", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
-	b, err := m.Create(volume.CreateRequest{Name: "block", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: mib})
+	b, err := m.Controller.Create(volume.CreateRequest{Name: "block", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: mib})
 	require.NoError(t, err)
-	_, err = m.Create(req("dir")) // idempotent: no second count
+	_, err = m.Controller.Create(req("dir")) // idempotent: no second count
 	require.NoError(t, err)
-	_, _, err = m.Expand(d.ID, 2*mib, 0) // re-indexed under the same kind
+	_, _, err = m.Controller.Expand(d.ID, 2*mib, 0) // re-indexed under the same kind
 	require.NoError(t, err)
-	require.Equal(t, map[volume.Kind]int{volume.KindDir: 2, volume.KindLoop: 1, volume.KindBlock: 1}, m.VolumeCounts())
+	require.Equal(t, map[volume.Kind]int{volume.KindDir: 2, volume.KindLoop: 1, volume.KindBlock: 1}, m.Controller.VolumeCounts())
 
-	require.NoError(t, m.Delete(b.ID))
-	require.NoError(t, m.Delete(b.ID)) // idempotent: no second decrement
-	require.Equal(t, map[volume.Kind]int{volume.KindDir: 2, volume.KindLoop: 1, volume.KindBlock: 0}, m.VolumeCounts())
+	require.NoError(t, m.Controller.Delete(b.ID))
+	require.NoError(t, m.Controller.Delete(b.ID)) // idempotent: no second decrement
+	require.Equal(t, map[volume.Kind]int{volume.KindDir: 2, volume.KindLoop: 1, volume.KindBlock: 0}, m.Controller.VolumeCounts())
 
 	restarted := e.load(t)
-	require.Equal(t, m.VolumeCounts(), restarted.VolumeCounts(), "rebuilt by Load")
+	require.Equal(t, m.Controller.VolumeCounts(), restarted.Controller.VolumeCounts(), "rebuilt by Load")
 }
 
 func TestPoolFigures(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
-	_, err := m.Create(req("dir")) // 1 MiB directory: promised whole
+	_, m := loadedLoopEnv(t)
+	_, err := m.Controller.Create(req("dir")) // 1 MiB directory: promised whole
 	require.NoError(t, err)
-	_, err = m.Create(volume.CreateRequest{Name: "block", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 4 * mib})
+	_, err = m.Controller.Create(volume.CreateRequest{Name: "block", Kind: volume.KindBlock, Pool: pool.DefaultName, RequiredBytes: 4 * mib})
 	require.NoError(t, err) // sparse, nothing written yet: promised whole
 
-	figs := m.PoolFigures()
+	figs := m.Controller.PoolFigures()
 	require.Len(t, figs, 1)
 	f := figs[0]
 	require.NoError(t, f.Err)
@@ -58,13 +56,12 @@ func TestPoolFigures(t *testing.T) {
 }
 
 func TestPoolFiguresMissingPool(t *testing.T) {
-	e := newEnv(t)
-	m := e.load(t)
-	_, err := m.Create(req("dir"))
+	e, m := loadedEnv(t)
+	_, err := m.Controller.Create(req("dir"))
 	require.NoError(t, err)
 	// The pool's mount went away under the running driver.
 	require.NoError(t, os.RemoveAll(e.poolDir))
-	f := m.PoolFigures()[0]
+	f := m.Controller.PoolFigures()[0]
 	require.Error(t, f.Err)
 	require.Zero(t, f.CapacityBytes)
 	require.Equal(t, mib, f.PromisedBytes, "promises come from memory")

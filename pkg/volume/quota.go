@@ -41,16 +41,24 @@ var ErrNoSizeLimit error = noSizeLimitError{}
 type noSizeLimitError struct{}
 
 func (noSizeLimitError) Error() string { return "size limit cannot be enforced" }
+
 func (noSizeLimitError) Unwrap() error { return ErrNotAllowed }
+
+// quotas are the size enforcers of the pools, by pool name: how each
+// limits directory volumes. Both sides use them: the controller sets and
+// clears limits, the node reads usage for stats and health.
+type quotas struct {
+	enforcers map[string]quota.Enforcer
+}
 
 // openEnforcers detects, once per pool, how it limits directory volumes,
 // and logs it. Shared pools are not limited: project IDs are allocated per
 // node, and their filesystems (NFS, CephFS) offer neither method. A
 // detection that fails leaves the pool unlimited (classes that require a
 // limit are then refused there), with the error in the log.
-func (m *Manager) openEnforcers(sys quota.System) {
-	m.enforcers = make(map[string]quota.Enforcer, len(m.pools))
-	for _, p := range m.pools {
+func newQuotas(sys quota.System, pools []*pool.Pool) *quotas {
+	q := &quotas{enforcers: make(map[string]quota.Enforcer, len(pools))}
+	for _, p := range pools {
 		var enf quota.Enforcer
 		switch {
 		case sys == nil:
@@ -64,7 +72,7 @@ func (m *Manager) openEnforcers(sys quota.System) {
 				enf = quota.Unenforced("unknown", err.Error())
 			}
 		}
-		m.enforcers[p.Name] = enf
+		q.enforcers[p.Name] = enf
 		info := enf.Info()
 		kv := []any{"pool", p.Name, "path", p.Path, "method", info.Method, "filesystem", info.Filesystem, "inodeLimits", info.InodeLimits}
 		if info.Reason != "" {
@@ -72,22 +80,23 @@ func (m *Manager) openEnforcers(sys quota.System) {
 		}
 		klog.InfoS("Pool size enforcement", kv...)
 	}
+	return q
 }
 
-// Close releases what the enforcers hold open (a descriptor of each
+// close releases what the enforcers hold open (a descriptor of each
 // limited pool, which keeps its filesystem busy). Call it once, after the
 // last operation.
-func (m *Manager) Close() error {
+func (q *quotas) close() error {
 	var errs []error
-	for _, enf := range m.enforcers {
+	for _, enf := range q.enforcers {
 		errs = append(errs, enf.Close())
 	}
 	return errors.Join(errs...)
 }
 
 // Enforcement says how the named pool limits directory volumes.
-func (m *Manager) Enforcement(poolName string) (quota.Info, error) {
-	enf := m.enforcers[poolName]
+func (q *quotas) Enforcement(poolName string) (quota.Info, error) {
+	enf := q.enforcers[poolName]
 	if enf == nil {
 		return quota.Info{}, fmt.Errorf("%w: %q", ErrPoolUnavailable, poolName)
 	}
@@ -97,20 +106,20 @@ func (m *Manager) Enforcement(poolName string) (quota.Info, error) {
 // CheckSizeLimit reports whether a directory volume with these limits can
 // be created in the pool: ErrNoSizeLimit when the class requires a limit
 // the pool cannot enforce.
-func (m *Manager) CheckSizeLimit(poolName string, sl SizeLimit, inodeLimit int64) error {
-	p := m.pools[poolName]
+func (c *Controller) CheckSizeLimit(poolName string, sl SizeLimit, inodeLimit int64) error {
+	p := c.pools[poolName]
 	if p == nil {
 		return fmt.Errorf("%w: %q", ErrPoolUnavailable, poolName)
 	}
-	_, err := m.sizeLimitFor(p, sl, inodeLimit)
+	_, err := c.sizeLimitFor(p, sl, inodeLimit)
 	return err
 }
 
 // sizeLimitFor decides whether a new directory volume of the pool is
 // limited (enforce), or refuses it when the class requires what the pool
 // cannot do.
-func (m *Manager) sizeLimitFor(p *pool.Pool, sl SizeLimit, inodeLimit int64) (enforce bool, err error) {
-	info := m.enforcers[p.Name].Info()
+func (q *quotas) sizeLimitFor(p *pool.Pool, sl SizeLimit, inodeLimit int64) (enforce bool, err error) {
+	info := q.enforcers[p.Name].Info()
 	required := sl.orOptional() == SizeLimitRequired
 	if info.Method == quota.None {
 		if required {
@@ -149,11 +158,11 @@ func limitsOf(enf quota.Enforcer, v Volume, size int64) quota.Limits {
 // enforcerOf returns the enforcer that limits v, or nil when v has no
 // limit or its pool no longer offers the method that made it (quotas
 // switched off since; Load logs it): then v is treated as unlimited.
-func (m *Manager) enforcerOf(v Volume) quota.Enforcer {
+func (q *quotas) enforcerOf(v Volume) quota.Enforcer {
 	if v.Quota == nil {
 		return nil
 	}
-	enf := m.enforcers[v.Pool]
+	enf := q.enforcers[v.Pool]
 	if enf == nil || enf.Info().Method != v.Quota.Method {
 		return nil
 	}
@@ -162,11 +171,11 @@ func (m *Manager) enforcerOf(v Volume) quota.Enforcer {
 
 // adoptQuota marks the project ID of a record as held (Load), so that no
 // other volume is given it while the record exists, whatever its state.
-func (m *Manager) adoptQuota(v Volume) {
+func (q *quotas) adoptQuota(v Volume) {
 	if v.Quota == nil {
 		return
 	}
-	enf := m.enforcerOf(v)
+	enf := q.enforcerOf(v)
 	if enf == nil {
 		klog.ErrorS(nil, "Volume was limited by a method its pool no longer offers; treating it as unlimited", "volumeID", v.ID, "pool", v.Pool, "volumeMethod", v.Quota.Method)
 		return
@@ -179,11 +188,11 @@ func (m *Manager) adoptQuota(v Volume) {
 // reserveQuota gives a new directory volume what will limit it (v.Quota)
 // when the pool enforces limits; the returned release gives it back if
 // the volume's "creating" record is never written.
-func (m *Manager) reserveQuota(p *pool.Pool, v *Volume, enforce bool) (release func(), err error) {
+func (q *quotas) reserveQuota(p *pool.Pool, v *Volume, enforce bool) (release func(), err error) {
 	if !enforce {
 		return func() {}, nil
 	}
-	enf := m.enforcers[p.Name]
+	enf := q.enforcers[p.Name]
 	h, err := enf.Reserve(v.ID)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: reserve a size limit in pool %q: %w", v.ID, p.Name, err)
@@ -195,8 +204,8 @@ func (m *Manager) reserveQuota(p *pool.Pool, v *Volume, enforce bool) (release f
 // createLimitedDir makes a limited directory volume's data: the directory
 // (a subvolume on btrfs) and its limits. It returns the volume with its
 // quota handle completed; on error, what it got to, for the rollback.
-func (m *Manager) createLimitedDir(p *pool.Pool, v Volume) (Volume, error) {
-	enf := m.enforcerOf(v)
+func (q *quotas) createLimitedDir(p *pool.Pool, v Volume) (Volume, error) {
+	enf := q.enforcerOf(v)
 	if enf == nil {
 		return v, fmt.Errorf("%w: pool %q no longer offers %s", ErrNoSizeLimit, p.Name, v.Quota.Method)
 	}
@@ -222,8 +231,8 @@ func (m *Manager) createLimitedDir(p *pool.Pool, v Volume) (Volume, error) {
 // the record lacks (a creation a crash interrupted) is identified first,
 // and its ID written to the record before the subvolume goes, so that its
 // qgroup can be removed after a crash at any later step.
-func (m *Manager) removeDir(s *records.Store, p *pool.Pool, v Volume) (Volume, error) {
-	if enf := m.enforcerOf(v); enf != nil && v.Quota.SubvolumeID == 0 && v.Quota.Method == quota.BtrfsQgroup {
+func (q *quotas) removeDir(s *records.Store, p *pool.Pool, v Volume) (Volume, error) {
+	if enf := q.enforcerOf(v); enf != nil && v.Quota.SubvolumeID == 0 && v.Quota.Method == quota.BtrfsQgroup {
 		dir, err := p.OpenDir(v.ID)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -247,8 +256,8 @@ func (m *Manager) removeDir(s *records.Store, p *pool.Pool, v Volume) (Volume, e
 }
 
 // clearQuota removes what limited a volume whose data is gone.
-func (m *Manager) clearQuota(v Volume) error {
-	enf := m.enforcerOf(v)
+func (q *quotas) clearQuota(v Volume) error {
+	enf := q.enforcerOf(v)
 	if enf == nil {
 		return nil
 	}
@@ -262,15 +271,15 @@ func (m *Manager) clearQuota(v Volume) error {
 }
 
 // releaseQuota gives a deleted volume's project ID back.
-func (m *Manager) releaseQuota(v Volume) {
-	if enf := m.enforcerOf(v); enf != nil {
+func (q *quotas) releaseQuota(v Volume) {
+	if enf := q.enforcerOf(v); enf != nil {
 		enf.Release(*v.Quota)
 	}
 }
 
 // setQuotaSize changes a limited directory volume's limit to size bytes.
-func (m *Manager) setQuotaSize(v Volume, size int64) error {
-	enf := m.enforcerOf(v)
+func (q *quotas) setQuotaSize(v Volume, size int64) error {
+	enf := q.enforcerOf(v)
 	if enf == nil {
 		return nil
 	}
@@ -282,8 +291,8 @@ func (m *Manager) setQuotaSize(v Volume, size int64) error {
 
 // quotaUsage is what a limited directory volume holds, from quota
 // accounting; ok is false for a volume without a limit.
-func (m *Manager) quotaUsage(v Volume) (u quota.Usage, ok bool, err error) {
-	enf := m.enforcerOf(v)
+func (q *quotas) quotaUsage(v Volume) (u quota.Usage, ok bool, err error) {
+	enf := q.enforcerOf(v)
 	if enf == nil {
 		return quota.Usage{}, false, nil
 	}
@@ -295,8 +304,8 @@ func (m *Manager) quotaUsage(v Volume) (u quota.Usage, ok bool, err error) {
 // volume: its own usage against its limit, with no walk. Without an inode
 // limit the volume may use every free inode of its pool's filesystem;
 // btrfs qgroups count no inodes, so those stay zero there.
-func (m *Manager) limitedDirStats(p *pool.Pool, v Volume) (Stats, bool, error) {
-	u, ok, err := m.quotaUsage(v)
+func (q *quotas) limitedDirStats(p *pool.Pool, v Volume) (Stats, bool, error) {
+	u, ok, err := q.quotaUsage(v)
 	if !ok || err != nil {
 		return Stats{}, ok, err
 	}
@@ -309,7 +318,7 @@ func (m *Manager) limitedDirStats(p *pool.Pool, v Volume) (Stats, bool, error) {
 		return st, true, nil
 	}
 	st.UsedInodes = u.Inodes
-	if v.InodeLimit > 0 && m.enforcers[v.Pool].Info().InodeLimits {
+	if v.InodeLimit > 0 && q.enforcers[v.Pool].Info().InodeLimits {
 		st.TotalInodes = v.InodeLimit
 		st.FreeInodes = max(v.InodeLimit-u.Inodes, 0)
 		return st, true, nil
@@ -331,8 +340,8 @@ const quotaExhaustedBytes = 64 << 10
 
 // limitExhausted says why a limited directory volume's limit takes no
 // more data ("its size limit has 12 KiB available of 10.0 MiB"), or "".
-func (m *Manager) limitExhausted(p *pool.Pool, v Volume) (string, error) {
-	st, ok, err := m.limitedDirStats(p, v)
+func (q *quotas) limitExhausted(p *pool.Pool, v Volume) (string, error) {
+	st, ok, err := q.limitedDirStats(p, v)
 	if !ok || err != nil {
 		return "", err
 	}

@@ -69,20 +69,20 @@ func TestSizeLimitPolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			m := e.openLimited(t, tc.q)
-			v, err := m.Create(tc.req)
+			v, err := m.Controller.Create(tc.req)
 			if tc.wantErr != nil {
 				require.ErrorIs(t, err, tc.wantErr)
 				require.ErrorIs(t, err, volume.ErrNotAllowed, "FAILED_PRECONDITION")
 				require.Contains(t, err.Error(), `pool "default"`)
 				require.NoDirExists(t, e.pool.DirPath(volumeid.FromName(tc.req.Name)))
 				require.Empty(t, keys(t, e.records(t)), "nothing is written for a refused volume")
-				require.ErrorIs(t, m.CheckSizeLimit(pool.DefaultName, tc.req.SizeLimit, tc.req.InodeLimit), volume.ErrNoSizeLimit)
+				require.ErrorIs(t, m.Controller.CheckSizeLimit(pool.DefaultName, tc.req.SizeLimit, tc.req.InodeLimit), volume.ErrNoSizeLimit)
 				return
 			}
 			require.NoError(t, err)
-			require.NoError(t, m.CheckSizeLimit(pool.DefaultName, tc.req.SizeLimit, tc.req.InodeLimit))
+			require.NoError(t, m.Controller.CheckSizeLimit(pool.DefaultName, tc.req.SizeLimit, tc.req.InodeLimit))
 			require.Equal(t, tc.wantLimited, v.Quota != nil, "limited: %+v", v.Quota)
-			got, err := m.Get(v.ID)
+			got, err := m.Controller.Get(v.ID)
 			require.NoError(t, err)
 			require.Equal(t, v, got, "the record carries the limit")
 			if f, ok := tc.q.(*quota.Fake); ok && v.Quota != nil {
@@ -94,7 +94,7 @@ func TestSizeLimitPolicy(t *testing.T) {
 				}
 				require.Equal(t, want, l)
 			}
-			require.NoError(t, m.Delete(v.ID))
+			require.NoError(t, m.Controller.Delete(v.ID))
 		})
 	}
 }
@@ -104,24 +104,24 @@ func TestSizeLimitIsPartOfIdempotency(t *testing.T) {
 	m := e.openLimited(t, quota.NewFake())
 	r := req("v")
 	r.SizeLimit = volume.SizeLimitRequired
-	v, err := m.Create(r)
+	v, err := m.Controller.Create(r)
 	require.NoError(t, err)
-	again, err := m.Create(r)
+	again, err := m.Controller.Create(r)
 	require.NoError(t, err)
 	require.Equal(t, v, again)
 	opt := r
 	opt.SizeLimit = volume.SizeLimitOptional
-	_, err = m.Create(opt)
+	_, err = m.Controller.Create(opt)
 	require.ErrorIs(t, err, volume.ErrAlreadyExists, "same name, other sizeLimit")
 	inodes := r
 	inodes.InodeLimit = 10
-	_, err = m.Create(inodes)
+	_, err = m.Controller.Create(inodes)
 	require.ErrorIs(t, err, volume.ErrAlreadyExists, "same name, other inodeLimit")
 	unset := req("u")
-	_, err = m.Create(unset)
+	_, err = m.Controller.Create(unset)
 	require.NoError(t, err)
 	unset.SizeLimit = volume.SizeLimitOptional
-	_, err = m.Create(unset)
+	_, err = m.Controller.Create(unset)
 	require.NoError(t, err, "an unset sizeLimit is optional")
 }
 
@@ -139,7 +139,7 @@ func TestProjectIDsConcurrentCreate(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			vols[i], errs[i] = m.Create(req(fmt.Sprintf("vol-%02d", i)))
+			vols[i], errs[i] = m.Controller.Create(req(fmt.Sprintf("vol-%02d", i)))
 		}()
 	}
 	wg.Wait()
@@ -163,18 +163,18 @@ func TestProjectIDLifecycle(t *testing.T) {
 	e := newEnv(t)
 	f := quota.NewFake()
 	m := e.openLimited(t, f)
-	a, err := m.Create(req("a"))
+	a, err := m.Controller.Create(req("a"))
 	require.NoError(t, err)
-	b, err := m.Create(req("b"))
+	b, err := m.Controller.Create(req("b"))
 	require.NoError(t, err)
 	require.Equal(t, quota.FirstProjectID, a.Quota.ProjectID)
 	require.Equal(t, quota.FirstProjectID+1, b.Quota.ProjectID)
 
-	require.NoError(t, m.Delete(a.ID))
+	require.NoError(t, m.Controller.Delete(a.ID))
 	_, limited := f.Limits(a.Quota.ProjectID)
 	require.False(t, limited, "the deleted volume's limits are cleared")
 	require.False(t, f.Held(a.Quota.ProjectID), "and its ID released")
-	c, err := m.Create(req("c"))
+	c, err := m.Controller.Create(req("c"))
 	require.NoError(t, err)
 	require.Equal(t, a.Quota.ProjectID, c.Quota.ProjectID, "the lowest free ID is reused")
 
@@ -183,11 +183,11 @@ func TestProjectIDLifecycle(t *testing.T) {
 	m2 := e.openLimited(t, f2)
 	require.True(t, f2.Held(b.Quota.ProjectID))
 	require.True(t, f2.Held(c.Quota.ProjectID))
-	d, err := m2.Create(req("d"))
+	d, err := m2.Controller.Create(req("d"))
 	require.NoError(t, err)
 	require.Equal(t, quota.FirstProjectID+2, d.Quota.ProjectID, "never an ID a record holds")
 	for _, id := range []string{b.ID, c.ID, d.ID} {
-		require.NoError(t, m2.Delete(id))
+		require.NoError(t, m2.Controller.Delete(id))
 	}
 	require.Empty(t, f2.Limited())
 	for id := quota.FirstProjectID; id < quota.FirstProjectID+3; id++ {
@@ -230,7 +230,7 @@ func TestLoadClearsInterruptedQuotas(t *testing.T) {
 	require.True(t, f.Held(ready.Quota.ProjectID))
 	_, limited := f.Limits(ready.Quota.ProjectID)
 	require.True(t, limited)
-	v, err := m.Create(req("new"))
+	v, err := m.Controller.Create(req("new"))
 	require.NoError(t, err)
 	require.Equal(t, quota.FirstProjectID, v.Quota.ProjectID, "the rolled-back creation's ID is free again")
 }
@@ -242,14 +242,14 @@ func TestFailedApplyRollsBack(t *testing.T) {
 	f := quota.NewFake()
 	f.ApplyErr = errors.New("injected: quotactl failed")
 	m := e.openLimited(t, f)
-	_, err := m.Create(req("v"))
+	_, err := m.Controller.Create(req("v"))
 	require.ErrorContains(t, err, "injected")
 	require.NoDirExists(t, e.pool.DirPath(volumeid.FromName("v")))
 	require.Empty(t, keys(t, e.records(t)))
 	require.Empty(t, f.Limited())
 	require.False(t, f.Held(quota.FirstProjectID))
 	f.ApplyErr = nil
-	v, err := m.Create(req("v"))
+	v, err := m.Controller.Create(req("v"))
 	require.NoError(t, err)
 	require.Equal(t, quota.FirstProjectID, v.Quota.ProjectID)
 }
@@ -260,15 +260,15 @@ func TestExpandRaisesLimit(t *testing.T) {
 	m := e.openLimited(t, f)
 	r := req("v")
 	r.InodeLimit = 50
-	v, err := m.Create(r)
+	v, err := m.Controller.Create(r)
 	require.NoError(t, err)
-	size, nodeStep, err := m.Expand(v.ID, 4*mib, 0)
+	size, nodeStep, err := m.Controller.Expand(v.ID, 4*mib, 0)
 	require.NoError(t, err)
 	require.False(t, nodeStep, "a limited directory grows without a node step")
 	require.Equal(t, 4*mib, size)
 	l, _ := f.Limits(v.Quota.ProjectID)
 	require.Equal(t, quota.Limits{Bytes: 4 * mib, Inodes: 50}, l)
-	_, _, err = m.Expand(v.ID, mib, 2*mib)
+	_, _, err = m.Controller.Expand(v.ID, mib, 2*mib)
 	require.ErrorIs(t, err, volume.ErrOutOfRange, "no shrinking")
 	l, _ = f.Limits(v.Quota.ProjectID)
 	require.Equal(t, 4*mib, l.Bytes)
@@ -283,13 +283,13 @@ func TestLimitedStatsAndPromises(t *testing.T) {
 	r := req("v")
 	r.RequiredBytes = 8 * mib
 	r.InodeLimit = 100
-	v, err := m.Create(r)
+	v, err := m.Controller.Create(r)
 	require.NoError(t, err)
 	target := filepath.Join(e.dir, "target")
-	require.NoError(t, m.Publish(publishReq(v.ID, target)))
+	require.NoError(t, m.Node.Publish(publishReq(v.ID, target)))
 
 	f.SetUsage(v.Quota.ProjectID, quota.Usage{Bytes: 3 * mib, Inodes: 7})
-	st, err := m.Stats(v.ID, target)
+	st, err := m.Node.Stats(v.ID, target)
 	require.NoError(t, err)
 	require.Equal(t, volume.Stats{
 		TotalBytes: 8 * mib, UsedBytes: 3 * mib, AvailableBytes: 5 * mib,
@@ -297,17 +297,17 @@ func TestLimitedStatsAndPromises(t *testing.T) {
 	}, st)
 
 	f.SetUsage(v.Quota.ProjectID, quota.Usage{Bytes: 9 * mib, Inodes: 101})
-	st, err = m.Stats(v.ID, target)
+	st, err = m.Node.Stats(v.ID, target)
 	require.NoError(t, err)
 	require.Zero(t, st.AvailableBytes, "over the limit (ext4 lets CAP_SYS_RESOURCE exceed it): none available")
 	require.Zero(t, st.FreeInodes)
 
 	// Promised capacity: what the volume may still grow into, read at
 	// start-up (and by the periodic refresh) from its quota usage.
-	require.NoError(t, m.Unpublish(v.ID, target))
+	require.NoError(t, m.Node.Unpublish(v.ID, target))
 	promised := func(usage int64) int64 {
 		f.SetUsage(v.Quota.ProjectID, quota.Usage{Bytes: usage})
-		for _, pf := range e.openLimited(t, f).PoolFigures() {
+		for _, pf := range e.openLimited(t, f).Controller.PoolFigures() {
 			if pf.Name == pool.DefaultName {
 				return pf.PromisedBytes
 			}
@@ -323,10 +323,10 @@ func TestLimitedStatsAndPromises(t *testing.T) {
 func TestEnforcementReported(t *testing.T) {
 	e := newEnv(t)
 	m := e.openLimited(t, unlimitedFake())
-	info, err := m.Enforcement(pool.DefaultName)
+	info, err := m.Controller.Enforcement(pool.DefaultName)
 	require.NoError(t, err)
 	require.Equal(t, quota.None, info.Method)
 	require.NotEmpty(t, info.Reason)
-	_, err = m.Enforcement("nope")
+	_, err = m.Controller.Enforcement("nope")
 	require.ErrorIs(t, err, volume.ErrPoolUnavailable)
 }

@@ -18,7 +18,6 @@ import (
 // as "attached" forever). Load calls reconcileDevices before it settles
 // the records, so that an image whose creation or deletion it rolls back
 // is not held by a device.
-
 // reconcileDevices detaches every loop device attached to an image of this
 // node's pools that no staging or publish of this node holds and that is
 // not mounted anywhere. Devices are matched to images by the backing
@@ -31,11 +30,11 @@ import (
 // Nothing here stops start-up: what cannot be read is logged and left as
 // it is (never detached on doubt), and a later unstage or delete of the
 // volume still detaches its device.
-func (m *Manager) reconcileDevices() {
-	if m.loop == nil {
+func (n *Node) reconcileDevices() {
+	if n.loop == nil {
 		return
 	}
-	attached, err := m.loop.List()
+	attached, err := n.loop.List()
 	if err != nil {
 		klog.ErrorS(err, "Some loop devices could not be read at start-up; they are left as they are")
 	}
@@ -47,16 +46,13 @@ func (m *Manager) reconcileDevices() {
 		id   string
 	}
 	images := map[[2]uint64]imageRef{}
-	for _, p := range m.pools {
+	for _, p := range n.pools {
 		ids, err := p.Images()
 		if err != nil {
 			klog.ErrorS(err, "Cannot list a pool's images; loop devices attached to them are left alone", "pool", p.Name)
 			continue
 		}
-		for _, id := range ids {
-			if volumeid.Validate(id) != nil {
-				continue
-			}
+		for _, id := range validIDs(ids) {
 			dev, ino, err := p.ImageFileID(id)
 			if err != nil {
 				klog.ErrorS(err, "Cannot identify an image; a loop device attached to it is left alone", "pool", p.Name, "volumeID", id)
@@ -71,7 +67,7 @@ func (m *Manager) reconcileDevices() {
 		if !ok {
 			continue
 		}
-		owned, err := m.deviceOwned(ref.pool, ref.id, a.Device)
+		owned, err := n.deviceOwned(ref.pool, ref.id, a.Device)
 		if err != nil {
 			klog.ErrorS(err, "Cannot tell whether a loop device is in use; leaving it attached", "volumeID", ref.id, "device", a.Device)
 			continue
@@ -80,7 +76,7 @@ func (m *Manager) reconcileDevices() {
 			continue
 		}
 		if mountedDevs == nil {
-			if mountedDevs, err = m.mountedDevices(); err != nil {
+			if mountedDevs, err = n.mountedDevices(); err != nil {
 				klog.ErrorS(err, "Cannot read the mount table; loop devices are left as they are")
 				return
 			}
@@ -89,7 +85,7 @@ func (m *Manager) reconcileDevices() {
 			klog.InfoS("A loop device of a volume is mounted where no record says; leaving it to the CO's next stage or unstage", "volumeID", ref.id, "device", a.Device)
 			continue
 		}
-		if err := m.loop.Detach(a.Device); err != nil {
+		if err := n.loop.Detach(a.Device); err != nil {
 			klog.ErrorS(err, "Could not detach a loop device that no staging holds", "volumeID", ref.id, "device", a.Device)
 			continue
 		}
@@ -102,16 +98,16 @@ func (m *Manager) reconcileDevices() {
 // filesystem mounted at the staging path), or published at a target that
 // shows the device. An unreadable record owns it: hostvol never acts on
 // what it cannot read.
-func (m *Manager) deviceOwned(p *pool.Pool, id, dev string) (bool, error) {
+func (n *Node) deviceOwned(p *pool.Pool, id, dev string) (bool, error) {
 	var v Volume
-	err := m.store(p.Name).Get(id, &v)
+	err := n.store(p.Name).Get(id, &v)
 	if errors.Is(err, records.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return true, err
 	}
-	ns, err := m.getNodeState(id)
+	ns, err := n.getNodeState(id)
 	if err != nil {
 		return true, err
 	}
@@ -119,12 +115,12 @@ func (m *Manager) deviceOwned(p *pool.Pool, id, dev string) (bool, error) {
 		if v.Kind == KindBlock {
 			return true, nil
 		}
-		if ok, err := m.shows(ns.StagingPath, dev); err != nil || ok {
+		if ok, err := n.shows(ns.StagingPath, dev); err != nil || ok {
 			return true, err
 		}
 	}
 	for t := range ns.Targets {
-		if ok, err := m.shows(t, dev); err != nil || ok {
+		if ok, err := n.shows(t, dev); err != nil || ok {
 			return true, err
 		}
 	}
@@ -133,8 +129,8 @@ func (m *Manager) deviceOwned(p *pool.Pool, id, dev string) (bool, error) {
 
 // mountedDevices returns the sources of every mount (one read of the mount
 // table, at start-up only).
-func (m *Manager) mountedDevices() (map[string]bool, error) {
-	mps, err := m.mounter.List()
+func (n *Node) mountedDevices() (map[string]bool, error) {
+	mps, err := n.mounter.List()
 	if err != nil {
 		return nil, fmt.Errorf("list mounts: %w", err)
 	}
@@ -149,8 +145,8 @@ func (m *Manager) mountedDevices() (map[string]bool, error) {
 // for volumes it has not staged (a stage that failed or was killed after
 // taking the lease): another node may need them. Errors are logged: a
 // shared pool that cannot be read must not keep the node from starting.
-func (m *Manager) reconcileLeases() {
-	for _, p := range m.pools {
+func (n *Node) reconcileLeases() {
+	for _, p := range n.pools {
 		if !p.Shared {
 			continue
 		}
@@ -159,23 +155,32 @@ func (m *Manager) reconcileLeases() {
 			klog.ErrorS(err, "Cannot list a shared pool's leases", "pool", p.Name)
 			continue
 		}
-		for _, id := range ids {
-			if volumeid.Validate(id) != nil {
-				continue
-			}
+		for _, id := range validIDs(ids) {
 			holder, err := p.LeaseHolder(id)
-			if err != nil || holder != m.nodeID {
+			if err != nil || holder != n.nodeID {
 				continue
 			}
-			ns, err := m.getNodeState(id)
+			ns, err := n.getNodeState(id)
 			if err != nil || ns.StagingPath != "" || len(ns.Targets) > 0 {
 				continue
 			}
-			if err := p.ReleaseLease(id, m.nodeID); err != nil {
+			if err := p.ReleaseLease(id, n.nodeID); err != nil {
 				klog.ErrorS(err, "Cannot give back a lease", "volumeID", id, "pool", p.Name)
 				continue
 			}
 			klog.InfoS("Gave back the lease of a volume this node has not staged", "volumeID", id, "pool", p.Name)
 		}
 	}
+}
+
+// validIDs are the names among names that are volume IDs; anything else
+// in a pool's directories is not hostvol's to act on.
+func validIDs(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if volumeid.Validate(n) == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }

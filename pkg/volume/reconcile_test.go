@@ -18,15 +18,14 @@ import (
 // detached; one whose volume is staged, one that is mounted without a
 // record, and one attached to a file outside the pools are left alone.
 func TestLoadDetachesOrphanDevices(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
-	staged, err := m.Create(loopReq("staged", fsutil.Ext4, 20*mib))
+	e, m := loadedLoopEnv(t)
+	staged, err := m.Controller.Create(loopReq("staged", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
-	orphan, err := m.Create(loopReq("orphan", fsutil.Ext4, 20*mib))
+	orphan, err := m.Controller.Create(loopReq("orphan", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
-	mounted, err := m.Create(loopReq("mounted", fsutil.Ext4, 20*mib))
+	mounted, err := m.Controller.Create(loopReq("mounted", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
-	require.NoError(t, m.Stage(volume.StageRequest{ID: staged.ID, StagingPath: filepath.Join(e.dir, "staging")}))
+	require.NoError(t, m.Node.Stage(volume.StageRequest{ID: staged.ID, StagingPath: filepath.Join(e.dir, "staging")}))
 
 	attach := func(path string) string {
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -57,9 +56,8 @@ func TestLoadDetachesOrphanDevices(t *testing.T) {
 // TestLoadWhenLoopDevicesUnreadable: loop devices that cannot be read at
 // start-up are left alone, and do not keep the node from starting.
 func TestLoadWhenLoopDevicesUnreadable(t *testing.T) {
-	e := newLoopEnv(t)
-	m := e.load(t)
-	v, err := m.Create(loopReq("kept", fsutil.Ext4, 20*mib))
+	e, m := loadedLoopEnv(t)
+	v, err := m.Controller.Create(loopReq("kept", fsutil.Ext4, 20*mib))
 	require.NoError(t, err)
 	f, err := os.OpenFile(e.pool.ImagePath(v.ID), os.O_RDWR, 0)
 	require.NoError(t, err)

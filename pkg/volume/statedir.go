@@ -28,9 +28,9 @@ const (
 // (a full disk, a dying one) but dirties the filesystem every few seconds
 // on every node, and without an fsync most of its failures would not show
 // anyway. No condition: writable.
-func (m *Manager) StateDirHealth() []Condition {
+func (c *catalog) StateDirHealth() []Condition {
 	var cs conditions
-	for _, dir := range []string{m.local.Dir(), m.nodeStates.Dir()} {
+	for _, dir := range c.stateDirs {
 		var st unix.Statfs_t
 		if err := unix.Statfs(dir, &st); err != nil {
 			cs.add(Inaccessible, ReasonStateDirUnavailable, "%s (state directory): %v: hostvol can record no change (create, delete, stage, publish all fail)", dir, err)
@@ -40,21 +40,21 @@ func (m *Manager) StateDirHealth() []Condition {
 			cs.add(Degraded, ReasonStateDirReadOnly, "%s (state directory) is on a read-only filesystem: hostvol can record no change (create, delete, stage, publish all fail); mounted volumes keep working", dir)
 		}
 	}
-	m.logStateDir(cs)
+	c.logStateDir(cs)
 	return cs
 }
 
 // logStateDir logs when the state directory's condition changes (Probe
 // asks every few seconds; the log says it once).
-func (m *Manager) logStateDir(cs []Condition) {
+func (c *catalog) logStateDir(cs []Condition) {
 	msg := ""
 	if len(cs) > 0 {
 		msg = cs[0].Message
 	}
-	m.stateDirMu.Lock()
-	prev := m.stateDirMsg
-	m.stateDirMsg = msg
-	m.stateDirMu.Unlock()
+	c.stateDirMu.Lock()
+	prev := c.stateDirMsg
+	c.stateDirMsg = msg
+	c.stateDirMu.Unlock()
 	switch {
 	case msg == prev:
 	case msg != "":

@@ -3,10 +3,25 @@
 // knows nothing of gRPC; the driver package maps its sentinel errors to CSI
 // status codes.
 //
-// Callers serialize operations on one volume (the driver's per-volume
-// try-lock); the Manager itself takes only a short in-memory index lock, so
-// operations on different volumes run in parallel and none of them costs
-// more as the number of volumes grows.
+// A Manager holds the two sides of one node's volume layer, built over one
+// catalog (catalog.go: pools, records, the index, per-volume locks):
+//
+//   - Controller: create.go, delete.go, list.go, expand.go, capacity.go
+//     (promised capacity), quota.go (size limits), controller.go (loading
+//     the records at start-up), controller_health.go, metrics.go.
+//   - Node: node.go (node states), targets.go (what is mounted where),
+//     stage.go, publish.go, paths.go (request paths), stats.go,
+//     node_expand.go, node_health.go, ephemeral.go (inline volumes),
+//     reconcile.go and lease.go (start-up, shared pools).
+//
+// Snapshots belong in a third type beside these two, over the same catalog
+// (snapshot*.go), rather than in either side.
+//
+// Every exported operation of Controller and Node takes its volume's
+// try-lock itself (ErrBusy while another operation holds it); besides it
+// only a short in-memory index lock is taken, so operations on different
+// volumes run in parallel and none of them costs more as the number of
+// volumes grows.
 package volume
 
 import (
@@ -14,6 +29,7 @@ import (
 	"time"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
+	"github.com/seed3e7d50b2/hostvol/pkg/records"
 )
 
 // Kind is how a volume is stored.
@@ -105,7 +121,9 @@ type Volume struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
-// Sentinel errors. The driver maps each to one gRPC code (pkg/driver/errors.go).
+// Sentinel errors: every error of this package wraps one of them (errors
+// of the layers below are given one here), and the driver maps each to one
+// gRPC code.
 var (
 	// ErrNotFound: no such volume, or not on this node.
 	ErrNotFound = errors.New("volume not found")
@@ -136,6 +154,9 @@ var (
 	// restarted with another --node-id on the same state directory): this
 	// node must not remove data that node owns.
 	ErrOtherNode = errors.New("volume belongs to another node")
+	// ErrCorrupt: a volume's record exists but cannot be decoded; it is
+	// left in place for an admin.
+	ErrCorrupt = records.ErrCorrupt
 )
 
 // CreateRequest describes a volume to create. The driver has validated and

@@ -24,9 +24,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -297,13 +297,7 @@ func (d *driverProc) waitReady(e *env) {
 		require.True(t, time.Now().Before(deadline), "driver %s: socket %s not accepting after %v: %v", d.name, e.sock, startTimeout, err)
 		time.Sleep(10 * time.Millisecond)
 	}
-	sock := e.sock
-	conn, err := grpc.NewClient("passthrough:///x",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, "unix", sock)
-		}),
+	conn, err := endpoint.Dial(e.sock,
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.5, MaxDelay: 200 * time.Millisecond},
 			MinConnectTimeout: time.Second,

@@ -217,7 +217,7 @@ func readDirect(t testing.TB, path string, off, n int64) []byte {
 	aligned := (n + 4095) / 4096 * 4096
 	buf, err := unix.Mmap(-1, 0, int(aligned), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	require.NoError(t, err)
-	defer unix.Munmap(buf)
+	defer func() { require.NoError(t, unix.Munmap(buf)) }()
 	for done := int64(0); done < aligned; {
 		m, err := unix.Pread(fd, buf[done:], off+done)
 		require.NoError(t, err, "pread %s", path)

@@ -373,7 +373,7 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 
 			f, err = os.OpenFile(v.image(), os.O_RDWR, 0)
 			require.NoError(t, err)
-			dev, err = loop.New().Attach(f, loop.AttachOptions{})
+			_, err = loop.New().Attach(f, loop.AttachOptions{}) // DeleteVolume below must find and detach it
 			f.Close()
 			require.NoError(t, err)
 			require.NoError(t, v.DeleteErr(), "DeleteVolume detaches a device nothing holds")

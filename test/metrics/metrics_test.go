@@ -83,7 +83,7 @@ func TestScrapeAfterCalls(t *testing.T) {
 	m, err := metrics.New(metrics.Config{Version: "v9.9.9-e2e"})
 	require.NoError(t, err)
 	env := testutil.StartDriver(t, testutil.Options{Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
-	require.NoError(t, m.RegisterStorage(env.Manager))
+	require.NoError(t, m.RegisterStorage(env.Manager.Controller))
 	base := serveHTTP(t, m, env.Driver)
 	ctrl := env.Client
 	ctx := t.Context()
@@ -147,7 +147,7 @@ func TestHealthzFollowsProbe(t *testing.T) {
 	m, err := metrics.New(metrics.Config{Version: "e2e"})
 	require.NoError(t, err)
 	env := testutil.StartDriver(t, testutil.Options{Unloaded: true, Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
-	require.NoError(t, m.RegisterStorage(env.Manager))
+	require.NoError(t, m.RegisterStorage(env.Manager.Controller))
 	base := serveHTTP(t, m, env.Driver)
 
 	code, body := get(t, base+"/healthz")

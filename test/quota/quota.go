@@ -304,7 +304,7 @@ func Concurrent(t *testing.T, fs FS, pool string) {
 // Unlimited is a pool that cannot enforce limits: the class decides.
 // sizeLimit required (the default) is FAILED_PRECONDITION naming the pool
 // and its filesystem, and GetCapacity reports nothing for such a class;
-// sizeLimit optional creates the volume without a limit, as before.
+// sizeLimit optional creates the volume without a limit.
 func Unlimited(t *testing.T, pool, filesystem string) {
 	n := Node(t, pool)
 	info := n.Env.Enforcement(t, "default")

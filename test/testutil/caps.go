@@ -11,8 +11,10 @@ import (
 // RequireRootEnv makes root-only tests fail instead of skip when set to 1.
 const RequireRootEnv = needs.RequireRootEnv
 
-// RequireRoot skips a test that needs root when not root, or fails it when
-// HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), so root tests never skip silently.
+// RequireRoot skips a test that needs root when not root, or under
+// go test -short (make unit: no real mounts or loop devices even as root),
+// or fails it when HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), so root tests never
+// skip silently.
 func RequireRoot(t testing.TB) { t.Helper(); needs.Root(t) }
 
 // RequireTools is RequireRoot for commands the test runs (mkfs.ext4,

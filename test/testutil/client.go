@@ -7,7 +7,8 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 )
 
 // RPCTimeout bounds one RPC of a test: mkfs and resize2fs of the small
@@ -22,10 +23,10 @@ type Client struct {
 	Conn *grpc.ClientConn
 }
 
-// Dial connects to endpoint; the connection is closed in t.Cleanup.
-func Dial(t testing.TB, endpoint string) *Client {
+// Dial connects to the endpoint ep; the connection is closed in t.Cleanup.
+func Dial(t testing.TB, ep string) *Client {
 	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := endpoint.Dial(ep)
 	if err != nil {
 		t.Fatal(err)
 	}

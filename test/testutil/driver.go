@@ -13,6 +13,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/mounter"
@@ -134,7 +135,7 @@ func StartDriver(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := driver.Listen(env.Endpoint)
+	l, err := endpoint.Listen(env.Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func (e *Env) Load(t testing.TB) {
 // Record is volume id's record, as the volume manager holds it.
 func (e *Env) Record(t testing.TB, id string) volume.Volume {
 	t.Helper()
-	v, err := e.Manager.Get(id)
+	v, err := e.Manager.Controller.Get(id)
 	require.NoError(t, err, "volume %s", id)
 	return v
 }
@@ -199,7 +200,7 @@ func (e *Env) Record(t testing.TB, id string) volume.Volume {
 // named poolName.
 func (e *Env) Enforcement(t testing.TB, poolName string) quota.Info {
 	t.Helper()
-	info, err := e.Manager.Enforcement(poolName)
+	info, err := e.Manager.Controller.Enforcement(poolName)
 	require.NoError(t, err, "enforcement of pool %s", poolName)
 	return info
 }

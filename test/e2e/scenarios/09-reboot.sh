@@ -1,5 +1,5 @@
 #!/bin/bash
-# 9. A node reboot under pods that hold volumes (issue 9, "Tests"). Pods on a
+# 9. A node reboot under pods that hold volumes. Pods on a
 #    directory claim, a loop ext4 claim, a loop xfs claim and a raw block
 #    claim (examples/dir-pvc, loop-ext4, loop-xfs, block) and a pod with an
 #    inline volume (examples/inline) write data. Then the node reboots, as

@@ -15,12 +15,13 @@ import (
 // RequireRootEnv makes root-only tests fail instead of skip when set to 1.
 const RequireRootEnv = "HOSTVOL_REQUIRE_ROOT_TESTS"
 
-// Root skips a test that needs root when not root, or fails it when
-// HOSTVOL_REQUIRE_ROOT_TESTS=1.
+// Root skips a test that needs root when not root, or under go test
+// -short (make unit: no real mounts or loop devices even as root), or fails
+// it when HOSTVOL_REQUIRE_ROOT_TESTS=1.
 func Root(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		Missing(t, "root (real mounts, loop devices)")
+	if os.Geteuid() != 0 || testing.Short() {
+		Missing(t, "root (real mounts, loop devices), without -short")
 	}
 }
 

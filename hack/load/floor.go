@@ -103,167 +103,208 @@ func (r *runner) runFloor(ctx context.Context, fsType string) *result {
 // each step that succeeded and makes one attempt to undo the one that
 // failed (a timed-out mount or losetup may have taken effect).
 func (w *worker) floorCycle(name, fsType string) {
-	r := w.r
-	dir := filepath.Join(r.targetDir, name)
-	staging := filepath.Join(dir, "staging")
-	target := filepath.Join(dir, "mnt")
-	image := filepath.Join(r.cfg.poolDir, name+".img")
-
-	// What is in place, for the cleanup. A step's flag is set before the
-	// step runs, so a failed step is undone too (undoing what is not there
-	// is harmless: the cleanup checks first).
-	var madeDir, madeImage, attaching, mounting, binding bool
-	dev := ""
+	dir := filepath.Join(w.r.targetDir, name)
+	v := &floorVolume{
+		w:       w,
+		name:    name,
+		fsType:  fsType,
+		dir:     dir,
+		staging: filepath.Join(dir, "staging"),
+		target:  filepath.Join(dir, "mnt"),
+		image:   filepath.Join(w.r.cfg.poolDir, name+".img"),
+		group:   phCreate,
+	}
 	ok := false
-	group := phCreate // the CSI-equivalent span under way, for its failure count
 	defer func() {
-		if ok {
-			return
-		}
-		if binding {
-			w.floorRelease(name, target, true)
-		}
-		if mounting {
-			w.floorRelease(name, staging, true)
-		}
-		if attaching {
-			w.floorDetach(name, dev, image)
-		}
-		if madeImage {
-			if err := os.Remove(image); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				w.r.log.printf("warning: volume=%s image not removed: %v", name, err)
-			}
-		}
-		if madeDir {
-			w.removePaths(target, staging, dir)
+		if !ok {
+			v.release()
 		}
 	}()
 
-	up := func() bool {
-		// The CO's part, as in a CSI cycle: the per-cycle and staging
-		// directories. The plugin's part (the target) is in bind.
-		if err := os.Mkdir(dir, 0o750); err != nil {
-			w.localError(name, err)
-			return false
-		}
-		madeDir = true
-		if err := os.Mkdir(staging, 0o750); err != nil {
-			w.localError(name, err)
-			return false
-		}
-		t := time.Now()
-		group = phCreate
-		madeImage = true
-		if w.step(phImage, name, func(context.Context) error { return createSparse(image, r.cfg.size) }) != nil {
-			return false
-		}
-		mkfs, args, err := fsutil.MkfsArgs(fsType, image)
-		if err != nil {
-			w.localError(name, err)
-			return false
-		}
-		if w.step(phMkfs, name, func(ctx context.Context) error { _, err := runCommand(ctx, mkfs, args...); return err }) != nil {
-			return false
-		}
-		w.stats[phCreate].samples.Add(time.Since(t))
-
-		t = time.Now()
-		group = phStage
-		attaching = true
-		losetup := []string{"--find", "--show"}
-		if r.cfg.directIO {
-			losetup = append(losetup, "--direct-io=on")
-		}
-		if w.step(phAttach, name, func(ctx context.Context) error {
-			out, err := runCommand(ctx, "losetup", append(losetup, image)...)
-			dev = strings.TrimSpace(out)
-			if err == nil && !strings.HasPrefix(dev, "/dev/") {
-				err = fmt.Errorf("losetup printed %q, not a device", out)
-			}
-			return err
-		}) != nil {
-			return false
-		}
-		mounting = true
-		if w.step(phMount, name, func(ctx context.Context) error {
-			_, err := runCommand(ctx, "mount", "-t", fsType, dev, staging)
-			return err
-		}) != nil {
-			return false
-		}
-		w.stats[phStage].samples.Add(time.Since(t))
-
-		t = time.Now()
-		group = phPublish
-		binding = true
-		if w.step(phBind, name, func(ctx context.Context) error {
-			// The plugin creates the target (CSI); hostvol does it in
-			// NodePublishVolume too.
-			if err := os.Mkdir(target, 0o750); err != nil {
-				return err
-			}
-			_, err := runCommand(ctx, "mount", "--bind", staging, target)
-			return err
-		}) != nil {
-			return false
-		}
-		w.stats[phPublish].samples.Add(time.Since(t))
-		return true
-	}
-
-	down := func() bool {
-		t := time.Now()
-		group = phUnpublish
-		if w.step(phUnbind, name, func(ctx context.Context) error {
-			if _, err := runCommand(ctx, "umount", target); err != nil {
-				return err
-			}
-			return os.Remove(target)
-		}) != nil {
-			return false
-		}
-		binding = false
-		w.stats[phUnpublish].samples.Add(time.Since(t))
-
-		t = time.Now()
-		group = phUnstage
-		if w.step(phUmount, name, func(ctx context.Context) error { _, err := runCommand(ctx, "umount", staging); return err }) != nil {
-			return false
-		}
-		mounting = false
-		if w.step(phDetach, name, func(ctx context.Context) error { _, err := runCommand(ctx, "losetup", "-d", dev); return err }) != nil {
-			return false
-		}
-		attaching = false
-		w.stats[phUnstage].samples.Add(time.Since(t))
-
-		t = time.Now()
-		group = phDelete
-		if w.step(phRemove, name, func(context.Context) error { return os.Remove(image) }) != nil {
-			return false
-		}
-		madeImage = false
-		w.stats[phDelete].samples.Add(time.Since(t))
-		// The CO's part: the per-cycle directories, as in a CSI cycle.
-		w.removePaths(staging, dir)
-		madeDir = false
-		return true
-	}
-
 	start := time.Now()
-	if !up() {
-		w.floorFailed(group, phUp)
+	if !v.up() {
+		w.floorFailed(v.group, phUp)
 		return
 	}
 	w.stats[phUp].samples.Add(time.Since(start))
 	t := time.Now()
-	if !down() {
-		w.floorFailed(group, phDown)
+	if !v.down() {
+		w.floorFailed(v.group, phDown)
 		return
 	}
 	w.stats[phDown].samples.Add(time.Since(t))
 	w.stats[phCycle].samples.Add(time.Since(start))
 	ok = true
+}
+
+// floorVolume is the volume of one floor cycle: its paths, its device and
+// what is in place, for the cleanup. A step's flag is set before the step
+// runs, so a failed step is undone too (undoing what is not there is
+// harmless: the cleanup checks first).
+type floorVolume struct {
+	w                            *worker
+	name, fsType                 string
+	dir, staging, target, image  string
+	dev                          string
+	madeDir, madeImage           bool
+	attaching, mounting, binding bool
+	group                        phase // the CSI-equivalent span under way, for its failure count
+}
+
+// release undoes what the cycle has in place, after a failure.
+func (v *floorVolume) release() {
+	w := v.w
+	if v.binding {
+		w.floorRelease(v.name, v.target, true)
+	}
+	if v.mounting {
+		w.floorRelease(v.name, v.staging, true)
+	}
+	if v.attaching {
+		w.floorDetach(v.name, v.dev, v.image)
+	}
+	if v.madeImage {
+		if err := os.Remove(v.image); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			w.r.log.printf("warning: volume=%s image not removed: %v", v.name, err)
+		}
+	}
+	if v.madeDir {
+		w.removePaths(v.target, v.staging, v.dir)
+	}
+}
+
+// up makes the directories a CO makes, then runs the create, stage and
+// publish spans.
+func (v *floorVolume) up() bool {
+	// The CO's part, as in a CSI cycle: the per-cycle and staging
+	// directories. The plugin's part (the target) is in bind.
+	if err := os.Mkdir(v.dir, 0o750); err != nil {
+		v.w.localError(v.name, err)
+		return false
+	}
+	v.madeDir = true
+	if err := os.Mkdir(v.staging, 0o750); err != nil {
+		v.w.localError(v.name, err)
+		return false
+	}
+	return v.span(phCreate, v.create) && v.span(phStage, v.stage) && v.span(phPublish, v.publish)
+}
+
+// down runs the unpublish, unstage and delete spans, then removes the
+// directories a CO makes.
+func (v *floorVolume) down() bool {
+	if !v.span(phUnpublish, v.unpublish) || !v.span(phUnstage, v.unstage) || !v.span(phDelete, v.remove) {
+		return false
+	}
+	// The CO's part: the per-cycle directories, as in a CSI cycle.
+	v.w.removePaths(v.staging, v.dir)
+	v.madeDir = false
+	return true
+}
+
+// span runs the steps of the CSI-equivalent span p and records the span's
+// latency if they all succeed.
+func (v *floorVolume) span(p phase, steps func() bool) bool {
+	t := time.Now()
+	v.group = p
+	if !steps() {
+		return false
+	}
+	v.w.stats[p].samples.Add(time.Since(t))
+	return true
+}
+
+// run runs the command name with args as step p.
+func (v *floorVolume) run(p phase, name string, args ...string) bool {
+	return v.w.step(p, v.name, func(ctx context.Context) error {
+		_, err := runCommand(ctx, name, args...)
+		return err
+	}) == nil
+}
+
+// create is the create span: image and mkfs.
+func (v *floorVolume) create() bool {
+	v.madeImage = true
+	if v.w.step(phImage, v.name, func(context.Context) error { return createSparse(v.image, v.w.r.cfg.size) }) != nil {
+		return false
+	}
+	mkfs, args, err := fsutil.MkfsArgs(v.fsType, v.image)
+	if err != nil {
+		v.w.localError(v.name, err)
+		return false
+	}
+	return v.run(phMkfs, mkfs, args...)
+}
+
+// stage is the stage span: attach and mount.
+func (v *floorVolume) stage() bool {
+	v.attaching = true
+	losetup := []string{"--find", "--show"}
+	if v.w.r.cfg.directIO {
+		losetup = append(losetup, "--direct-io=on")
+	}
+	if v.w.step(phAttach, v.name, func(ctx context.Context) error {
+		out, err := runCommand(ctx, "losetup", append(losetup, v.image)...)
+		v.dev = strings.TrimSpace(out)
+		if err == nil && !strings.HasPrefix(v.dev, "/dev/") {
+			err = fmt.Errorf("losetup printed %q, not a device", out)
+		}
+		return err
+	}) != nil {
+		return false
+	}
+	v.mounting = true
+	return v.run(phMount, "mount", "-t", v.fsType, v.dev, v.staging)
+}
+
+// publish is the publish span: bind.
+func (v *floorVolume) publish() bool {
+	v.binding = true
+	return v.w.step(phBind, v.name, func(ctx context.Context) error {
+		// The plugin creates the target (CSI); hostvol does it in
+		// NodePublishVolume too.
+		if err := os.Mkdir(v.target, 0o750); err != nil {
+			return err
+		}
+		_, err := runCommand(ctx, "mount", "--bind", v.staging, v.target)
+		return err
+	}) == nil
+}
+
+// unpublish is the unpublish span: unbind.
+func (v *floorVolume) unpublish() bool {
+	if v.w.step(phUnbind, v.name, func(ctx context.Context) error {
+		if _, err := runCommand(ctx, "umount", v.target); err != nil {
+			return err
+		}
+		return os.Remove(v.target)
+	}) != nil {
+		return false
+	}
+	v.binding = false
+	return true
+}
+
+// unstage is the unstage span: umount and detach.
+func (v *floorVolume) unstage() bool {
+	if !v.run(phUmount, "umount", v.staging) {
+		return false
+	}
+	v.mounting = false
+	if !v.run(phDetach, "losetup", "-d", v.dev) {
+		return false
+	}
+	v.attaching = false
+	return true
+}
+
+// remove is the delete span: the remove step.
+func (v *floorVolume) remove() bool {
+	if v.w.step(phRemove, v.name, func(context.Context) error { return os.Remove(v.image) }) != nil {
+		return false
+	}
+	v.madeImage = false
+	return true
 }
 
 // floorFailed counts a failure of the CSI-equivalent span group, of the
@@ -367,7 +408,7 @@ func (w *worker) floorDetach(name, dev, image string) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	if dev != "" {
-		runCommand(ctx, "losetup", "-d", dev) // checked below
+		_, _ = runCommand(ctx, "losetup", "-d", dev) // what is left attached is found and reported below
 	}
 	if _, err := os.Stat(image); err != nil {
 		return // no image, no device on it (none that losetup -j finds)

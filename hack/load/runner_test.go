@@ -251,9 +251,13 @@ func (f *fakePlugin) serve(t *testing.T) string {
 	csi.RegisterIdentityServer(srv, f)
 	csi.RegisterControllerServer(srv, f)
 	csi.RegisterNodeServer(srv, f)
-	go srv.Serve(lis)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
 	t.Cleanup(func() {
 		srv.Stop()
+		if err := <-served; err != nil { // nil after Stop
+			t.Errorf("fake plugin: Serve: %v", err)
+		}
 		os.RemoveAll(dir)
 	})
 	return sock

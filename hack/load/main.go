@@ -17,11 +17,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/bytesize"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 )
 
 // Exit codes.
@@ -41,7 +43,7 @@ const (
 )
 
 type config struct {
-	endpoint     string // socket path, "unix://" already stripped
+	endpoint     string // CSI endpoint, checked by endpoint.Parse
 	n            int
 	c            int
 	e            int
@@ -103,7 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runFloorMain(ctx, cfg, stdout, stderr)
 	}
 
-	conn, err := dial(cfg.endpoint)
+	conn, err := endpoint.Dial(cfg.endpoint)
 	if err != nil {
 		fmt.Fprintf(stderr, "hostvol-load: %v\n", err)
 		return exitSetup
@@ -176,16 +178,43 @@ func finish(res *result, stdout, stderr io.Writer) int {
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{params: map[string]string{}}
-	size := sizeFlag(1 << 20)
+	fs, ep := newFlagSet(cfg, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := checkMode(cfg, set, *ep); err != nil {
+		return nil, err
+	}
+	if err := checkValues(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.namePrefix == "" {
+		b := make([]byte, 3)
+		rand.Read(b)
+		cfg.namePrefix = "load-" + hex.EncodeToString(b)
+	}
+	return cfg, nil
+}
+
+// newFlagSet defines the flags, which fill in cfg, and returns the flag set
+// and the --endpoint value (checked by checkMode).
+func newFlagSet(cfg *config, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("hostvol-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	endpoint := fs.String("endpoint", "", "CSI endpoint: unix:///path/to.sock or a plain socket path (required)")
+	ep := fs.String("endpoint", "", "CSI endpoint: unix:///path/to.sock, a plain /path or tcp://host:port (required)")
 	fs.IntVar(&cfg.n, "n", 1000, "number of measured volume cycles")
 	fs.IntVar(&cfg.c, "c", 1, "number of concurrent workers")
 	fs.IntVar(&cfg.e, "e", 0, "number of pre-existing volumes to create (untimed) before the measured run")
 	fs.BoolVar(&cfg.keepExisting, "keep-existing", false, "do not delete the pre-existing volumes at the end")
 	fs.StringVar(&cfg.targetDir, "target-dir", "", "directory for per-cycle staging/target paths (default: a new temp dir, removed at the end)")
-	fs.Var(&size, "size", "required_bytes per volume; accepts suffixes K, M, G, T (x1000) and Ki, Mi, Gi, Ti (x1024); 0 omits capacity_range")
+	cfg.size = 1 << 20
+	bytesize.Var(fs, &cfg.size, "size", "required_bytes per volume, a quantity such as 1Mi, 1Gi or 1G; 0 omits capacity_range")
 	fs.Var((*paramsFlag)(&cfg.params), "param", "StorageClass parameter k=v passed to CreateVolume (repeatable)")
 	fs.StringVar(&cfg.accessType, "access-type", accessMount, "volume access type: mount or block")
 	fs.StringVar(&cfg.fsType, "fs-type", "", "fs_type of the mount capability")
@@ -201,88 +230,65 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fmt.Fprintf(fs.Output(), "       hostvol-load --floor --size 1Gi [--fs-type ext4] [--pool-dir DIR] [flags]\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
+	return fs, ep
+}
 
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
+// checkMode checks that the flags set (by name) fit the mode: --floor, or
+// a plugin at endpoint ep, which it stores in cfg.
+func checkMode(cfg *config, set map[string]bool, ep string) error {
 	if cfg.floor {
 		for _, name := range []string{"endpoint", "e", "keep-existing", "param", "access-type", "stage"} {
 			if set[name] {
-				return nil, fmt.Errorf("--%s does not apply to --floor", name)
+				return fmt.Errorf("--%s does not apply to --floor", name)
 			}
 		}
 		if !set["size"] {
-			return nil, fmt.Errorf("--floor needs --size (the image size, e.g. 1Gi)")
+			return fmt.Errorf("--floor needs --size (the image size, e.g. 1Gi)")
 		}
-	} else {
-		for _, name := range []string{"pool-dir", "direct-io"} {
-			if set[name] {
-				return nil, fmt.Errorf("--%s applies only to --floor", name)
-			}
-		}
-		if cfg.endpoint, err = parseEndpoint(*endpoint); err != nil {
-			return nil, err
+		return nil
+	}
+	for _, name := range []string{"pool-dir", "direct-io"} {
+		if set[name] {
+			return fmt.Errorf("--%s applies only to --floor", name)
 		}
 	}
-	cfg.size = int64(size)
+	if ep == "" {
+		return fmt.Errorf("--endpoint is required")
+	}
+	if _, _, err := endpoint.Parse(ep); err != nil {
+		return fmt.Errorf("--endpoint: %w", err)
+	}
+	cfg.endpoint = ep
+	return nil
+}
+
+// checkValues checks the values of the flags that both modes share.
+func checkValues(cfg *config) error {
 	switch {
 	case cfg.n < 0:
-		return nil, fmt.Errorf("--n must be >= 0")
+		return fmt.Errorf("--n must be >= 0")
 	case cfg.c < 1:
-		return nil, fmt.Errorf("--c must be >= 1")
+		return fmt.Errorf("--c must be >= 1")
 	case cfg.e < 0:
-		return nil, fmt.Errorf("--e must be >= 0")
+		return fmt.Errorf("--e must be >= 0")
 	case cfg.timeout <= 0:
-		return nil, fmt.Errorf("--timeout must be > 0")
+		return fmt.Errorf("--timeout must be > 0")
 	}
 	switch cfg.accessType {
 	case accessMount:
 	case accessBlock:
 		if cfg.fsType != "" {
-			return nil, fmt.Errorf("--fs-type only applies to --access-type=mount")
+			return fmt.Errorf("--fs-type only applies to --access-type=mount")
 		}
 	default:
-		return nil, fmt.Errorf("--access-type must be mount or block, got %q", cfg.accessType)
+		return fmt.Errorf("--access-type must be mount or block, got %q", cfg.accessType)
 	}
 	switch cfg.stage {
 	case stageAuto, stageAlways, stageNever:
 	default:
-		return nil, fmt.Errorf("--stage must be auto, always or never, got %q", cfg.stage)
+		return fmt.Errorf("--stage must be auto, always or never, got %q", cfg.stage)
 	}
-	if cfg.namePrefix == "" {
-		b := make([]byte, 3)
-		rand.Read(b)
-		cfg.namePrefix = "load-" + hex.EncodeToString(b)
-	}
-	return cfg, nil
-}
-
-// parseEndpoint accepts unix:///abs/path, unix:/abs/path, unix://rel/path or a
-// plain path and returns the socket path.
-func parseEndpoint(ep string) (string, error) {
-	var p string
-	switch {
-	case ep == "":
-		return "", fmt.Errorf("--endpoint is required")
-	case strings.HasPrefix(ep, "unix://"):
-		p = strings.TrimPrefix(ep, "unix://")
-	case strings.HasPrefix(ep, "unix:"):
-		p = strings.TrimPrefix(ep, "unix:")
-	case strings.Contains(ep, "://"):
-		return "", fmt.Errorf("unsupported endpoint %q: only unix sockets are supported", ep)
-	default:
-		p = ep
-	}
-	if p == "" {
-		return "", fmt.Errorf("empty socket path in endpoint %q", ep)
-	}
-	return p, nil
+	return nil
 }
 
 // prepareTargetDir returns the absolute directory under which per-cycle
@@ -338,45 +344,4 @@ func formatMap(m map[string]string) string {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ",")
-}
-
-// sizeFlag is a byte count with optional decimal or binary suffix.
-type sizeFlag int64
-
-func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
-
-func (s *sizeFlag) Set(v string) error {
-	n, err := parseSize(v)
-	if err != nil {
-		return err
-	}
-	*s = sizeFlag(n)
-	return nil
-}
-
-// parseSize parses "1048576", "1Mi", "10M", "2Gi" etc. into bytes.
-func parseSize(v string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		// Binary suffixes first so "Mi" is not taken as "M" + "i".
-		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-		{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
-	}
-	num, mult := v, int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(v, u.suffix) {
-			num, mult = strings.TrimSuffix(v, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q", v)
-	}
-	if n > 0 && mult > 1 && n > (1<<63-1)/mult {
-		return 0, fmt.Errorf("size %q overflows int64", v)
-	}
-	return n * mult, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -184,7 +185,8 @@ func (r *runner) run(ctx context.Context) *result {
 	} else {
 		res.merge(r.pool(context.Background(), len(created), func(w *worker, k int) {
 			i := created[k]
-			w.deleteVolume(phExistingDelete, existingName(i), existing[i].GetVolumeId())
+			// deleteVolume counts and logs a failure; the run goes on.
+			_ = w.deleteVolume(phExistingDelete, existingName(i), existing[i].GetVolumeId())
 		}))
 	}
 
@@ -268,7 +270,8 @@ func (w *worker) localError(name string, err error) {
 func (w *worker) create(p phase, name string) *csi.Volume {
 	r := w.r
 	var vol *csi.Volume
-	w.call(p, name, func(ctx context.Context) error {
+	// call counts and logs a failure; vol stays nil then.
+	_ = w.call(p, name, func(ctx context.Context) error {
 		resp, err := r.cl.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 			Name:                      name,
 			CapacityRange:             r.capRange,
@@ -289,10 +292,7 @@ func (w *worker) create(p phase, name string) *csi.Volume {
 }
 
 func (w *worker) deleteVolume(p phase, name, id string) error {
-	return w.call(p, name, func(ctx context.Context) error {
-		_, err := w.r.cl.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
-		return err
-	})
+	return w.call(p, name, discardResponse(w.r.cl.ctrl.DeleteVolume, &csi.DeleteVolumeRequest{VolumeId: id}))
 }
 
 // cycle runs one full volume lifecycle; its latency is recorded only if
@@ -344,10 +344,13 @@ func targetName(accessType string) string {
 // half began: the zero time if it never did (up failed).
 func (w *worker) nodeCycle(name string, vol *csi.Volume, start time.Time) (ok bool, downStart time.Time) {
 	r := w.r
-	id, vctx := vol.GetVolumeId(), vol.GetVolumeContext()
 	dir := filepath.Join(r.targetDir, name)
 	target := filepath.Join(dir, targetName(r.cfg.accessType))
 	staging := ""
+	if r.info.useStage {
+		staging = filepath.Join(dir, "staging")
+	}
+	calls := r.nodeCalls(vol, staging, target)
 
 	if err := os.Mkdir(dir, 0o750); err != nil {
 		w.localError(name, err)
@@ -356,77 +359,92 @@ func (w *worker) nodeCycle(name string, vol *csi.Volume, start time.Time) (ok bo
 	}
 	defer func() { w.removePaths(target, staging, dir) }()
 
-	stage := func(ctx context.Context) error {
-		_, err := r.cl.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
-			VolumeId:          id,
-			StagingTargetPath: staging,
-			VolumeCapability:  r.volCap,
-			VolumeContext:     vctx,
-		})
-		return err
-	}
-	unstage := func(ctx context.Context) error {
-		_, err := r.cl.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{
-			VolumeId:          id,
-			StagingTargetPath: staging,
-		})
-		return err
-	}
-	publish := func(ctx context.Context) error {
-		_, err := r.cl.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
-			VolumeId:          id,
-			StagingTargetPath: staging,
-			TargetPath:        target,
-			VolumeCapability:  r.volCap,
-			VolumeContext:     vctx,
-		})
-		return err
-	}
-	unpublish := func(ctx context.Context) error {
-		_, err := r.cl.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{
-			VolumeId:   id,
-			TargetPath: target,
-		})
-		return err
-	}
-
-	if r.info.useStage {
-		// The CO creates the staging directory (CSI spec).
-		staging = filepath.Join(dir, "staging")
-		if err := os.Mkdir(staging, 0o750); err != nil {
-			w.localError(name, err)
-			w.stats[phUp].failed++
-			return false, time.Time{}
-		}
-		if err := w.call(phStage, name, stage); err != nil {
-			w.undo(unstage)
-			w.stats[phUp].failed++
-			return false, time.Time{}
-		}
-	}
-
-	if err := w.call(phPublish, name, publish); err != nil {
+	if !w.stage(name, staging, calls) {
 		w.stats[phUp].failed++
-		w.undo(unpublish)
-	} else {
-		w.stats[phUp].samples.Add(time.Since(start))
-		downStart = time.Now()
-		ok = true
-		if err := w.call(phUnpublish, name, unpublish); err != nil {
-			ok = false
-		} else if _, err := os.Lstat(target); err == nil {
-			// CSI: NodeUnpublishVolume must delete what it created at target_path.
-			w.leftovers++
-			w.r.log.printf("warning: volume=%s target %s still exists after NodeUnpublishVolume", name, target)
-		}
+		return false, time.Time{}
 	}
-
+	ok, downStart = w.publishAndUnpublish(name, target, start, calls)
 	if r.info.useStage {
-		if err := w.call(phUnstage, name, unstage); err != nil {
+		if err := w.call(phUnstage, name, calls.unstage); err != nil {
 			ok = false
 		}
 	}
 	return ok, downStart
+}
+
+// nodeCalls are the node RPCs of one cycle, ready for worker.call.
+type nodeCalls struct {
+	stage, unstage, publish, unpublish func(ctx context.Context) error
+}
+
+// nodeCalls builds the node RPCs for vol; staging is "" when staging is off.
+func (r *runner) nodeCalls(vol *csi.Volume, staging, target string) nodeCalls {
+	id, vctx := vol.GetVolumeId(), vol.GetVolumeContext()
+	node := r.cl.node
+	return nodeCalls{
+		stage: discardResponse(node.NodeStageVolume, &csi.NodeStageVolumeRequest{
+			VolumeId: id, StagingTargetPath: staging, VolumeCapability: r.volCap, VolumeContext: vctx,
+		}),
+		unstage: discardResponse(node.NodeUnstageVolume, &csi.NodeUnstageVolumeRequest{
+			VolumeId: id, StagingTargetPath: staging,
+		}),
+		publish: discardResponse(node.NodePublishVolume, &csi.NodePublishVolumeRequest{
+			VolumeId: id, StagingTargetPath: staging, TargetPath: target, VolumeCapability: r.volCap, VolumeContext: vctx,
+		}),
+		unpublish: discardResponse(node.NodeUnpublishVolume, &csi.NodeUnpublishVolumeRequest{
+			VolumeId: id, TargetPath: target,
+		}),
+	}
+}
+
+// discardResponse turns an RPC and its request into a step for worker.call
+// that only reports the RPC's error.
+func discardResponse[Req, Resp any](rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := rpc(ctx, req)
+		return err
+	}
+}
+
+// stage creates the staging directory and stages the volume, when staging
+// is on (staging is not ""). A failed stage is undone once.
+func (w *worker) stage(name, staging string, calls nodeCalls) bool {
+	if staging == "" {
+		return true
+	}
+	// The CO creates the staging directory (CSI spec).
+	if err := os.Mkdir(staging, 0o750); err != nil {
+		w.localError(name, err)
+		return false
+	}
+	if err := w.call(phStage, name, calls.stage); err != nil {
+		w.undo(calls.unstage)
+		return false
+	}
+	return true
+}
+
+// publishAndUnpublish publishes the volume at target and unpublishes it
+// again. It records the up phase (from start) when publish succeeds and
+// returns when the down half began: the zero time if publish failed, which
+// is undone once.
+func (w *worker) publishAndUnpublish(name, target string, start time.Time, calls nodeCalls) (ok bool, downStart time.Time) {
+	if err := w.call(phPublish, name, calls.publish); err != nil {
+		w.stats[phUp].failed++
+		w.undo(calls.unpublish)
+		return false, time.Time{}
+	}
+	w.stats[phUp].samples.Add(time.Since(start))
+	downStart = time.Now()
+	if err := w.call(phUnpublish, name, calls.unpublish); err != nil {
+		return false, downStart
+	}
+	if _, err := os.Lstat(target); err == nil {
+		// CSI: NodeUnpublishVolume must delete what it created at target_path.
+		w.leftovers++
+		w.r.log.printf("warning: volume=%s target %s still exists after NodeUnpublishVolume", name, target)
+	}
+	return true, downStart
 }
 
 // removePaths removes the per-cycle paths, deepest first. os.Remove is not

@@ -41,7 +41,9 @@ func assertFloorClean(t *testing.T, targetDir, poolDir string) {
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[1], poolDir+"/") {
 			t.Errorf("loop device left attached: %s", line)
-			exec.Command("losetup", "-d", f[0]).Run()
+			if err := exec.Command("losetup", "-d", f[0]).Run(); err != nil {
+				t.Errorf("losetup -d %s: %v", f[0], err)
+			}
 		}
 	}
 	for _, dir := range []string{targetDir, poolDir} {

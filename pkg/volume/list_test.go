@@ -14,6 +14,33 @@ import (
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 )
 
+func TestList(t *testing.T) {
+	m := newEnv(t).load(t)
+	var all []string
+	for i := range 10 {
+		v, err := m.Controller.Create(req(fmt.Sprintf("vol-%d", i)))
+		require.NoError(t, err)
+		all = append(all, v.ID)
+	}
+	var got []string
+	after := ""
+	for range 20 {
+		vols, next, err := m.Controller.List(after, 3)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(vols), 3)
+		for _, v := range vols {
+			got = append(got, v.ID)
+		}
+		if next == "" {
+			break
+		}
+		require.Equal(t, vols[len(vols)-1].ID, next)
+		after = next
+	}
+	require.ElementsMatch(t, all, got)
+	require.IsIncreasing(t, got)
+}
+
 // Records that cannot be read are kept (never deleted) and reported: List
 // lists them in ID order with the others, pages included, and the health
 // calls report them as RecordUnreadable. Node-local ones are remembered
@@ -34,7 +61,7 @@ func TestUnreadableRecords(t *testing.T) {
 	m := open()
 	var good []string
 	for i := range 4 {
-		v, err := m.Create(req(fmt.Sprintf("good-%d", i)))
+		v, err := m.Controller.Create(req(fmt.Sprintf("good-%d", i)))
 		require.NoError(t, err)
 		good = append(good, v.ID)
 	}
@@ -47,7 +74,7 @@ func TestUnreadableRecords(t *testing.T) {
 	require.NoError(t, os.WriteFile(sharedRecord, []byte(`{"id": 7}`), 0o600))
 
 	m = open() // the restart that finds them
-	all, next, err := m.List("", 0)
+	all, next, err := m.Controller.List("", 0)
 	require.NoError(t, err)
 	require.Empty(t, next)
 	var ids []string
@@ -73,7 +100,7 @@ func TestUnreadableRecords(t *testing.T) {
 			var got []string
 			after := ""
 			for range len(ids) + 1 {
-				page, next, err := m.List(after, max)
+				page, next, err := m.Controller.List(after, max)
 				require.NoError(t, err)
 				require.LessOrEqual(t, len(page), max)
 				for _, l := range page {
@@ -89,13 +116,13 @@ func TestUnreadableRecords(t *testing.T) {
 	})
 	t.Run("health", func(t *testing.T) {
 		for id := range unreadable {
-			cs, err := m.Health(id)
+			cs, err := m.Controller.Health(id)
 			require.NoError(t, err)
 			require.Equal(t, []string{"Inaccessible/" + volume.ReasonRecordUnreadable}, reasons(cs), "volume %s", id)
 			require.Equal(t, volume.Inaccessible, cs[0].Severity)
 			require.Contains(t, cs[0].Message, id)
 		}
-		list, next, err := m.ListHealth("", 0)
+		list, next, err := m.Controller.ListHealth("", 0)
 		require.NoError(t, err)
 		require.Empty(t, next)
 		listed := map[string][]string{}
@@ -105,17 +132,17 @@ func TestUnreadableRecords(t *testing.T) {
 		for id := range unreadable {
 			require.Equal(t, []string{"Inaccessible/" + volume.ReasonRecordUnreadable}, listed[id], "volume %s", id)
 		}
-		page, next, err := m.ListHealth("", 1)
+		page, next, err := m.Controller.ListHealth("", 1)
 		require.NoError(t, err)
 		require.Len(t, page, 1)
 		require.NotEmpty(t, next)
 	})
 	t.Run("never_deleted", func(t *testing.T) {
 		for _, id := range local {
-			require.ErrorIs(t, m.Delete(id), records.ErrCorrupt)
+			require.ErrorIs(t, m.Controller.Delete(id), records.ErrCorrupt)
 			require.FileExists(t, filepath.Join(e.stateDir, "volumes", id+".json"))
 		}
-		require.ErrorIs(t, m.Delete(sharedID), records.ErrCorrupt)
+		require.ErrorIs(t, m.Controller.Delete(sharedID), records.ErrCorrupt)
 		require.FileExists(t, sharedRecord)
 	})
 }

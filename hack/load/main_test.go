@@ -5,63 +5,12 @@ import (
 	"testing"
 )
 
-func TestParseEndpoint(t *testing.T) {
-	tests := []struct {
-		in, want string
-		wantErr  bool
-	}{
-		{"unix:///tmp/csi.sock", "/tmp/csi.sock", false},
-		{"unix:/tmp/csi.sock", "/tmp/csi.sock", false},
-		{"unix://csi.sock", "csi.sock", false},
-		{"/run/csi/csi.sock", "/run/csi/csi.sock", false},
-		{"csi.sock", "csi.sock", false},
-		{"", "", true},
-		{"unix://", "", true},
-		{"tcp://127.0.0.1:10000", "", true},
-	}
-	for _, tt := range tests {
-		got, err := parseEndpoint(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("parseEndpoint(%q) = %q, %v; want %q, err=%t", tt.in, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    int64
-		wantErr bool
-	}{
-		{"0", 0, false},
-		{"1048576", 1 << 20, false},
-		{"1Ki", 1024, false},
-		{"1Mi", 1 << 20, false},
-		{"3Gi", 3 << 30, false},
-		{"2Ti", 2 << 40, false},
-		{"10K", 10000, false},
-		{"5M", 5000000, false},
-		{"1G", 1000000000, false},
-		{"", 0, true},
-		{"-1", 0, true},
-		{"1.5Gi", 0, true},
-		{"1Xi", 0, true},
-		{"99999999Ti", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := parseSize(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, err=%t", tt.in, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 func TestParseFlags(t *testing.T) {
 	cfg, err := parseFlags([]string{"--endpoint", "unix:///x.sock", "--param", "a=b", "--param", "c=d=e", "--size", "2Mi"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.endpoint != "/x.sock" || cfg.n != 1000 || cfg.c != 1 || cfg.e != 0 || cfg.size != 2<<20 ||
+	if cfg.endpoint != "unix:///x.sock" || cfg.n != 1000 || cfg.c != 1 || cfg.e != 0 || cfg.size != 2<<20 ||
 		cfg.accessType != "mount" || cfg.stage != "auto" || cfg.timeout.String() != "30s" {
 		t.Errorf("unexpected config %+v", cfg)
 	}
@@ -100,6 +49,8 @@ func TestParseFlags(t *testing.T) {
 		{"--endpoint", "/x", "extra"},
 		{"--endpoint", "/x", "--pool-dir", "/p"},
 		{"--endpoint", "/x", "--direct-io"},
+		{"--endpoint", "x.sock"},
+		{"--endpoint", "http://x"},
 		{"--floor"},
 		{"--floor", "--size", "1Gi", "--endpoint", "/x"},
 		{"--floor", "--size", "1Gi", "--e", "3"},

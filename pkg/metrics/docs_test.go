@@ -1,0 +1,133 @@
+package metrics
+
+import (
+	"maps"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+)
+
+// referencePath is the page that lists every metric once.
+const referencePath = "../../docs/reference.md"
+
+// documentedMetric is one row of the reference's metric table.
+type documentedMetric struct {
+	name string // a metric name, or a prefix when wildcard
+	typ  string // counter, gauge, histogram; empty for a wildcard row
+	wild bool   // the row names a family of metrics, such as go_*
+}
+
+// metricRow matches a row of the metric table: | `name` | type | ...
+var metricRow = regexp.MustCompile("^\\| `([a-z_:][a-z0-9_:]*)(\\*?)` \\| ([a-z]*) *\\|")
+
+// documentedMetrics reads the rows of the "## Metrics" section of the
+// reference page.
+func documentedMetrics(t *testing.T) []documentedMetric {
+	t.Helper()
+	b, err := os.ReadFile(referencePath)
+	require.NoError(t, err)
+	_, section, found := strings.Cut(string(b), "\n## Metrics\n")
+	require.True(t, found, "%s has no \"## Metrics\" section", referencePath)
+	section, _, _ = strings.Cut(section, "\n## ")
+	var out []documentedMetric
+	for _, line := range strings.Split(section, "\n") {
+		if m := metricRow.FindStringSubmatch(line); m != nil {
+			out = append(out, documentedMetric{name: m[1], wild: m[2] == "*", typ: m[3]})
+		}
+	}
+	require.NotEmpty(t, out, "no metric rows in the Metrics section of %s", referencePath)
+	return out
+}
+
+// servedMetrics gathers every metric family the /metrics endpoint serves,
+// with every collector made to produce: a pool, a volume count, a call
+// through the interceptor and a scrape of the handler.
+func servedMetrics(t *testing.T) map[string]string {
+	t.Helper()
+	s := &fakeStorage{
+		pools:  []volume.PoolFigures{{Name: "default", CapacityBytes: 1 << 30, FreeBytes: 1 << 29, PromisedBytes: 1 << 20}},
+		counts: map[volume.Kind]int{volume.KindDir: 1},
+	}
+	m := newMetrics(t, s)
+	m.observe("/csi.v1.Identity/Probe", codes.OK, 0)
+	h := m.Handler(&fakeProber{ready: wrapperspb.Bool(true)})
+	code, _ := get(t, h, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+
+	mfs, err := m.Registry().Gather()
+	require.NoError(t, err)
+	out := make(map[string]string, len(mfs))
+	for _, mf := range mfs {
+		out[mf.GetName()] = strings.ToLower(mf.GetType().String())
+	}
+	return out
+}
+
+// TestReferenceListsEveryMetric keeps docs/reference.md equal to what the
+// registry serves: every served metric is listed (by name, or by a
+// wildcard row such as go_*), every listed name is served with the listed
+// type, and no row is listed twice.
+func TestReferenceListsEveryMetric(t *testing.T) {
+	docs := documentedMetrics(t)
+	served := servedMetrics(t)
+
+	var missing, extra, wrongType, twice []string
+	seen := map[string]bool{}
+	for _, d := range docs {
+		key := d.name
+		if d.wild {
+			key += "*"
+		}
+		if seen[key] {
+			twice = append(twice, key)
+		}
+		seen[key] = true
+		if d.wild {
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(served)), func(n string) bool { return strings.HasPrefix(n, d.name) }) {
+				extra = append(extra, key)
+			}
+			continue
+		}
+		typ, ok := served[d.name]
+		switch {
+		case !ok:
+			extra = append(extra, d.name)
+		case typ != d.typ:
+			wrongType = append(wrongType, d.name+": listed as "+d.typ+", served as "+typ)
+		}
+	}
+	for name := range served {
+		if !slices.ContainsFunc(docs, func(d documentedMetric) bool {
+			return d.name == name && !d.wild || d.wild && strings.HasPrefix(name, d.name)
+		}) {
+			missing = append(missing, name)
+		}
+	}
+	slices.Sort(missing)
+	var problems []string
+	for _, p := range []struct {
+		what  string
+		names []string
+	}{
+		{"served but not listed", missing},
+		{"listed but not served", extra},
+		{"listed with the wrong type", wrongType},
+		{"listed more than once", twice},
+	} {
+		if len(p.names) > 0 {
+			problems = append(problems, p.what+": "+strings.Join(p.names, ", "))
+		}
+	}
+	if len(problems) > 0 {
+		t.Fatalf("%s does not match the registry:\n%s", referencePath, strings.Join(problems, "\n"))
+	}
+}
