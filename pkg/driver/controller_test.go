@@ -2,6 +2,8 @@ package driver_test
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,9 +12,13 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
+	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -34,8 +40,8 @@ func twoPools(t *testing.T) *harness {
 // requireNoVolumes asserts that no record and no data exist.
 func requireNoVolumes(t *testing.T, h *harness) {
 	t.Helper()
-	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
-	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "node")))
+	require.Empty(t, recordFiles(t, h.Layout().RecordsDir()))
+	require.Empty(t, recordFiles(t, h.Layout().NodeStatesDir()))
 	for _, p := range h.Pools {
 		entries, err := p.Entries()
 		require.NoError(t, err)
@@ -208,7 +214,7 @@ func TestCreateVolume(t *testing.T) {
 			fi, err := os.Stat(dataPool.DirPath(v.GetVolumeId()))
 			require.NoError(t, err)
 			require.True(t, fi.IsDir())
-			require.FileExists(t, filepath.Join(h.StateDir, "volumes", v.GetVolumeId()+".json"))
+			require.FileExists(t, h.Layout().RecordPath(v.GetVolumeId()))
 		})
 	}
 }
@@ -261,7 +267,7 @@ func TestCreateVolumeIdempotent(t *testing.T) {
 				require.Equal(t, 2*mib, resp.GetVolume().GetCapacityBytes())
 			}
 			// Never a second record or a copy of the data.
-			require.Equal(t, []string{id + ".json"}, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+			require.Equal(t, []string{testutil.RecordFile(id)}, recordFiles(t, h.Layout().RecordsDir()))
 			for _, p := range h.Pools {
 				entries, err := p.Entries()
 				require.NoError(t, err)
@@ -305,8 +311,8 @@ func TestSharedPool(t *testing.T) {
 	require.NoError(t, err, "a shared pool ignores requisite topology of other nodes")
 	id := resp.GetVolume().GetVolumeId()
 	require.Empty(t, resp.GetVolume().GetAccessibleTopology(), "a shared volume is reachable from every node")
-	require.DirExists(t, filepath.Join(sharedPath, "volumes", id))
-	require.Empty(t, recordFiles(t, filepath.Join(a.StateDir, "volumes")), "shared records live in the pool")
+	require.DirExists(t, a.Pools[1].DirPath(id))
+	require.Empty(t, recordFiles(t, a.Layout().RecordsDir()), "shared records live in the pool")
 
 	t.Run("create_in_progress_on_other_node_is_aborted", func(t *testing.T) {
 		// node-a crashed (or is still working) half-way through a create:
@@ -315,7 +321,7 @@ func TestSharedPool(t *testing.T) {
 		busy.Parameters = params
 		busyID := volumeid.FromName(busy.GetName())
 		rec := fmt.Sprintf(`{"schema":1,"id":%q,"name":"shared-busy","kind":"dir","pool":"shared","capacityBytes":%d,"createdBy":"node-a","state":"creating"}`, busyID, mib)
-		recPath := filepath.Join(sharedPath, ".hostvol", "records", busyID+".json")
+		recPath := testutil.Layout{StateDir: b.StateDir, Pool: b.Pools[1]}.RecordPath(busyID)
 		require.NoError(t, os.WriteFile(recPath, []byte(rec), 0o600))
 		_, err := b.ctrl.CreateVolume(t.Context(), busy)
 		requireCode(t, codes.Aborted, err)
@@ -339,7 +345,7 @@ func TestSharedPool(t *testing.T) {
 		b.publish(t, id, target)
 		mp, ok := b.mountAt(t, target)
 		require.True(t, ok)
-		require.Equal(t, filepath.Join(sharedPath, "volumes", id), mp.Device)
+		require.Equal(t, b.Pools[1].DirPath(id), mp.Device)
 		_, err := b.node.NodeUnpublishVolume(t.Context(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
 		require.NoError(t, err)
 	})
@@ -360,7 +366,7 @@ func TestSharedPool(t *testing.T) {
 	t.Run("delete", func(t *testing.T) {
 		_, err := b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
 		require.NoError(t, err)
-		require.NoDirExists(t, filepath.Join(sharedPath, "volumes", id))
+		require.NoDirExists(t, b.Pools[1].DirPath(id))
 		list, err := a.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
 		require.NoError(t, err)
 		require.Empty(t, list.GetEntries())
@@ -508,11 +514,7 @@ func TestGetCapacity(t *testing.T) {
 }
 
 func TestValidateVolumeCapabilities(t *testing.T) {
-	h := start(t, testutil.Options{})
-	rw := h.create(t, createReq("rw"))
-	roReq := createReq("ro")
-	roReq.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
-	ro := h.create(t, roReq)
+	h, rw, ro := rwAndRO(t)
 
 	cases := []struct {
 		name      string
@@ -599,5 +601,330 @@ func TestCreateVolumeKeepsDataWithoutRecord(t *testing.T) {
 	b, err := os.ReadFile(precious)
 	require.NoError(t, err)
 	require.Equal(t, "data", string(b))
-	require.Empty(t, recordFiles(t, filepath.Join(h.StateDir, "volumes")))
+	require.Empty(t, recordFiles(t, h.Layout().RecordsDir()))
+}
+
+// A full pool while mkfs formats a new loop volume is RESOURCE_EXHAUSTED
+// (the provisioner may try another node), and nothing is left behind.
+func TestCreateVolumeFormatNoSpace(t *testing.T) {
+	fs := &fsutil.Fake{Err: fmt.Errorf("mkfs.ext4 ...: %w: exit status 1: mkfs.ext4: No space left on device while writing out and closing file system", fsutil.ErrNoSpace)}
+	h := start(t, testutil.Options{FS: fs})
+	req := createReq("full")
+	req.Parameters = map[string]string{"type": "loop"}
+	req.CapacityRange = &csi.CapacityRange{RequiredBytes: 20 * mib}
+	_, err := h.ctrl.CreateVolume(t.Context(), req)
+	requireCode(t, codes.ResourceExhausted, err)
+	requireNoVolumes(t, h)
+}
+
+// After a restart with another --node-id on the same state directory, the
+// node-local volumes whose records name the old node are not this node's:
+// DeleteVolume is FAILED_PRECONDITION naming both nodes (deleting would
+// remove data the other node owns; OK would make the provisioner believe
+// it gone), expansion NOT_FOUND, as stage and publish already answer.
+// Shared-pool volumes (no node in the record) are unaffected.
+func TestVolumesOfTheOldNodeID(t *testing.T) {
+	base := t.TempDir()
+	poolDir, sharedDir := filepath.Join(base, "pool"), filepath.Join(base, "shared")
+	require.NoError(t, os.Mkdir(poolDir, 0o755))
+	require.NoError(t, os.Mkdir(sharedDir, 0o755))
+	opts := func(node string) testutil.Options {
+		return testutil.Options{
+			NodeID:   node,
+			StateDir: filepath.Join(base, "state"),
+			PoolSpecs: []pool.Spec{
+				{Name: pool.DefaultName, Path: poolDir},
+				{Name: "shared", Path: sharedDir, Shared: true},
+			},
+		}
+	}
+	a := start(t, opts("node-a"))
+	dirID := a.create(t, createReq("dir"))
+	loopReq := createReq("loop")
+	loopReq.Parameters = map[string]string{"type": "loop"}
+	loopReq.CapacityRange = &csi.CapacityRange{RequiredBytes: 20 * mib}
+	loopID := a.create(t, loopReq)
+	sharedReq := createReq("shared")
+	sharedReq.Parameters = map[string]string{"pool": "shared", "sizeLimit": "optional"}
+	sharedID := a.create(t, sharedReq)
+	a.Driver.Stop()
+
+	b := start(t, opts("node-b"))
+	target := filepath.Join(base, "target")
+	for _, tc := range []struct {
+		name string
+		id   string
+		data string
+	}{
+		{name: "dir", id: dirID, data: b.dataDir(dirID)},
+		{name: "loop", id: loopID, data: b.Pools[0].ImagePath(loopID)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: tc.id})
+			requireCode(t, codes.FailedPrecondition, err)
+			require.ErrorContains(t, err, `"node-a"`)
+			require.ErrorContains(t, err, `"node-b"`)
+			require.ErrorContains(t, err, tc.id)
+			require.FileExists(t, b.Layout().RecordPath(tc.id))
+
+			_, err = b.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: tc.id, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+			requireCode(t, codes.NotFound, err)
+			_, err = b.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{VolumeId: tc.id, VolumePath: target, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+			requireCode(t, codes.NotFound, err)
+
+			resp, err := b.ctrl.ControllerGetVolume(t.Context(), &csi.ControllerGetVolumeRequest{VolumeId: tc.id})
+			require.NoError(t, err)
+			require.Less(t, resp.GetVolume().GetCapacityBytes(), 64*mib, "the record is unchanged")
+			fi, err := os.Stat(tc.data)
+			require.NoError(t, err, "the data stays")
+			if !fi.IsDir() {
+				require.Less(t, fi.Size(), 64*mib, "the image did not grow")
+			}
+		})
+	}
+	t.Run("shared_pool_volume", func(t *testing.T) {
+		_, err := b.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: sharedID, CapacityRange: &csi.CapacityRange{RequiredBytes: 2 * mib}})
+		require.NoError(t, err)
+		_, err = b.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: sharedID})
+		require.NoError(t, err)
+		require.NoDirExists(t, b.Pools[1].DirPath(sharedID))
+	})
+
+	// Under its own name again, the node deletes them.
+	b.Driver.Stop()
+	a = start(t, opts("node-a"))
+	for _, id := range []string{dirID, loopID} {
+		_, err := a.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+		require.NoError(t, err)
+	}
+	requireNoVolumes(t, a)
+}
+
+// Records that cannot be read no longer vanish: after the restart that
+// finds them, ListVolumes lists them in ID order with the others (no
+// capacity, a volume_context entry saying why), pages included, and the
+// controller health RPCs report them as INACCESSIBLE RecordUnreadable.
+// They are never deleted.
+func TestUnreadableRecordsReported(t *testing.T) {
+	base := t.TempDir()
+	poolDir := filepath.Join(base, "pool")
+	require.NoError(t, os.Mkdir(poolDir, 0o755))
+	opts := testutil.Options{StateDir: filepath.Join(base, "state"), PoolSpecs: []pool.Spec{{Name: pool.DefaultName, Path: poolDir}}}
+	h := start(t, opts)
+	var good []string
+	for i := range 5 {
+		good = append(good, h.create(t, createReq(fmt.Sprintf("good-%d", i))))
+	}
+	bad := map[string]string{
+		volumeid.FromName("truncated"): `{"schema":1,"id":`,
+		volumeid.FromName("binary"):    "\x00\xff\xfe",
+	}
+	for id, content := range bad {
+		require.NoError(t, os.WriteFile(h.Layout().RecordPath(id), []byte(content), 0o600))
+	}
+	h.Driver.Stop()
+	h = start(t, opts)
+
+	all := append([]string{}, good...)
+	for id := range bad {
+		all = append(all, id)
+	}
+	slices.Sort(all)
+	for _, max := range []int32{0, 1, 2, 4} {
+		ids, _ := listAll(t, h, max, nil)
+		require.Equal(t, all, ids, "max_entries %d", max)
+	}
+	resp, err := h.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
+	require.NoError(t, err)
+	for _, e := range resp.GetEntries() {
+		v := e.GetVolume()
+		if _, isBad := bad[v.GetVolumeId()]; !isBad {
+			require.NotContains(t, v.GetVolumeContext(), params.KeyRecordUnreadable)
+			continue
+		}
+		require.Zero(t, v.GetCapacityBytes())
+		require.Contains(t, v.GetVolumeContext()[params.KeyRecordUnreadable], "cannot be read")
+		require.Contains(t, v.GetVolumeContext()[params.KeyRecordUnreadable], testutil.RecordFile(v.GetVolumeId()))
+		require.Equal(t, nodeTopology(testNode)[0].GetSegments(), v.GetAccessibleTopology()[0].GetSegments())
+	}
+
+	for id := range bad {
+		resp, err := h.ctrl.ControllerGetVolumeHealth(t.Context(), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
+		require.NoError(t, err)
+		requireHealth(t, resp.GetVolumeHealth(), id, "INACCESSIBLE/"+volume.ReasonRecordUnreadable)
+	}
+	list, err := h.ctrl.ControllerListVolumeHealth(t.Context(), &csi.ControllerListVolumeHealthRequest{})
+	require.NoError(t, err)
+	var listed []string
+	for _, e := range list.GetEntries() {
+		requireHealth(t, e, e.GetVolumeId(), "INACCESSIBLE/"+volume.ReasonRecordUnreadable)
+		listed = append(listed, e.GetVolumeId())
+	}
+	require.ElementsMatch(t, slices.Collect(maps.Keys(bad)), listed)
+
+	for id := range bad {
+		_, err := h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+		requireCode(t, codes.DataLoss, err)
+		require.FileExists(t, h.Layout().RecordPath(id), "never deleted")
+	}
+}
+
+// Kubernetes must not call ControllerExpandVolume: the external-resizer runs
+// wherever its leader is, not on the volume's node. With node EXPAND_VOLUME
+// alone it takes its "node expansion only" path and the kubelet of the
+// volume's node calls NodeExpandVolume.
+func TestExpansionIsNodeOnly(t *testing.T) {
+	h := start(t, testutil.Options{})
+	ctrl, err := h.ctrl.ControllerGetCapabilities(t.Context(), &csi.ControllerGetCapabilitiesRequest{})
+	require.NoError(t, err)
+	for _, c := range ctrl.GetCapabilities() {
+		require.NotEqual(t, csi.ControllerServiceCapability_RPC_EXPAND_VOLUME, c.GetRpc().GetType())
+	}
+	node, err := h.node.NodeGetCapabilities(t.Context(), &csi.NodeGetCapabilitiesRequest{})
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(node.GetCapabilities(), func(c *csi.NodeServiceCapability) bool {
+		return c.GetRpc().GetType() == csi.NodeServiceCapability_RPC_EXPAND_VOLUME
+	}))
+	ident, err := h.ident.GetPluginCapabilities(t.Context(), &csi.GetPluginCapabilitiesRequest{})
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(ident.GetCapabilities(), func(c *csi.PluginCapability) bool {
+		return c.GetVolumeExpansion().GetType() == csi.PluginCapability_VolumeExpansion_ONLINE
+	}), "the kubelet grows volumes in use only with ONLINE expansion")
+}
+
+// A size no image can have (rounding it to whole 4 KiB blocks overflows)
+// is OUT_OF_RANGE, through either RPC that grows a volume; it once was
+// INTERNAL "refusing to shrink it to -9223372036854771712".
+func TestExpandVolumeNearMaxInt64(t *testing.T) {
+	h := start(t, testutil.Options{})
+	req := createReq("huge")
+	req.Parameters = map[string]string{"type": "loop"}
+	req.CapacityRange = &csi.CapacityRange{RequiredBytes: 20 * mib}
+	id := h.create(t, req)
+	staging, target := filepath.Join(h.Dir, "staging"), filepath.Join(h.Dir, "target")
+	_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap(snw)})
+	require.NoError(t, err)
+	pub := publishReq(id, target, mountCap(snw), false)
+	pub.StagingTargetPath = staging
+	_, err = h.node.NodePublishVolume(t.Context(), pub)
+	require.NoError(t, err)
+
+	cases := []struct {
+		name   string
+		expand func(required int64) error
+	}{
+		{name: "controller_expand_volume", expand: func(required int64) error {
+			_, err := h.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{
+				VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: required},
+			})
+			return err
+		}},
+		{name: "node_expand_volume", expand: func(required int64) error {
+			_, err := h.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{
+				VolumeId: id, VolumePath: target, CapacityRange: &csi.CapacityRange{RequiredBytes: required},
+			})
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, required := range []int64{math.MaxInt64, math.MaxInt64 - 100} {
+				err := tc.expand(required)
+				requireCode(t, codes.OutOfRange, err)
+				require.Contains(t, status.Convert(err).Message(), id)
+			}
+		})
+	}
+	resp, err := h.ctrl.ControllerGetVolume(t.Context(), &csi.ControllerGetVolumeRequest{VolumeId: id})
+	require.NoError(t, err)
+	require.Equal(t, 20*mib, resp.GetVolume().GetCapacityBytes())
+}
+
+// TestSizeLimitParameter: a pool that cannot enforce a size limit follows
+// the class's sizeLimit, as any user (quota.Fake).
+func TestSizeLimitParameter(t *testing.T) {
+	unlimited := quota.NewFake()
+	unlimited.Method = quota.None
+	h := start(t, testutil.Options{Quota: unlimited})
+	withParams := func(name string, p map[string]string) *csi.CreateVolumeRequest {
+		r := createReq(name)
+		r.Parameters = p
+		return r
+	}
+	cases := []struct {
+		name   string
+		params map[string]string
+		block  bool
+		code   codes.Code
+	}{
+		{name: "default_is_required", code: codes.FailedPrecondition},
+		{name: "required", params: map[string]string{"sizeLimit": "required"}, code: codes.FailedPrecondition},
+		{name: "optional", params: map[string]string{"sizeLimit": "optional"}},
+		{name: "inode_limit_required", params: map[string]string{"inodeLimit": "1000"}, code: codes.FailedPrecondition},
+		{name: "inode_limit_optional", params: map[string]string{"inodeLimit": "1000", "sizeLimit": "optional"}},
+		{name: "loop_volumes_are_sized_by_their_image", params: map[string]string{"type": "loop"}},
+		{name: "block_volumes_are_sized_by_their_image", block: true},
+		{name: "bad_value", params: map[string]string{"sizeLimit": "maybe"}, code: codes.InvalidArgument},
+		{name: "bad_inode_limit", params: map[string]string{"inodeLimit": "lots"}, code: codes.InvalidArgument},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := withParams(tc.name, tc.params)
+			var capability *csi.VolumeCapability
+			if tc.block {
+				capability = blockCap(snw)
+				r.VolumeCapabilities = []*csi.VolumeCapability{capability}
+			}
+			resp, err := h.ctrl.CreateVolume(t.Context(), r)
+			requireCode(t, tc.code, err)
+			if tc.code == codes.FailedPrecondition {
+				require.ErrorContains(t, err, `pool "default"`)
+				require.ErrorContains(t, err, "sizeLimit: optional")
+				require.Nil(t, resp)
+			}
+			if tc.code == codes.InvalidArgument {
+				return
+			}
+			// GetCapacity agrees with CreateVolume: a class whose volumes
+			// would be refused here has no capacity here.
+			capReq := &csi.GetCapacityRequest{Parameters: tc.params}
+			if capability != nil {
+				capReq.VolumeCapabilities = []*csi.VolumeCapability{capability}
+			}
+			c, err := h.ctrl.GetCapacity(t.Context(), capReq)
+			require.NoError(t, err)
+			if tc.code == codes.FailedPrecondition {
+				require.Zero(t, c.GetAvailableCapacity())
+			} else {
+				require.Positive(t, c.GetAvailableCapacity())
+			}
+		})
+	}
+}
+
+// TestSizeLimitEnforced: on a pool that enforces (quota.Fake), the default
+// class creates limited directory volumes and expansion raises the limit.
+func TestSizeLimitEnforced(t *testing.T) {
+	f := quota.NewFake()
+	h := start(t, testutil.Options{Quota: f})
+	id := h.create(t, createReq("vol"))
+	v := h.Record(t, id)
+	require.NotNil(t, v.Quota)
+	l, ok := f.Limits(v.Quota.ProjectID)
+	require.True(t, ok)
+	require.Equal(t, mib, l.Bytes)
+	c, err := h.ctrl.GetCapacity(t.Context(), &csi.GetCapacityRequest{})
+	require.NoError(t, err)
+	require.Positive(t, c.GetAvailableCapacity())
+
+	resp, err := h.ctrl.ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 3 * mib}})
+	require.NoError(t, err)
+	require.False(t, resp.GetNodeExpansionRequired())
+	l, _ = f.Limits(v.Quota.ProjectID)
+	require.Equal(t, 3*mib, l.Bytes)
+
+	_, err = h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+	require.NoError(t, err)
+	require.Empty(t, f.Limited())
+	require.False(t, f.Held(v.Quota.ProjectID))
 }

@@ -5,13 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
-	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -71,11 +69,7 @@ func healthRPCs(dir string) []idRPC {
 }
 
 func TestHealthHostileVolumeIDs(t *testing.T) {
-	h := start(t, testutil.Options{})
-	existing := h.create(t, createReq("existing"))
-	h.publish(t, existing, filepath.Join(h.Dir, "published"))
-	plantSentinels(t, h.Dir)
-	before := snapshotTree(t, h.Dir)
+	h, existing, before := startHostile(t)
 
 	for _, rpc := range healthRPCs(h.Dir) {
 		t.Run(rpc.name, func(t *testing.T) {
@@ -278,23 +272,8 @@ func TestNodeGetStorageHealth(t *testing.T) {
 // it, the single-volume calls are ABORTED and the list skips the volume;
 // ControllerGetVolume only reads the record and is not blocked.
 func TestHealthWhileLocked(t *testing.T) {
-	base := t.TempDir()
-	gate := &gateMounter{
-		FakeMounter: mount.NewFakeMounter(nil),
-		target:      filepath.Join(base, "held"),
-		entered:     make(chan struct{}),
-		release:     make(chan struct{}),
-	}
-	h := start(t, testutil.Options{Mounter: gate})
-	release := sync.OnceFunc(func() { close(gate.release) })
-	t.Cleanup(release)
-	held := h.create(t, createReq("held"))
-	published := make(chan error, 1)
-	go func() {
-		_, err := h.node.NodePublishVolume(context.Background(), publishReq(held, gate.target, mountCap(snw), false))
-		published <- err
-	}()
-	<-gate.entered
+	p, _ := startHeld(t)
+	h, held := p.h, p.id
 	require.NoError(t, os.Remove(h.dataDir(held))) // abnormal, so the list would show it
 
 	ctx := t.Context()
@@ -308,8 +287,8 @@ func TestHealthWhileLocked(t *testing.T) {
 	_, err = h.ctrl.ControllerGetVolume(ctx, &csi.ControllerGetVolumeRequest{VolumeId: held})
 	require.NoError(t, err)
 
-	release()
-	require.NoError(t, <-published)
+	p.release()
+	require.NoError(t, <-p.published)
 	resp, err := h.ctrl.ControllerGetVolumeHealth(ctx, &csi.ControllerGetVolumeHealthRequest{VolumeId: held})
 	require.NoError(t, err)
 	requireHealth(t, resp.GetVolumeHealth(), held, "INACCESSIBLE/"+volume.ReasonDataMissing)

@@ -8,11 +8,13 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/params"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volumeid"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -130,11 +132,7 @@ func TestSingleNodeSingleWriter(t *testing.T) {
 }
 
 func TestReadOnlyPublish(t *testing.T) {
-	h := start(t, testutil.Options{})
-	rw := h.create(t, createReq("rw"))
-	roReq := createReq("ro")
-	roReq.VolumeCapabilities = []*csi.VolumeCapability{mountCap(mnro)}
-	ro := h.create(t, roReq)
+	h, rw, ro := rwAndRO(t)
 
 	cases := []struct {
 		name     string
@@ -158,19 +156,13 @@ func TestReadOnlyPublish(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			target := filepath.Join(h.Dir, tc.name)
-			_, err := h.node.NodePublishVolume(t.Context(), publishReq(tc.id, target, tc.c, tc.readOnly))
-			requireCode(t, tc.code, err)
-			mp, mounted := h.mountAt(t, target)
-			if tc.code != codes.OK {
-				require.False(t, mounted)
-				require.NoDirExists(t, target)
+			mp, ok := h.publishAs(t, tc.id, tc.name, tc.c, tc.readOnly, tc.code)
+			if !ok {
 				return
 			}
-			require.True(t, mounted)
 			require.Equal(t, tc.wantRO, slices.Contains(mp.Opts, "ro"), "mount options %v", mp.Opts)
 			require.NotContains(t, mp.Opts, "rw")
-			h.unpublish(t, tc.id, target)
+			h.unpublish(t, tc.id, mp.Path)
 		})
 	}
 }
@@ -209,21 +201,15 @@ func TestMountFlags(t *testing.T) {
 			if mode == csi.VolumeCapability_AccessMode_UNKNOWN {
 				mode = snw
 			}
-			target := filepath.Join(h.Dir, tc.name)
-			_, err := h.node.NodePublishVolume(t.Context(), publishReq(id, target, mountCap(mode, tc.flags...), tc.readOnly))
-			requireCode(t, tc.code, err)
-			mp, mounted := h.mountAt(t, target)
-			if tc.code != codes.OK {
-				require.False(t, mounted)
-				require.NoDirExists(t, target)
+			mp, ok := h.publishAs(t, id, tc.name, mountCap(mode, tc.flags...), tc.readOnly, tc.code)
+			if !ok {
 				return
 			}
-			require.True(t, mounted)
 			for _, o := range tc.wantOpts {
 				require.Contains(t, mp.Opts, o)
 			}
 			require.NotContains(t, mp.Opts, "rw")
-			h.unpublish(t, id, target)
+			h.unpublish(t, id, mp.Path)
 		})
 	}
 }
@@ -279,7 +265,7 @@ func TestVolumeOfAnotherNode(t *testing.T) {
 	require.Empty(t, b.mounter.GetLog(), "node-b mounted another node's volume")
 	require.NoDirExists(t, target)
 	require.NoDirExists(t, staging)
-	require.Empty(t, recordFiles(t, filepath.Join(base, "state", "node")))
+	require.Empty(t, recordFiles(t, b.Layout().NodeStatesDir()))
 	require.DirExists(t, b.dataDir(id))
 }
 
@@ -296,15 +282,15 @@ func TestDeleteVolumeInUse(t *testing.T) {
 		h.publish(t, id, target)
 		requireCode(t, codes.FailedPrecondition, deleteVol(t, id))
 		require.DirExists(t, h.dataDir(id))
-		require.FileExists(t, filepath.Join(h.StateDir, "volumes", id+".json"))
+		require.FileExists(t, h.Layout().RecordPath(id))
 		_, ok := h.mountAt(t, target)
 		require.True(t, ok)
 
 		h.unpublish(t, id, target)
 		require.NoError(t, deleteVol(t, id))
 		require.NoDirExists(t, h.dataDir(id))
-		require.NoFileExists(t, filepath.Join(h.StateDir, "volumes", id+".json"))
-		require.NoFileExists(t, filepath.Join(h.StateDir, "node", id+".json"))
+		require.NoFileExists(t, h.Layout().RecordPath(id))
+		require.NoFileExists(t, h.Layout().NodeStatePath(id))
 	})
 
 	t.Run("staged", func(t *testing.T) {
@@ -488,5 +474,208 @@ func TestNodeGetVolumeStats(t *testing.T) {
 		h.unpublish(t, id, target)
 		_, err := stats(t, id, target)
 		requireCode(t, codes.NotFound, err)
+	})
+}
+
+// TestPlantedSymlinks plants links inside a volume that point outside it:
+// stats still measure the pool, and DeleteVolume removes the links, never
+// what they point at.
+func TestPlantedSymlinks(t *testing.T) {
+	// A pool that limits nothing: the stats of its directory volumes
+	// describe the pool's filesystem, read without following the links.
+	unlimited := quota.NewFake()
+	unlimited.Method = quota.None
+	h := start(t, testutil.Options{Quota: unlimited})
+	outside := t.TempDir()
+	keep := filepath.Join(outside, "keep")
+	require.NoError(t, os.WriteFile(keep, []byte("precious"), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(outside, "sub"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "sub", "file"), []byte("also precious"), 0o644))
+	outsideBefore := snapshotTree(t, outside)
+	plantSentinels(t, h.Dir)
+	sentinels := func() map[string]string {
+		s := snapshotTree(t, filepath.Join(h.Dir, "etc"))
+		for k, v := range snapshotTree(t, filepath.Join(h.Dir, "x")) {
+			s[k] = v
+		}
+		return s
+	}
+	sentinelsBefore := sentinels()
+
+	var poolFS unix.Statfs_t
+	require.NoError(t, unix.Statfs(h.poolPath(), &poolFS))
+
+	req := createReq("vol")
+	req.Parameters = map[string]string{"sizeLimit": "optional"}
+	id := h.create(t, req)
+	data := h.dataDir(id)
+	require.NoError(t, os.Symlink(outside, filepath.Join(data, "to-outside-dir")))
+	require.NoError(t, os.Symlink(keep, filepath.Join(data, "to-outside-file")))
+	require.NoError(t, os.Symlink("../../..", filepath.Join(data, "up")))
+	require.NoError(t, os.Symlink("/", filepath.Join(data, "root")))
+	require.NoError(t, os.Symlink("/proc", filepath.Join(data, "proc")))
+	require.NoError(t, os.MkdirAll(filepath.Join(data, "nested", "deeper"), 0o755))
+	require.NoError(t, os.Symlink(outside, filepath.Join(data, "nested", "deeper", "to-outside")))
+	require.NoError(t, os.Link(keep, filepath.Join(data, "hardlink-to-outside")))
+
+	target := filepath.Join(h.Dir, "target")
+	h.publish(t, id, target)
+	stats, err := h.node.NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	require.NoError(t, err)
+	usage := map[csi.VolumeUsage_Unit]*csi.VolumeUsage{}
+	for _, u := range stats.GetUsage() {
+		usage[u.GetUnit()] = u
+	}
+	require.Equal(t, int64(poolFS.Blocks)*int64(poolFS.Bsize), usage[csi.VolumeUsage_BYTES].GetTotal(), "stats must describe the pool's filesystem")
+	require.Equal(t, int64(poolFS.Files), usage[csi.VolumeUsage_INODES].GetTotal())
+
+	_, err = h.node.NodeUnpublishVolume(t.Context(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+	require.NoError(t, err)
+	_, err = h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+	require.NoError(t, err)
+	require.NoDirExists(t, data)
+	require.Equal(t, outsideBefore, snapshotTree(t, outside), "DeleteVolume followed a planted link")
+	require.Equal(t, sentinelsBefore, sentinels())
+	b, err := os.ReadFile(keep)
+	require.NoError(t, err)
+	require.Equal(t, "precious", string(b))
+	require.DirExists(t, h.poolPath())
+	require.DirExists(t, h.StateDir)
+}
+
+// TestDataDirReplacedBySymlink covers a volume's data directory itself
+// swapped for a link to elsewhere: hostvol must neither mount, measure nor
+// delete what the link points at.
+func TestDataDirReplacedBySymlink(t *testing.T) {
+	h := start(t, testutil.Options{})
+	outside := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "keep"), []byte("precious"), 0o644))
+	before := snapshotTree(t, outside)
+
+	id := h.create(t, createReq("vol"))
+	require.NoError(t, os.Remove(h.dataDir(id)))
+	require.NoError(t, os.Symlink(outside, h.dataDir(id)))
+
+	target := filepath.Join(h.Dir, "target")
+	_, err := h.node.NodePublishVolume(t.Context(), publishReq(id, target, mountCap(snw), false))
+	require.Error(t, err)
+	require.Empty(t, h.mounter.GetLog(), "nothing may be mounted from a symlinked data directory")
+
+	_, err = h.ctrl.DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+	require.NoError(t, err)
+	_, err = os.Lstat(h.dataDir(id))
+	require.True(t, os.IsNotExist(err), "the planted link itself is removed")
+	require.Equal(t, before, snapshotTree(t, outside))
+}
+
+// NodeGetVolumeStats of a published volume whose data vanished (removed
+// by hand, a disk not mounted) is NOT_FOUND saying the data is missing,
+// not INTERNAL.
+func TestNodeGetVolumeStatsDataMissing(t *testing.T) {
+	unlimited := quota.NewFake()
+	unlimited.Method = quota.None
+	cases := []struct {
+		name  string
+		opts  testutil.Options
+		req   func(*csi.CreateVolumeRequest)
+		block bool
+	}{
+		{name: "dir_limited"},
+		{name: "dir_unlimited", opts: testutil.Options{Quota: unlimited}, req: func(r *csi.CreateVolumeRequest) {
+			r.Parameters = map[string]string{"sizeLimit": "optional"}
+		}},
+		{name: "block", block: true, req: func(r *csi.CreateVolumeRequest) {
+			r.VolumeCapabilities = []*csi.VolumeCapability{blockCap(snw)}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := start(t, tc.opts)
+			r := createReq("vol")
+			if tc.req != nil {
+				tc.req(r)
+			}
+			id := h.create(t, r)
+			capability, data := mountCap(snw), h.dataDir(id)
+			if tc.block {
+				capability, data = blockCap(snw), h.Pools[0].ImagePath(id)
+			}
+			staging, target := filepath.Join(h.Dir, "staging"), filepath.Join(h.Dir, "target")
+			_, err := h.node.NodeStageVolume(t.Context(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: capability})
+			require.NoError(t, err)
+			pub := publishReq(id, target, capability, false)
+			pub.StagingTargetPath = staging
+			_, err = h.node.NodePublishVolume(t.Context(), pub)
+			require.NoError(t, err)
+			_, err = h.node.NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+			require.NoError(t, err)
+
+			require.NoError(t, os.RemoveAll(data))
+			_, err = h.node.NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+			requireCode(t, codes.NotFound, err)
+			require.ErrorContains(t, err, "missing")
+			require.ErrorContains(t, err, id)
+		})
+	}
+}
+
+func TestNodeExpandVolumeGrowsTheVolume(t *testing.T) {
+	h := start(t, testutil.Options{})
+	id := h.create(t, createReq("grow"))
+	target := filepath.Join(h.Dir, "target")
+	h.publish(t, id, target)
+	capacity := func() int64 {
+		t.Helper()
+		resp, err := h.ctrl.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
+		require.NoError(t, err)
+		for _, e := range resp.GetEntries() {
+			if e.GetVolume().GetVolumeId() == id {
+				return e.GetVolume().GetCapacityBytes()
+			}
+		}
+		t.Fatalf("volume %s not listed", id)
+		return 0
+	}
+	expand := func(required, limit int64) (*csi.NodeExpandVolumeResponse, error) {
+		return h.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{
+			VolumeId:      id,
+			VolumePath:    target,
+			CapacityRange: &csi.CapacityRange{RequiredBytes: required, LimitBytes: limit},
+		})
+	}
+
+	resp, err := expand(4*mib, 0)
+	require.NoError(t, err)
+	require.Equal(t, 4*mib, resp.GetCapacityBytes())
+	require.Equal(t, 4*mib, capacity(), "the record holds the new size")
+
+	t.Run("same_size_again", func(t *testing.T) {
+		resp, err := expand(4*mib, 0)
+		require.NoError(t, err)
+		require.Equal(t, 4*mib, resp.GetCapacityBytes())
+	})
+	t.Run("smaller_is_a_no_op", func(t *testing.T) {
+		resp, err := expand(2*mib, 0)
+		require.NoError(t, err)
+		require.Equal(t, 4*mib, resp.GetCapacityBytes())
+	})
+	t.Run("shrink_below_limit", func(t *testing.T) {
+		_, err := expand(mib, 2*mib)
+		requireCode(t, codes.OutOfRange, err)
+	})
+	t.Run("no_capacity_range_runs_the_node_step_only", func(t *testing.T) {
+		resp, err := h.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: target})
+		require.NoError(t, err)
+		require.Equal(t, 4*mib, resp.GetCapacityBytes())
+	})
+	t.Run("volume_of_another_node", func(t *testing.T) {
+		other := start(t, testutil.Options{NodeID: "other-node"})
+		_, err := other.node.NodeExpandVolume(t.Context(), &csi.NodeExpandVolumeRequest{
+			VolumeId:      id,
+			VolumePath:    target,
+			CapacityRange: &csi.CapacityRange{RequiredBytes: 8 * mib},
+		})
+		requireCode(t, codes.NotFound, err)
+		require.Equal(t, 4*mib, capacity())
 	})
 }

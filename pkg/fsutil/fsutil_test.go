@@ -36,12 +36,7 @@ func TestFormatImageFile(t *testing.T) {
 		t.Run(fsType, func(t *testing.T) {
 			name, _, err := fsutil.MkfsArgs(fsType, "x")
 			require.NoError(t, err)
-			if _, err := exec.LookPath(name); err != nil {
-				if os.Getenv(testutil.RequireRootEnv) == "1" {
-					t.Fatalf("%s not installed (make deps installs it)", name)
-				}
-				t.Skipf("%s not installed: run make deps", name)
-			}
+			testutil.RequireTools(t, name)
 			img := filepath.Join(t.TempDir(), "img")
 			f, err := os.Create(img)
 			require.NoError(t, err)

@@ -15,25 +15,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/seed3e7d50b2/hostvol/test/testutil/needs"
 )
-
-// requireRootEnv mirrors testutil.RequireRootEnv. Importing testutil here
-// would be an import cycle once the volume backend imports this package.
-const requireRootEnv = "HOSTVOL_REQUIRE_ROOT_TESTS"
-
-// requireRoot mirrors testutil.RequireRoot: skip when not root or under
-// -short, unless HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), which makes it a
-// failure.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 && !testing.Short() {
-		return
-	}
-	if os.Getenv(requireRootEnv) == "1" {
-		t.Fatalf("%s needs root (loop devices), without -short, and %s=1 is set", t.Name(), requireRootEnv)
-	}
-	t.Skipf("skipping %s: needs root for loop devices, without -short (set %s=1 to make this a failure)", t.Name(), requireRootEnv)
-}
 
 const mib = 1 << 20
 
@@ -84,7 +68,7 @@ func cleanupDetach(t *testing.T, dev string, img Image) {
 }
 
 func TestAttachFindDetach(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	m := New()
 	dir := t.TempDir()
 	// A long name: lo_file_name keeps 63 bytes of the path.
@@ -170,7 +154,7 @@ func mustImage(t *testing.T, f *os.File) Image {
 }
 
 func TestRefreshPicksUpGrownFile(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	m := New()
 	f, _ := newImage(t, t.TempDir(), "grow.img", 32*mib)
 	dev := attach(t, m, f, AttachOptions{DirectIO: true})
@@ -207,7 +191,7 @@ func supportsODirect(t *testing.T, path string) bool {
 func noConfigure(int, int, string, bool) error { return unix.ENOTTY }
 
 func TestDirectIO(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	for _, tc := range []struct {
 		name   string
 		legacy bool
@@ -249,7 +233,7 @@ func TestDirectIO(t *testing.T) {
 // buffered there (6.18; other kernels say EINVAL, see TestAttachFallbacks),
 // LOOP_SET_DIRECT_IO fails with EINVAL. Either way Attach succeeds buffered.
 func TestDirectIORefusedFallsBackToBuffered(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	dir := t.TempDir()
 	require.NoError(t, unix.Mount("ramfs", dir, "ramfs", 0, ""))
 	// Registered before attach, so it runs after the detach.
@@ -284,7 +268,7 @@ func TestDirectIORefusedFallsBackToBuffered(t *testing.T) {
 // How Attach reacts to LOOP_CONFIGURE errors this kernel does not produce:
 // each case wraps the real ioctl, so the device is attached for real.
 func TestAttachFallbacks(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	realConfigure := configure
 	for _, tc := range []struct {
 		name string
@@ -394,7 +378,7 @@ func TestAttachFallbacks(t *testing.T) {
 }
 
 func TestConcurrentAttach(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	const n = 8
 	m := New()
 	dir := t.TempDir()
@@ -441,7 +425,7 @@ func TestConcurrentAttach(t *testing.T) {
 // symlink, or a hard link whose path and name differ from the sysfs
 // backing_file (as a path in another mount namespace would).
 func TestImageOfOtherPath(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	m := New()
 	dir := t.TempDir()
 	f, img := newImage(t, dir, "vol.img", 8*mib)
@@ -470,7 +454,7 @@ func TestImageOfOtherPath(t *testing.T) {
 // A device still open elsewhere is only marked to detach at its last close:
 // Detach says ErrBusy, and the device goes when the holder closes.
 func TestDetachBusy(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	m := newManager()
 	m.detachWait = 50 * time.Millisecond
 	f, img := newImage(t, t.TempDir(), "busy.img", 8*mib)
@@ -508,7 +492,7 @@ func TestDetachBusy(t *testing.T) {
 // on one locked OS thread that exits afterwards (taking the namespace and
 // its tmpfs along); the host's /dev is never touched.
 func TestMissingDeviceNode(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	f, img := newImage(t, t.TempDir(), "ctr.img", 4*mib)
 	type result struct {
 		dev, found, nodeBefore string
@@ -560,7 +544,7 @@ func TestMissingDeviceNode(t *testing.T) {
 
 // Devices the kernel does not have: nothing is created, nothing attached.
 func TestNoSuchDevice(t *testing.T) {
-	requireRoot(t)
+	needs.Root(t)
 	m := New()
 	const dev = "/dev/loop999999"
 	require.NoError(t, m.Detach(dev))

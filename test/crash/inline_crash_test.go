@@ -6,14 +6,12 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -24,10 +22,7 @@ import (
 // mount must work, and after the final unpublish nothing may be left: no
 // record, image, node state, mount or loop device.
 func TestCrashInlineVolume(t *testing.T) {
-	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 not installed (make deps installs it)")
-	}
+	testutil.RequireRootAndTools(t, "mkfs.ext4")
 	type crashCase struct {
 		point, op string
 		// podGone: the pod was deleted while the publish was lost, so the
@@ -48,14 +43,14 @@ func TestCrashInlineVolume(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
-			loopvol.CleanupUnder(t, e.dir)
+			testutil.CleanupUnder(t, e.dir)
 			handle := fmt.Sprintf("csi-%x", sha256.Sum256([]byte(tc.point)))
 			target := filepath.Join(e.dir, "pods", "p", "volumes", "kubernetes.io~csi", "scratch", "mount")
 			require.NoError(t, os.MkdirAll(filepath.Dir(target), 0o750))
 			publish := func(d *driverProc) error {
 				ctx, cancel := ctxRPC()
 				defer cancel()
-				_, err := d.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+				_, err := d.client.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
 					VolumeId:   handle,
 					TargetPath: target,
 					VolumeCapability: &csi.VolumeCapability{
@@ -73,7 +68,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			unpublish := func(d *driverProc) error {
 				ctx, cancel := ctxRPC()
 				defer cancel()
-				_, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: handle, TargetPath: target})
+				_, err := d.client.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: handle, TargetPath: target})
 				return err
 			}
 			if tc.op == "unpublish" {
@@ -96,7 +91,7 @@ func TestCrashInlineVolume(t *testing.T) {
 			d = e.start("")
 			d.waitReady(e)
 			requireConsistent(t, e, d)
-			loops, err := loopvol.LoopsUnder(e.poolDir)
+			loops, err := testutil.LoopsUnder(e.poolDir)
 			require.NoError(t, err)
 			if tc.point == "stage-after-attach" {
 				require.Empty(t, loops, "start-up detaches the device a killed stage attached")
@@ -108,11 +103,11 @@ func TestCrashInlineVolume(t *testing.T) {
 			require.NoError(t, unpublish(d), "the kubelet's unpublish")
 			require.NoError(t, unpublish(d), "and its retry")
 			requireEmpty(t, e, d)
-			imgs, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
+			imgs, err := os.ReadDir(e.layout.ImagesDir())
 			require.NoError(t, err)
 			require.Empty(t, imgs, "images left")
 			require.Empty(t, testutil.MountsUnder(t, e.dir), "mounts left")
-			loops, err = loopvol.LoopsUnder(e.dir)
+			loops, err = testutil.LoopsUnder(e.dir)
 			require.NoError(t, err)
 			require.Empty(t, loops, "loop devices left")
 			d.stop()

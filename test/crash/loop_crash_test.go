@@ -4,10 +4,7 @@ package crash
 
 import (
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -24,10 +21,7 @@ import (
 // formats the image file directly, but DeleteVolume checks that no loop
 // device holds the image, which reads the loop devices.
 func TestCrashLoopVolumes(t *testing.T) {
-	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 not installed (make deps installs it)")
-	}
+	testutil.RequireRootAndTools(t, "mkfs.ext4")
 	const name = "crash-loop-vol"
 	id := volumeid.FromName(name)
 	loopReq := func() *csi.CreateVolumeRequest {
@@ -37,11 +31,11 @@ func TestCrashLoopVolumes(t *testing.T) {
 		return r
 	}
 	images := func(e *env) []string {
-		ents, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
+		ents, err := os.ReadDir(e.layout.ImagesDir())
 		require.NoError(t, err)
 		var out []string
 		for _, en := range ents {
-			out = append(out, strings.TrimSuffix(en.Name(), ".img"))
+			out = append(out, e.layout.ImageID(en.Name()))
 		}
 		sort.Strings(out)
 		return out
@@ -62,7 +56,7 @@ func TestCrashLoopVolumes(t *testing.T) {
 				d := e.start("")
 				d.waitReady(e)
 				ctx, cancel := ctxRPC()
-				_, err := d.ctrl.CreateVolume(ctx, loopReq())
+				_, err := d.client.CreateVolume(ctx, loopReq())
 				cancel()
 				require.NoError(t, err)
 				d.stop()
@@ -72,7 +66,7 @@ func TestCrashLoopVolumes(t *testing.T) {
 			ctx, cancel := ctxRPC()
 			var err error
 			if tc.op == "create" {
-				_, err = d.ctrl.CreateVolume(ctx, loopReq())
+				_, err = d.client.CreateVolume(ctx, loopReq())
 			} else {
 				err = d.delete(id)
 			}
@@ -97,7 +91,7 @@ func TestCrashLoopVolumes(t *testing.T) {
 			}
 			// The CO's retry: create again, then delete; nothing is left.
 			ctx, cancel = ctxRPC()
-			resp, err := d.ctrl.CreateVolume(ctx, loopReq())
+			resp, err := d.client.CreateVolume(ctx, loopReq())
 			cancel()
 			require.NoError(t, err)
 			require.Equal(t, id, resp.GetVolume().GetVolumeId())

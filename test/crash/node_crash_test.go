@@ -4,7 +4,6 @@ package crash
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -15,77 +14,37 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
-// nodeKind is a kind of volume the node tests stage and publish.
-type nodeKind struct {
-	name   string
-	params map[string]string
-	block  bool
-	image  bool // a loop or block volume: an image and a loop device
-}
-
-var nodeKinds = []nodeKind{
-	{name: "ext4", params: map[string]string{"type": "loop"}, image: true},
-	{name: "block", params: map[string]string{}, block: true, image: true},
-	{name: "dir", params: map[string]string{"sizeLimit": "optional"}},
-}
-
-func (k nodeKind) capability() *csi.VolumeCapability {
-	c := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}
-	if k.block {
-		c.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
-	} else {
-		c.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}}
-	}
-	return c
-}
+// nodeKinds are the kinds of volume the node tests stage and publish.
+var nodeKinds = []testutil.Kind{testutil.Ext4Kind, testutil.BlockKind, testutil.DirKind}
 
 // nodeVol is one volume with the paths the kubelet would give it.
-type nodeVol struct {
-	t               *testing.T
-	k               nodeKind
-	id              string
-	staging, target string
-}
+type nodeVol struct{ *testutil.Volume }
 
+// do runs op through the driver run d.
 func (v *nodeVol) do(d *driverProc, op string) error {
-	ctx, cancel := ctxRPC()
-	defer cancel()
-	var err error
-	switch op {
-	case "stage":
-		_, err = d.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging, VolumeCapability: v.k.capability()})
-	case "publish":
-		_, err = d.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: v.k.capability()})
-	case "unpublish":
-		_, err = d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target})
-	case "unstage":
-		_, err = d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging})
-	default:
-		v.t.Fatalf("unknown op %q", op)
-	}
-	return err
+	v.Src = d
+	return v.Do(op)
 }
 
 // use writes through the target and reads it back: the publish works.
 func (v *nodeVol) use() {
-	v.t.Helper()
-	if v.k.block {
-		f, err := os.OpenFile(v.target, os.O_RDWR, 0)
-		require.NoError(v.t, err, "open the published device")
+	v.T.Helper()
+	if v.Kind.Block {
+		f, err := os.OpenFile(v.Target, os.O_RDWR, 0)
+		require.NoError(v.T, err, "open the published device")
 		_, err = f.WriteAt([]byte("block data"), 4096)
-		require.NoError(v.t, err)
-		require.NoError(v.t, f.Close())
+		require.NoError(v.T, err)
+		require.NoError(v.T, f.Close())
 		return
 	}
-	p := filepath.Join(v.target, "data")
-	require.NoError(v.t, os.WriteFile(p, []byte("written by the pod"), 0o644))
+	p := filepath.Join(v.Target, "data")
+	require.NoError(v.T, os.WriteFile(p, []byte("written by the pod"), 0o644))
 	b, err := os.ReadFile(p)
-	require.NoError(v.t, err)
-	require.Equal(v.t, "written by the pod", string(b))
+	require.NoError(v.T, err)
+	require.Equal(v.T, "written by the pod", string(b))
 }
 
 // nodeCrashCase is a failpoint in a node operation, and what the kubelet
@@ -124,10 +83,7 @@ var before = map[string][]string{
 // unpublish, unstage and delete nothing may be left: no record, image,
 // node state, mount or loop device.
 func TestCrashNodeOps(t *testing.T) {
-	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 not installed (make deps installs it)")
-	}
+	testutil.RequireRootAndTools(t, "mkfs.ext4")
 	covered := []string{"inline-after-create", "inline-after-unstage"} // TestCrashInlineVolume
 	for _, c := range nodeCrashCases {
 		covered = append(covered, c.point)
@@ -135,7 +91,7 @@ func TestCrashNodeOps(t *testing.T) {
 	require.ElementsMatch(t, failpoint.NodePoints, covered, "failpoint.NodePoints and these tables must list the same failpoints")
 	for _, tc := range nodeCrashCases {
 		for _, k := range nodeKinds {
-			if !contains(tc.kinds, k.name) {
+			if !contains(tc.kinds, k.Name) {
 				continue
 			}
 			nexts := []string{"retry"}
@@ -143,7 +99,7 @@ func TestCrashNodeOps(t *testing.T) {
 				nexts = append(nexts, "undo")
 			}
 			for _, next := range nexts {
-				t.Run(tc.point+"/"+k.name+"/"+next, func(t *testing.T) { crashNodeOp(t, tc, k, next) })
+				t.Run(tc.point+"/"+k.Name+"/"+next, func(t *testing.T) { crashNodeOp(t, tc, k, next) })
 			}
 		}
 	}
@@ -151,34 +107,19 @@ func TestCrashNodeOps(t *testing.T) {
 
 // newNodeVol starts a driver on a new env and creates a 32 MiB volume of
 // kind k, with the staging and target paths the kubelet would give it.
-func newNodeVol(t *testing.T, k nodeKind, name string) (*env, *driverProc, *nodeVol) {
+func newNodeVol(t *testing.T, k testutil.Kind, name string) (*env, *driverProc, *nodeVol) {
 	t.Helper()
 	e := newEnv(t)
-	e.params = k.params
-	loopvol.CleanupUnder(t, e.dir)
-	v := &nodeVol{
-		t: t, k: k,
-		staging: filepath.Join(e.dir, "kubelet", "globalmount"),
-		target:  filepath.Join(e.dir, "kubelet", "pods", "p", "mount"),
-	}
-	require.NoError(t, os.MkdirAll(v.staging, 0o750)) // the kubelet makes both parents
-	require.NoError(t, os.MkdirAll(filepath.Dir(v.target), 0o750))
-
+	e.params = k.Params
+	testutil.CleanupUnder(t, e.dir)
 	d := e.start("")
 	d.waitReady(e)
-	ctx, cancel := ctxRPC()
-	defer cancel()
-	req := createReq(name)
-	req.Parameters = k.params
-	req.CapacityRange = &csi.CapacityRange{RequiredBytes: 32 << 20}
-	req.VolumeCapabilities = []*csi.VolumeCapability{k.capability()}
-	resp, err := d.ctrl.CreateVolume(ctx, req)
-	require.NoError(t, err)
-	v.id = resp.GetVolume().GetVolumeId()
+	v := &nodeVol{testutil.CreateVolume(t, d, e.dir, k, name, 32<<20)}
+	require.NoError(t, os.MkdirAll(filepath.Dir(v.Target), 0o750)) // the kubelet makes the target's parent
 	return e, d, v
 }
 
-func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
+func crashNodeOp(t *testing.T, tc nodeCrashCase, k testutil.Kind, next string) {
 	e, d, v := newNodeVol(t, k, "node-crash")
 	for _, op := range before[tc.op] {
 		require.NoError(t, v.do(d, op), op)
@@ -193,10 +134,10 @@ func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
 	d = e.start("")
 	d.waitReady(e)
 	requireConsistent(t, e, d)
-	if tc.op == "stage" && k.image {
+	if tc.op == "stage" && k.HasImage() {
 		// The stage never finished: whatever it attached is either
 		// mounted where the retry finds it, or detached at start-up.
-		loops, err := loopvol.LoopsUnder(e.poolDir)
+		loops, err := testutil.LoopsUnder(e.poolDir)
 		require.NoError(t, err)
 		if tc.point == "stage-after-attach" {
 			require.Empty(t, loops, "a loop device left by a stage killed after its attach, after restart")
@@ -226,7 +167,7 @@ func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
 		require.NoError(t, v.do(d, op), "the kubelet's %s after the crash", op)
 	}
 	require.NoError(t, v.do(d, rest[len(rest)-1]), "and a retry of the last call")
-	require.NoError(t, d.delete(v.id), "DeleteVolume")
+	require.NoError(t, d.delete(v.ID), "DeleteVolume")
 	requireEmpty(t, e, d)
 	requireNothingLeft(t, e)
 	d.stop()
@@ -236,11 +177,11 @@ func crashNodeOp(t *testing.T, tc nodeCrashCase, k nodeKind, next string) {
 // test is left.
 func requireNothingLeft(t *testing.T, e *env) {
 	t.Helper()
-	imgs, err := os.ReadDir(filepath.Join(e.poolDir, "images"))
+	imgs, err := os.ReadDir(e.layout.ImagesDir())
 	require.NoError(t, err)
 	require.Empty(t, imgs, "images left")
 	require.Empty(t, testutil.MountsUnder(t, e.dir), "mounts left")
-	loops, err := loopvol.LoopsUnder(e.dir)
+	loops, err := testutil.LoopsUnder(e.dir)
 	require.NoError(t, err)
 	require.Empty(t, loops, "loop devices left")
 }
@@ -260,10 +201,7 @@ func contains(list []string, s string) bool {
 // device attached, nothing mounted, no volume made); once the directory is
 // writable again, they succeed.
 func TestReadOnlyStateDir(t *testing.T) {
-	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 not installed (make deps installs it)")
-	}
+	testutil.RequireRootAndTools(t, "mkfs.ext4")
 	k := nodeKinds[0] // ext4
 	e, d, v := newNodeVol(t, k, "ro-state")
 
@@ -276,17 +214,17 @@ func TestReadOnlyStateDir(t *testing.T) {
 	readOnly()
 	err := v.do(d, "stage")
 	require.Error(t, err, "stage with a read-only state directory")
-	loops, lerr := loopvol.LoopsUnder(e.poolDir)
+	loops, lerr := testutil.LoopsUnder(e.poolDir)
 	require.NoError(t, lerr)
 	require.Empty(t, loops, "a failed stage leaves no loop device: %v", err)
-	require.NotContains(t, testutil.MountsUnder(t, e.dir), v.staging, "a failed stage leaves no mount")
+	require.NotContains(t, testutil.MountsUnder(t, e.dir), v.Staging, "a failed stage leaves no mount")
 	writable()
 	require.NoError(t, v.do(d, "stage"))
 
 	readOnly()
 	err = v.do(d, "publish")
 	require.Error(t, err, "publish with a read-only state directory")
-	require.NotContains(t, testutil.MountsUnder(t, e.dir), v.target, "a failed publish leaves no mount")
+	require.NotContains(t, testutil.MountsUnder(t, e.dir), v.Target, "a failed publish leaves no mount")
 	writable()
 	require.NoError(t, v.do(d, "publish"))
 	v.use()
@@ -298,9 +236,9 @@ func TestReadOnlyStateDir(t *testing.T) {
 	inlinePublish := func() error {
 		ctx, cancel := ctxRPC()
 		defer cancel()
-		_, err := d.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+		_, err := d.client.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
 			VolumeId: "csi-" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", TargetPath: inline,
-			VolumeCapability: k.capability(),
+			VolumeCapability: k.Capability(),
 			VolumeContext:    map[string]string{"csi.storage.k8s.io/ephemeral": "true", "type": "loop", "size": "32Mi"},
 		})
 		return err
@@ -310,14 +248,14 @@ func TestReadOnlyStateDir(t *testing.T) {
 	require.Error(t, err)
 	require.NotEqual(t, codes.OK, status.Code(err))
 	writable()
-	imgs, ierr := os.ReadDir(filepath.Join(e.poolDir, "images"))
+	imgs, ierr := os.ReadDir(e.layout.ImagesDir())
 	require.NoError(t, ierr)
 	require.Len(t, imgs, 1, "only the claim's image: the failed inline publish made none")
 
 	for _, op := range []string{"unpublish", "unstage"} {
 		require.NoError(t, v.do(d, op))
 	}
-	require.NoError(t, d.delete(v.id))
+	require.NoError(t, d.delete(v.ID))
 	requireEmpty(t, e, d)
 	requireNothingLeft(t, e)
 	d.stop()

@@ -15,7 +15,7 @@ import (
 
 	"github.com/seed3e7d50b2/hostvol/pkg/metrics"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
+	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
 // TestStateDirReadOnly makes the state directory read-only for real, as a
@@ -60,7 +60,7 @@ func TestStateDirReadOnly(t *testing.T) {
 			if tc.prepare != nil {
 				tc.prepare(t, state)
 			}
-			n := loopvol.NewNode(t, dir, "")
+			n := testutil.NewNode(t, dir, "")
 			require.Equal(t, state, n.StateDir)
 			m, err := metrics.New(metrics.Config{Version: "test"})
 			require.NoError(t, err)
@@ -71,7 +71,7 @@ func TestStateDirReadOnly(t *testing.T) {
 			}
 			requireReady := func() {
 				t.Helper()
-				resp, err := n.Client.Probe(ctx(t), &csi.ProbeRequest{})
+				resp, err := n.Client.Probe(testutil.Ctx(t), &csi.ProbeRequest{})
 				require.NoError(t, err)
 				require.True(t, resp.GetReady().GetValue())
 				code, body := healthz()
@@ -81,7 +81,7 @@ func TestStateDirReadOnly(t *testing.T) {
 			requireReady()
 
 			tc.readOnly(t, state)
-			_, err = n.Client.Probe(ctx(t), &csi.ProbeRequest{})
+			_, err = n.Client.Probe(testutil.Ctx(t), &csi.ProbeRequest{})
 			require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
 			require.Contains(t, status.Convert(err).Message(), state)
 			require.Contains(t, status.Convert(err).Message(), "read-only")
@@ -91,23 +91,16 @@ func TestStateDirReadOnly(t *testing.T) {
 			require.Contains(t, body, state)
 			require.Equal(t, []string{"STORAGE_DEGRADED/" + volume.ReasonStateDirReadOnly}, storage(t, n.Client))
 			// And it is true: nothing can be recorded.
-			_, err = n.Client.CreateVolume(ctx(t), &csi.CreateVolumeRequest{
+			_, err = n.Client.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{
 				Name:               "refused",
 				CapacityRange:      &csi.CapacityRange{RequiredBytes: mib},
-				VolumeCapabilities: []*csi.VolumeCapability{dirCap()},
-				Parameters:         dirKind.params,
+				VolumeCapabilities: []*csi.VolumeCapability{dirKind.Capability()},
+				Parameters:         dirKind.Params,
 			})
 			require.Error(t, err)
 
 			tc.writable(t, state)
 			requireReady()
 		})
-	}
-}
-
-func dirCap() *csi.VolumeCapability {
-	return &csi.VolumeCapability{
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 	}
 }

@@ -22,15 +22,15 @@ import (
 
 // inline is one inline volume of a test pod.
 type inline struct {
-	t      *testing.T
-	n      *Node
+	T      *testing.T
+	n      *testutil.Node
 	handle string
 	attrs  map[string]string
-	target string
+	Target string
 	fsType string // as the pod's csi.fsType gives it ("" if unset)
 }
 
-func newInline(t *testing.T, n *Node, dir, name string, attrs map[string]string) *inline {
+func newInline(t *testing.T, n *testutil.Node, dir, name string, attrs map[string]string) *inline {
 	ctx := map[string]string{
 		"csi.storage.k8s.io/pod.name":            "pod-" + name,
 		"csi.storage.k8s.io/pod.namespace":       "default",
@@ -42,13 +42,13 @@ func newInline(t *testing.T, n *Node, dir, name string, attrs map[string]string)
 		ctx[k] = v
 	}
 	return &inline{
-		t: t, n: n, attrs: ctx,
+		T: t, n: n, attrs: ctx,
 		handle: fmt.Sprintf("csi-%x", sha256.Sum256([]byte(t.Name()+name))),
-		target: filepath.Join(dir, "pods", name, "volumes", "kubernetes.io~csi", "scratch", "mount"),
+		Target: filepath.Join(dir, "pods", name, "volumes", "kubernetes.io~csi", "scratch", "mount"),
 	}
 }
 
-func (v *inline) capability() *csi.VolumeCapability {
+func (v *inline) Capability() *csi.VolumeCapability {
 	return &csi.VolumeCapability{
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: v.fsType}},
@@ -57,44 +57,45 @@ func (v *inline) capability() *csi.VolumeCapability {
 
 func (v *inline) publishErr() error {
 	// The kubelet makes the target's parent; the driver makes the target.
-	require.NoError(v.t, os.MkdirAll(filepath.Dir(v.target), 0o750))
-	_, err := v.n.Client.NodePublishVolume(rpcCtx(v.t), &csi.NodePublishVolumeRequest{
+	require.NoError(v.T, os.MkdirAll(filepath.Dir(v.Target), 0o750))
+	_, err := v.n.Client.NodePublishVolume(testutil.Ctx(v.T), &csi.NodePublishVolumeRequest{
 		VolumeId:         v.handle,
-		TargetPath:       v.target,
-		VolumeCapability: v.capability(),
+		TargetPath:       v.Target,
+		VolumeCapability: v.Capability(),
 		VolumeContext:    v.attrs,
 	})
 	return err
 }
 
-func (v *inline) publish() {
-	v.t.Helper()
-	require.NoError(v.t, v.publishErr(), "NodePublishVolume of inline volume %s", v.handle)
+func (v *inline) Publish() {
+	v.T.Helper()
+	require.NoError(v.T, v.publishErr(), "NodePublishVolume of inline volume %s", v.handle)
 }
 
 func (v *inline) unpublishErr() error {
-	_, err := v.n.Client.NodeUnpublishVolume(rpcCtx(v.t), &csi.NodeUnpublishVolumeRequest{VolumeId: v.handle, TargetPath: v.target})
+	_, err := v.n.Client.NodeUnpublishVolume(testutil.Ctx(v.T), &csi.NodeUnpublishVolumeRequest{VolumeId: v.handle, TargetPath: v.Target})
 	return err
 }
 
-func (v *inline) unpublish() {
-	v.t.Helper()
-	require.NoError(v.t, v.unpublishErr(), "NodeUnpublishVolume of inline volume %s", v.handle)
+func (v *inline) Unpublish() {
+	v.T.Helper()
+	require.NoError(v.T, v.unpublishErr(), "NodeUnpublishVolume of inline volume %s", v.handle)
 }
 
 // requirePoolEmpty checks that the pool holds no volume data and the state
 // directory no inline staging mount, record or loop device of any volume.
-func requirePoolEmpty(t *testing.T, n *Node) {
+func requirePoolEmpty(t *testing.T, n *testutil.Node) {
 	t.Helper()
-	for _, sub := range []string{"volumes", "images"} {
-		entries, err := os.ReadDir(filepath.Join(n.PoolPath, sub))
+	l := n.Layout()
+	for _, d := range []string{l.DataRoot(), l.ImagesDir()} {
+		entries, err := os.ReadDir(d)
 		if !os.IsNotExist(err) {
 			require.NoError(t, err)
 		}
-		require.Empty(t, entries, "pool %s/%s", n.PoolPath, sub)
+		require.Empty(t, entries, "pool directory %s", d)
 	}
-	for _, sub := range []string{"ephemeral", "volumes", "node"} {
-		entries, err := os.ReadDir(filepath.Join(n.StateDir, sub))
+	for _, d := range []string{l.InlineDir(), l.RecordsDir(), l.NodeStatesDir()} {
+		entries, err := os.ReadDir(d)
 		if !os.IsNotExist(err) {
 			require.NoError(t, err)
 		}
@@ -104,9 +105,9 @@ func requirePoolEmpty(t *testing.T, n *Node) {
 				names = append(names, e.Name())
 			}
 		}
-		require.Empty(t, names, "state %s/%s", n.StateDir, sub)
+		require.Empty(t, names, "state directory %s", d)
 	}
-	loops, err := LoopsUnder(n.PoolPath)
+	loops, err := testutil.LoopsUnder(n.PoolPath)
 	require.NoError(t, err)
 	require.Empty(t, loops, "loop devices on pool images")
 	require.Empty(t, testutil.MountsUnder(t, n.StateDir), "mounts under the state directory")
@@ -148,37 +149,37 @@ func TestInlineVolumes(t *testing.T) {
 			}
 			v := newInline(t, n, dir, tc.name, tc.attrs)
 			v.fsType = tc.fsType
-			v.publish()
-			requireMounted(t, v.target, true)
+			v.Publish()
+			requireMounted(t, v.Target, true)
 			// Everything the pod needs is mounted at its target, in the
 			// kubelet's directory: nothing in hostvol's state directory,
 			// whose mounts a container restart would take away.
 			require.Empty(t, testutil.MountsUnder(t, n.StateDir), "mounts under the state directory")
-			require.NoError(t, os.WriteFile(filepath.Join(v.target, "hello"), []byte("inline"), 0o644))
+			require.NoError(t, os.WriteFile(filepath.Join(v.Target, "hello"), []byte("inline"), 0o644))
 
-			v.publish() // a kubelet retry: same answer, nothing new
-			got, err := os.ReadFile(filepath.Join(v.target, "hello"))
+			v.Publish() // a kubelet retry: same answer, nothing new
+			got, err := os.ReadFile(filepath.Join(v.Target, "hello"))
 			require.NoError(t, err)
 			require.Equal(t, "inline", string(got))
 
-			resp, err := n.Client.NodeGetVolumeStats(rpcCtx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: v.handle, VolumePath: v.target})
+			resp, err := n.Client.NodeGetVolumeStats(testutil.Ctx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: v.handle, VolumePath: v.Target})
 			require.NoError(t, err, "NodeGetVolumeStats by handle")
 			bytesUsage, _ := usage(t, resp)
 			require.Positive(t, bytesUsage.GetTotal())
 
 			if tc.size > 0 {
-				images, err := os.ReadDir(filepath.Join(n.PoolPath, "images"))
+				images, err := os.ReadDir(n.Layout().ImagesDir())
 				require.NoError(t, err)
 				require.Len(t, images, 1)
-				devs, err := LoopsFor(filepath.Join(n.PoolPath, "images", images[0].Name()))
+				devs, err := testutil.LoopsFor(filepath.Join(n.Layout().ImagesDir(), images[0].Name()))
 				require.NoError(t, err)
 				require.Len(t, devs, 1, "one loop device after two publishes")
 
-				st := statfs(t, v.target)
+				st := statfs(t, v.Target)
 				require.LessOrEqual(t, totalBytes(st), tc.size, "filesystem size")
 				require.Greater(t, totalBytes(st), tc.size/2, "filesystem size")
 				require.Equal(t, totalBytes(st), bytesUsage.GetTotal(), "stats by handle")
-				wrote, err := testutil.WriteUntilRefused(filepath.Join(v.target, "fill"), 2*tc.size)
+				wrote, err := testutil.WriteUntilRefused(filepath.Join(v.Target, "fill"), 2*tc.size)
 				require.Equal(t, unix.ENOSPC, testutil.Errno(err), "writing past the size: %v", err)
 				require.Less(t, wrote, tc.size)
 				var fsType string
@@ -187,17 +188,17 @@ func TestInlineVolumes(t *testing.T) {
 				} else {
 					fsType = "ext4"
 				}
-				require.Equal(t, fsType, fsTypeAt(t, v.target))
+				require.Equal(t, fsType, fsTypeAt(t, v.Target))
 			}
 
-			v.unpublish()
-			requireMounted(t, v.target, false)
-			_, err = os.Stat(v.target)
+			v.Unpublish()
+			requireMounted(t, v.Target, false)
+			_, err = os.Stat(v.Target)
 			require.True(t, os.IsNotExist(err), "target removed: %v", err)
 			requirePoolEmpty(t, n)
 
 			// The kubelet retries an unpublish whose answer it missed.
-			v.unpublish()
+			v.Unpublish()
 		})
 	}
 }
@@ -238,9 +239,9 @@ func TestInlineVolumeBadInput(t *testing.T) {
 			}
 			var err error
 			if tc.block {
-				_, err = n.Client.NodePublishVolume(rpcCtx(t), &csi.NodePublishVolumeRequest{
+				_, err = n.Client.NodePublishVolume(testutil.Ctx(t), &csi.NodePublishVolumeRequest{
 					VolumeId:   v.handle,
-					TargetPath: v.target,
+					TargetPath: v.Target,
 					VolumeCapability: &csi.VolumeCapability{
 						AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
 						AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
@@ -251,7 +252,7 @@ func TestInlineVolumeBadInput(t *testing.T) {
 				err = v.publishErr()
 			}
 			requireCode(t, codes.InvalidArgument, err, "NodePublishVolume")
-			requireMounted(t, v.target, false)
+			requireMounted(t, v.Target, false)
 			requirePoolEmpty(t, n)
 		})
 	}
@@ -265,12 +266,12 @@ func TestInlineVolumePublishFailsCleanly(t *testing.T) {
 	n, dir := setupOn(t, testutil.BtrfsPool(t, 256<<20))
 	for _, typ := range []string{"dir", "loop"} {
 		v := newInline(t, n, dir, typ, map[string]string{"type": typ, "size": "64Mi"})
-		require.NoError(t, os.MkdirAll(filepath.Dir(v.target), 0o750))
-		require.NoError(t, os.WriteFile(v.target, nil, 0o644))
+		require.NoError(t, os.MkdirAll(filepath.Dir(v.Target), 0o750))
+		require.NoError(t, os.WriteFile(v.Target, nil, 0o644))
 		require.Error(t, v.publishErr(), "publish onto a file")
 		requirePoolEmpty(t, n)
-		require.NoError(t, os.Remove(v.target))
-		v.unpublish()
+		require.NoError(t, os.Remove(v.Target))
+		v.Unpublish()
 	}
 }
 
@@ -281,25 +282,25 @@ func TestInlineVolumePublishFailsCleanly(t *testing.T) {
 func TestInlineVolumeRestartAndReboot(t *testing.T) {
 	n, dir := setup(t)
 	v := newInline(t, n, dir, "survivor", map[string]string{"type": "loop", "size": "64Mi"})
-	v.publish()
-	require.NoError(t, os.WriteFile(filepath.Join(v.target, "data"), []byte("kept"), 0o644))
+	v.Publish()
+	require.NoError(t, os.WriteFile(filepath.Join(v.Target, "data"), []byte("kept"), 0o644))
 
 	n.Stop()
 	n.Start()
-	requireMounted(t, v.target, true)
+	requireMounted(t, v.Target, true)
 
 	// Reboot: every mount and loop device of the node goes.
 	n.Stop()
-	ReleaseUnder(t, dir)
+	testutil.ReleaseUnder(t, dir)
 	n.Start()
-	v.publish()
-	got, err := os.ReadFile(filepath.Join(v.target, "data"))
+	v.Publish()
+	got, err := os.ReadFile(filepath.Join(v.Target, "data"))
 	require.NoError(t, err, "data after a reboot")
 	require.Equal(t, "kept", string(got))
 
 	n.Stop()
 	n.Start()
-	v.unpublish()
+	v.Unpublish()
 	requirePoolEmpty(t, n)
 }
 
@@ -309,23 +310,23 @@ func TestInlineVolumeRestartAndReboot(t *testing.T) {
 func TestInlineHandleIsNotAVolumeID(t *testing.T) {
 	n, dir := setup(t)
 	v := newInline(t, n, dir, "scratch", map[string]string{"type": "loop", "size": "32Mi"})
-	v.unpublish() // never published: nothing to do
-	v.publish()
-	list, err := n.Client.ListVolumes(rpcCtx(t), &csi.ListVolumesRequest{})
+	v.Unpublish() // never published: nothing to do
+	v.Publish()
+	list, err := n.Client.ListVolumes(testutil.Ctx(t), &csi.ListVolumesRequest{})
 	require.NoError(t, err)
 	require.Len(t, list.GetEntries(), 1)
 	vc := list.GetEntries()[0].GetVolume().GetVolumeContext()
 	require.Equal(t, "true", vc["ephemeral"], "listed as inline: %v", vc)
 	require.Equal(t, "default/pod-scratch", vc["pod"], "listed with its pod: %v", vc)
-	_, err = n.Client.DeleteVolume(rpcCtx(t), &csi.DeleteVolumeRequest{VolumeId: v.handle})
+	_, err = n.Client.DeleteVolume(testutil.Ctx(t), &csi.DeleteVolumeRequest{VolumeId: v.handle})
 	require.NoError(t, err, "DeleteVolume of a foreign ID is a no-op")
-	requireMounted(t, v.target, true)
+	requireMounted(t, v.Target, true)
 	// Another volume's unpublish at this target must not unmount it.
 	other := newInline(t, n, dir, "other", nil)
-	other.target = v.target
+	other.Target = v.Target
 	requireCode(t, codes.NotFound, other.unpublishErr(), "unpublish of another handle at the target")
-	requireMounted(t, v.target, true)
-	v.unpublish()
+	requireMounted(t, v.Target, true)
+	v.Unpublish()
 	requirePoolEmpty(t, n)
 }
 

@@ -5,8 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,13 +16,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
-	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/metrics"
-	"github.com/seed3e7d50b2/hostvol/pkg/pool"
-	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -48,14 +42,6 @@ func serveHTTP(t *testing.T, m *metrics.Metrics, drv *driver.Driver) string {
 		require.NoError(t, <-done)
 	})
 	return "http://" + srv.Addr()
-}
-
-func dial(t *testing.T, ep string) csi.ControllerClient {
-	t.Helper()
-	conn, err := endpoint.Dial(ep)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	return csi.NewControllerClient(conn)
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -86,13 +72,10 @@ func sample(t *testing.T, scrape, series string) float64 {
 
 func createReq(name string, params map[string]string) *csi.CreateVolumeRequest {
 	return &csi.CreateVolumeRequest{
-		Name:          name,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 32 * mib},
-		Parameters:    params,
-		VolumeCapabilities: []*csi.VolumeCapability{{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		}},
+		Name:               name,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: 32 * mib},
+		Parameters:         params,
+		VolumeCapabilities: []*csi.VolumeCapability{testutil.DirKind.Capability()},
 	}
 }
 
@@ -102,7 +85,7 @@ func TestScrapeAfterCalls(t *testing.T) {
 	env := testutil.StartDriver(t, testutil.Options{Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
 	require.NoError(t, m.RegisterStorage(env.Manager.Controller))
 	base := serveHTTP(t, m, env.Driver)
-	ctrl := dial(t, env.Endpoint)
+	ctrl := env.Client
 	ctx := t.Context()
 
 	keep, err := ctrl.CreateVolume(ctx, createReq("keep", nil))
@@ -161,43 +144,21 @@ hostvol_build_info{version="v9.9.9-e2e"} 1
 // Before Load, /healthz answers 503 from the driver's Probe and the calls
 // the driver refuses are counted with their code; after Load, 200.
 func TestHealthzFollowsProbe(t *testing.T) {
-	dir := t.TempDir()
-	poolDir := filepath.Join(dir, "pool")
-	require.NoError(t, os.Mkdir(poolDir, 0o755))
-	p, err := pool.Open(pool.Spec{Name: pool.DefaultName, Path: poolDir})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	mgr, err := volume.New(volume.Config{NodeID: "n1", StateDir: filepath.Join(dir, "state"), Pools: []*pool.Pool{p}, Mounter: mount.NewFakeMounter(nil)})
-	require.NoError(t, err)
 	m, err := metrics.New(metrics.Config{Version: "e2e"})
 	require.NoError(t, err)
-	require.NoError(t, m.RegisterStorage(mgr.Controller))
-	drv, err := driver.New(driver.Config{Name: "hostvol.csi.io", Version: "e2e", NodeID: "n1", Manager: mgr,
-		Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
-	require.NoError(t, err)
-	ep := "unix://" + filepath.Join(dir, "csi.sock")
-	l, err := endpoint.Listen(ep)
-	require.NoError(t, err)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = drv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		drv.Stop()
-		<-served
-	})
-	base := serveHTTP(t, m, drv)
+	env := testutil.StartDriver(t, testutil.Options{Unloaded: true, Interceptors: []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}})
+	require.NoError(t, m.RegisterStorage(env.Manager.Controller))
+	base := serveHTTP(t, m, env.Driver)
 
 	code, body := get(t, base+"/healthz")
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "not ready")
-	_, err = dial(t, ep).CreateVolume(t.Context(), createReq("early", nil))
+	_, err = env.Client.CreateVolume(t.Context(), createReq("early", nil))
 	require.Equal(t, codes.Unavailable, status.Code(err))
 	_, scrape := get(t, base+"/metrics")
 	require.Equal(t, 1.0, sample(t, scrape, `hostvol_operations_total{code="Unavailable",method="/csi.v1.Controller/CreateVolume"}`))
 
-	require.NoError(t, mgr.Load())
+	env.Load(t)
 	code, body = get(t, base+"/healthz")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "ok", body)

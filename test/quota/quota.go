@@ -9,13 +9,11 @@
 package quota
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
@@ -25,7 +23,6 @@ import (
 
 	hvquota "github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -51,34 +48,21 @@ type FS struct {
 
 // Node starts hostvol, with the real adapters, on a pool at poolPath (a
 // filesystem the test made), with state under a temporary directory.
-func Node(t *testing.T, poolPath string) *loopvol.Node {
+func Node(t *testing.T, poolPath string) *testutil.Node {
 	t.Helper()
 	dir := t.TempDir()
-	loopvol.CleanupUnder(t, dir)
-	return loopvol.NewNode(t, dir, poolPath)
-}
-
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
-
-func mountCap() *csi.VolumeCapability {
-	return &csi.VolumeCapability{
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-	}
+	testutil.CleanupUnder(t, dir)
+	return testutil.NewNode(t, dir, poolPath)
 }
 
 // Create creates a directory volume of size bytes with the class
 // parameters params (nil: the defaults, sizeLimit required).
-func Create(t *testing.T, n *loopvol.Node, name string, size int64, params map[string]string) string {
+func Create(t *testing.T, n *testutil.Node, name string, size int64, params map[string]string) string {
 	t.Helper()
-	resp, err := n.Client.CreateVolume(ctx(t), &csi.CreateVolumeRequest{
+	resp, err := n.Client.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{
 		Name:               name,
 		CapacityRange:      &csi.CapacityRange{RequiredBytes: size},
-		VolumeCapabilities: []*csi.VolumeCapability{mountCap()},
+		VolumeCapabilities: []*csi.VolumeCapability{testutil.DirKind.Capability()},
 		Parameters:         params,
 	})
 	require.NoError(t, err, "CreateVolume %s", name)
@@ -87,40 +71,40 @@ func Create(t *testing.T, n *loopvol.Node, name string, size int64, params map[s
 }
 
 // Handle is what limits a volume, from its record.
-func Handle(t *testing.T, n *loopvol.Node, id string) hvquota.Handle {
+func Handle(t *testing.T, n *testutil.Node, id string) hvquota.Handle {
 	t.Helper()
-	v, err := n.Env.Manager.Controller.Get(id)
-	require.NoError(t, err)
+	v := n.Env.Record(t, id)
 	require.NotNil(t, v.Quota, "volume %s has no size limit", id)
 	return *v.Quota
 }
 
+// volumeAt is volume id with staging and target paths under dir/id.
+func volumeAt(t *testing.T, n *testutil.Node, dir, id string) *testutil.Volume {
+	return &testutil.Volume{
+		T: t, Src: n, Kind: testutil.DirKind, Name: id, ID: id,
+		Staging: filepath.Join(dir, id, "staging"), Target: filepath.Join(dir, id, "target"),
+	}
+}
+
 // Publish stages and publishes a volume under dir and returns the target.
-func Publish(t *testing.T, n *loopvol.Node, dir, id string) string {
+func Publish(t *testing.T, n *testutil.Node, dir, id string) string {
 	t.Helper()
-	staging, target := filepath.Join(dir, id, "staging"), filepath.Join(dir, id, "target")
-	require.NoError(t, os.MkdirAll(staging, 0o750))
-	_, err := n.Client.NodeStageVolume(ctx(t), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap()})
-	require.NoError(t, err)
-	_, err = n.Client.NodePublishVolume(ctx(t), &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target, VolumeCapability: mountCap()})
-	require.NoError(t, err)
-	return target
+	v := volumeAt(t, n, dir, id)
+	require.NoError(t, os.MkdirAll(v.Staging, 0o750))
+	v.Up()
+	return v.Target
 }
 
 // Unpublish undoes Publish.
-func Unpublish(t *testing.T, n *loopvol.Node, dir, id string) {
+func Unpublish(t *testing.T, n *testutil.Node, dir, id string) {
 	t.Helper()
-	_, err := n.Client.NodeUnpublishVolume(ctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: filepath.Join(dir, id, "target")})
-	require.NoError(t, err)
-	_, err = n.Client.NodeUnstageVolume(ctx(t), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: filepath.Join(dir, id, "staging")})
-	require.NoError(t, err)
+	volumeAt(t, n, dir, id).Down()
 }
 
 // Delete deletes a volume.
-func Delete(t *testing.T, n *loopvol.Node, id string) {
+func Delete(t *testing.T, n *testutil.Node, id string) {
 	t.Helper()
-	_, err := n.Client.DeleteVolume(ctx(t), &csi.DeleteVolumeRequest{VolumeId: id})
-	require.NoError(t, err, "DeleteVolume %s", id)
+	volumeAt(t, n, "", id).Delete()
 }
 
 // Write writes up to max bytes into a new file at path the way a pod does
@@ -151,9 +135,9 @@ func syncfs(t *testing.T, path string) {
 }
 
 // Usage is NodeGetVolumeStats' answer for a volume at path, by unit.
-func Usage(t *testing.T, n *loopvol.Node, id, path string) map[csi.VolumeUsage_Unit]*csi.VolumeUsage {
+func Usage(t *testing.T, n *testutil.Node, id, path string) map[csi.VolumeUsage_Unit]*csi.VolumeUsage {
 	t.Helper()
-	resp, err := n.Client.NodeGetVolumeStats(ctx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: path})
+	resp, err := n.Client.NodeGetVolumeStats(testutil.Ctx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: path})
 	require.NoError(t, err)
 	out := map[csi.VolumeUsage_Unit]*csi.VolumeUsage{}
 	for _, u := range resp.GetUsage() {
@@ -164,9 +148,9 @@ func Usage(t *testing.T, n *loopvol.Node, id, path string) map[csi.VolumeUsage_U
 
 // Health is ControllerGetVolumeHealth's conditions of a volume, as
 // "STATUS/Reason", with the messages logged.
-func Health(t *testing.T, n *loopvol.Node, id string) []string {
+func Health(t *testing.T, n *testutil.Node, id string) []string {
 	t.Helper()
-	r, err := n.Client.ControllerGetVolumeHealth(ctx(t), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
+	r, err := n.Client.ControllerGetVolumeHealth(testutil.Ctx(t), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
 	require.NoError(t, err)
 	out := []string{}
 	for _, e := range r.GetVolumeHealth().GetHealthStatuses() {
@@ -184,8 +168,7 @@ func Health(t *testing.T, n *loopvol.Node, id string) []string {
 // calls it) lets further writes through; deletion leaves no limit behind.
 func EnforcedLimit(t *testing.T, fs FS, pool string) {
 	n := Node(t, pool)
-	info, err := n.Env.Manager.Controller.Enforcement("default")
-	require.NoError(t, err)
+	info := n.Env.Enforcement(t, "default")
 	require.Equal(t, fs.Method, info.Method, "enforcement detected on the %s pool (%s)", fs.Name, info.Reason)
 	t.Logf("%s: pool size enforcement %s (%s)", fs.Name, info.Method, info.Reason)
 
@@ -230,7 +213,7 @@ func EnforcedLimit(t *testing.T, fs FS, pool string) {
 
 	// Expansion raises the limit online: ControllerExpandVolume needs no
 	// node step for a directory.
-	exp, err := n.Client.ControllerExpandVolume(ctx(t), &csi.ControllerExpandVolumeRequest{VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 2 * size}})
+	exp, err := n.Client.ControllerExpandVolume(testutil.Ctx(t), &csi.ControllerExpandVolumeRequest{VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 2 * size}})
 	require.NoError(t, err)
 	require.Equal(t, 2*size, exp.GetCapacityBytes())
 	require.False(t, exp.GetNodeExpansionRequired(), "a directory's limit is raised without a node step")
@@ -239,7 +222,7 @@ func EnforcedLimit(t *testing.T, fs FS, pool string) {
 	require.NoError(t, err, "8 MiB more after expanding to 20 MiB (wrote %d)", more)
 	require.Equal(t, 2*size, Usage(t, n, id, target)[csi.VolumeUsage_BYTES].GetTotal())
 	// And through NodeExpandVolume, as the kubelet grows it in a cluster.
-	nexp, err := n.Client.NodeExpandVolume(ctx(t), &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: target, CapacityRange: &csi.CapacityRange{RequiredBytes: 3 * size}})
+	nexp, err := n.Client.NodeExpandVolume(testutil.Ctx(t), &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: target, CapacityRange: &csi.CapacityRange{RequiredBytes: 3 * size}})
 	require.NoError(t, err)
 	require.Equal(t, 3*size, nexp.GetCapacityBytes())
 	more, err = Write(t, fs, filepath.Join(target, "after-node-expand"), 8*mib)
@@ -277,10 +260,10 @@ func Concurrent(t *testing.T, fs FS, pool string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := n.Client.CreateVolume(ctx(t), &csi.CreateVolumeRequest{
+			resp, err := n.Client.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{
 				Name:               fmt.Sprintf("concurrent-%02d", i),
 				CapacityRange:      &csi.CapacityRange{RequiredBytes: 4 * mib},
-				VolumeCapabilities: []*csi.VolumeCapability{mountCap()},
+				VolumeCapabilities: []*csi.VolumeCapability{testutil.DirKind.Capability()},
 			})
 			errs[i] = err
 			ids[i] = resp.GetVolume().GetVolumeId()
@@ -306,7 +289,7 @@ func Concurrent(t *testing.T, fs FS, pool string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = n.Client.DeleteVolume(ctx(t), &csi.DeleteVolumeRequest{VolumeId: ids[i]})
+			_, errs[i] = n.Client.DeleteVolume(testutil.Ctx(t), &csi.DeleteVolumeRequest{VolumeId: ids[i]})
 		}()
 	}
 	wg.Wait()
@@ -324,13 +307,12 @@ func Concurrent(t *testing.T, fs FS, pool string) {
 // sizeLimit optional creates the volume without a limit.
 func Unlimited(t *testing.T, pool, filesystem string) {
 	n := Node(t, pool)
-	info, err := n.Env.Manager.Controller.Enforcement("default")
-	require.NoError(t, err)
+	info := n.Env.Enforcement(t, "default")
 	require.Equal(t, hvquota.None, info.Method)
 	t.Logf("pool on %s: enforcement %s (%s)", filesystem, info.Method, info.Reason)
 
-	_, err = n.Client.CreateVolume(ctx(t), &csi.CreateVolumeRequest{
-		Name: "refused", CapacityRange: &csi.CapacityRange{RequiredBytes: mib}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()},
+	_, err := n.Client.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{
+		Name: "refused", CapacityRange: &csi.CapacityRange{RequiredBytes: mib}, VolumeCapabilities: []*csi.VolumeCapability{testutil.DirKind.Capability()},
 	})
 	require.Equal(t, codes.FailedPrecondition, status.Code(err), "sizeLimit required on a pool that cannot enforce it: %v", err)
 	require.Contains(t, err.Error(), `pool "default"`)
@@ -338,16 +320,15 @@ func Unlimited(t *testing.T, pool, filesystem string) {
 	require.Contains(t, err.Error(), "sizeLimit: optional")
 	t.Logf("sizeLimit required: %v", err)
 
-	capReq, err := n.Client.GetCapacity(ctx(t), &csi.GetCapacityRequest{})
+	capReq, err := n.Client.GetCapacity(testutil.Ctx(t), &csi.GetCapacityRequest{})
 	require.NoError(t, err)
 	require.Zero(t, capReq.GetAvailableCapacity(), "a class that requires limits has no capacity on this pool")
-	capOpt, err := n.Client.GetCapacity(ctx(t), &csi.GetCapacityRequest{Parameters: map[string]string{"sizeLimit": "optional"}})
+	capOpt, err := n.Client.GetCapacity(testutil.Ctx(t), &csi.GetCapacityRequest{Parameters: map[string]string{"sizeLimit": "optional"}})
 	require.NoError(t, err)
 	require.Positive(t, capOpt.GetAvailableCapacity())
 
 	id := Create(t, n, "accepted", mib, map[string]string{"sizeLimit": "optional"})
-	v, err := n.Env.Manager.Controller.Get(id)
-	require.NoError(t, err)
+	v := n.Env.Record(t, id)
 	require.Nil(t, v.Quota, "accepted without a limit")
 	require.Equal(t, volume.SizeLimitOptional, v.SizeLimit)
 	Delete(t, n, id)

@@ -65,7 +65,7 @@ func Config(t *testing.T, endpoint string) sanity.TestConfig {
 			return sanity.PathIsOther, nil
 		}
 	}
-	t.Cleanup(func() { testutil.UnmountUnder(t, base) })
+	testutil.CleanupUnder(t, base)
 	return cfg
 }
 
@@ -79,6 +79,33 @@ type Volumes struct {
 	Parameters map[string]string
 	// Size is TestVolumeSize; 0 keeps Config's 64 MiB. XFS needs 300 MiB.
 	Size int64
+}
+
+// VolumesOf describes volumes of the harness's kind k.
+func VolumesOf(k testutil.Kind) Volumes {
+	v := Volumes{Parameters: k.Params, Size: k.Size}
+	if k.Block {
+		v.AccessType = "block"
+	}
+	return v
+}
+
+// StartReal starts a driver with the adapters cmd/hostvol builds on the
+// pool at poolPath ("": a plain directory), and returns it. Every mount
+// and loop device under its directory is released at the end. Needs root.
+func StartReal(t *testing.T, poolPath string) *testutil.Env {
+	t.Helper()
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	testutil.CleanupUnder(t, dir)
+	return testutil.NewNode(t, dir, poolPath).Env
+}
+
+// RunReal runs csi-sanity on volumes of kind k against a driver started
+// with StartReal on a plain pool. Needs root.
+func RunReal(t *testing.T, k testutil.Kind) {
+	t.Helper()
+	sanity.Test(t, ConfigFor(t, StartReal(t, "").Endpoint, VolumesOf(k)))
 }
 
 // ConfigFor is Config for volumes of the given shape. Config itself is

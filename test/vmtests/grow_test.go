@@ -5,18 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
-	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -38,16 +34,13 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 	ctx := t.Context()
 
 	env := startDriver(t)
-	conn, err := endpoint.Dial(env.Endpoint)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	ctrl, node := csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+	c := env.Client
 
 	vc := &csi.VolumeCapability{
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fsType}},
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
 	}
-	created, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+	created, err := c.CreateVolume(ctx, &csi.CreateVolumeRequest{
 		Name:               "grow-" + fsType,
 		CapacityRange:      &csi.CapacityRange{RequiredBytes: from},
 		VolumeCapabilities: []*csi.VolumeCapability{vc},
@@ -58,9 +51,9 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 	require.Equal(t, from, created.GetVolume().GetCapacityBytes())
 
 	staging, target := filepath.Join(env.Dir, "staging"), filepath.Join(env.Dir, "target")
-	_, err = node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: vc})
+	_, err = c.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: vc})
 	require.NoError(t, err)
-	_, err = node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target, VolumeCapability: vc})
+	_, err = c.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target, VolumeCapability: vc})
 	require.NoError(t, err)
 	logLoopDevice(t, env.Pools[0].ImagePath(id))
 
@@ -73,7 +66,7 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 	want := sha256.Sum256(data)
 	writeSynced(t, filepath.Join(target, "data"), data)
 
-	expanded, err := ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
+	expanded, err := c.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
 		VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: to}, VolumeCapability: vc,
 	})
 	require.NoError(t, err)
@@ -81,7 +74,7 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 	require.Equal(t, to, expanded.GetCapacityBytes())
 	require.Equal(t, before, statfsTotal(t, target), "the filesystem must not grow before NodeExpandVolume")
 
-	grown, err := node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{
+	grown, err := c.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{
 		VolumeId: id, VolumePath: target, CapacityRange: &csi.CapacityRange{RequiredBytes: to}, VolumeCapability: vc,
 	})
 	require.NoError(t, err, "online grow of mounted %s", fsType)
@@ -107,11 +100,11 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 	require.NoError(t, f.Close())
 	require.NoError(t, os.Remove(big))
 
-	again, err := node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: target, VolumeCapability: vc})
+	again, err := c.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: target, VolumeCapability: vc})
 	require.NoError(t, err, "NodeExpandVolume again is idempotent")
 	require.Equal(t, to, again.GetCapacityBytes())
 
-	stats, err := node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	stats, err := c.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
 	require.NoError(t, err)
 	for _, u := range stats.GetUsage() {
 		if u.GetUnit() == csi.VolumeUsage_BYTES {
@@ -119,13 +112,13 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 		}
 	}
 
-	_, err = node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+	_, err = c.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
 	require.NoError(t, err)
-	_, err = node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	_, err = c.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
 	require.NoError(t, err)
 	require.Empty(t, testutil.MountsUnder(t, env.Dir))
 	checkFilesystem(t, fsType, env.Pools[0].ImagePath(id))
-	_, err = ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+	_, err = c.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
 	require.NoError(t, err)
 	_, err = os.Stat(env.Pools[0].ImagePath(id))
 	require.ErrorIs(t, err, os.ErrNotExist)
@@ -137,29 +130,11 @@ func testOnlineGrow(t *testing.T, fsType string, from, to int64) {
 // the loop devices would fall back to buffered I/O.)
 func startDriver(t *testing.T) *testutil.Env {
 	t.Helper()
-	dir := t.TempDir()
-	img, poolDir := filepath.Join(dir, "pool.img"), filepath.Join(dir, "pool")
-	require.NoError(t, os.Mkdir(poolDir, 0o755))
-	f, err := os.Create(img)
-	require.NoError(t, err)
-	require.NoError(t, f.Truncate(1<<30))
-	require.NoError(t, f.Close())
-	run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", img)
-	run(t, "mount", "-o", "loop", img, poolDir) // util-linux: autoclear loop device
-	t.Cleanup(func() {
-		// After a failure, images may still be attached: detach them so
-		// that the pool unmounts and the next test starts clean.
-		detachLoopsUnder(t, poolDir)
-		if err := unix.Unmount(poolDir, 0); err != nil {
-			t.Errorf("unmount pool: %v", err)
-			_ = unix.Unmount(poolDir, unix.MNT_DETACH)
-		}
-	})
-
+	pfs := testutil.NewPoolFS(t, t.TempDir(), testutil.PoolFSOptions{Size: 1 << 30})
 	opts := testutil.RealOptions()
-	opts.PoolSpecs = []pool.Spec{{Name: pool.DefaultName, Path: poolDir}}
+	opts.PoolSpecs = []pool.Spec{{Name: pool.DefaultName, Path: pfs.Path}}
 	env := testutil.StartDriver(t, opts)
-	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
+	testutil.CleanupUnder(t, env.Dir)
 	return env
 }
 
@@ -186,38 +161,9 @@ func checkFilesystem(t *testing.T, fsType, image string) {
 	t.Helper()
 	switch fsType {
 	case fsutil.XFS:
-		run(t, "xfs_repair", "-n", "-f", image)
+		testutil.Run(t, "xfs_repair", "-n", "-f", image)
 	default:
-		run(t, "e2fsck", "-f", "-n", image)
-	}
-}
-
-// loopDevices maps each attached loop device (/dev/loopN) to its backing
-// file.
-func loopDevices(t *testing.T) map[string]string {
-	t.Helper()
-	files, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	require.NoError(t, err)
-	devs := map[string]string{}
-	for _, bf := range files {
-		b, err := os.ReadFile(bf)
-		if err != nil {
-			continue // detached meanwhile
-		}
-		devs["/dev/"+filepath.Base(filepath.Dir(filepath.Dir(bf)))] = strings.TrimSpace(string(b))
-	}
-	return devs
-}
-
-// detachLoopsUnder detaches the loop devices backed by files under dir.
-func detachLoopsUnder(t *testing.T, dir string) {
-	t.Helper()
-	for dev, file := range loopDevices(t) {
-		if strings.HasPrefix(file, dir+"/") {
-			if err := loop.New().Detach(dev); err != nil {
-				t.Errorf("cleanup: detach %s (%s): %v", dev, file, err)
-			}
-		}
+		testutil.Run(t, "e2fsck", "-f", "-n", image)
 	}
 }
 
@@ -225,7 +171,9 @@ func detachLoopsUnder(t *testing.T, dir string) {
 // direct I/O.
 func logLoopDevice(t *testing.T, image string) {
 	t.Helper()
-	for dev, file := range loopDevices(t) {
+	loops, err := testutil.AttachedLoops()
+	require.NoError(t, err)
+	for dev, file := range loops {
 		if file == image {
 			dio, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "dio"))
 			t.Logf("%s is on %s, direct I/O %s", filepath.Base(image), dev, bytes.TrimSpace(dio))
@@ -233,10 +181,4 @@ func logLoopDevice(t *testing.T, image string) {
 		}
 	}
 	t.Errorf("no loop device is backed by %s", image)
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	require.NoError(t, err, "%s %s: %s", name, strings.Join(args, " "), out)
 }

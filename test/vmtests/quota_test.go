@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	hvquota "github.com/seed3e7d50b2/hostvol/pkg/quota"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/quota"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -36,36 +35,14 @@ var (
 // returns the mount point; t.Cleanup unmounts it.
 func quotaPool(t *testing.T, fs string, prjquota bool) string {
 	t.Helper()
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, fs+".img"), filepath.Join(dir, "pool")
-	require.NoError(t, os.Mkdir(mnt, 0o755))
-	f, err := os.Create(img)
-	require.NoError(t, err)
-	require.NoError(t, f.Truncate(320<<20))
-	require.NoError(t, f.Close())
-	switch fs {
-	case "xfs":
-		run(t, "mkfs.xfs", "-q", "-f", "-m", "crc=1", img)
-	case "ext4":
-		run(t, "mkfs.ext4", "-q", "-F", "-I", "256", "-O", "project,quota", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", img)
-	}
-	opts := "loop"
+	o := testutil.PoolFSOptions{Type: fs, Size: 320 << 20, Mkfs: map[string][]string{
+		"xfs":  {"-m", "crc=1"},
+		"ext4": {"-I", "256", "-O", "project,quota"},
+	}[fs]}
 	if prjquota {
-		opts += ",prjquota"
+		o.MountData = "prjquota"
 	}
-	run(t, "mount", "-o", opts, img, mnt) // util-linux: the loop device goes with the mount
-	t.Cleanup(func() {
-		for _, m := range testutil.MountsUnder(t, mnt) {
-			if m != mnt {
-				_ = unix.Unmount(m, unix.MNT_DETACH)
-			}
-		}
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s pool: %v", fs, err)
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-	})
-	return mnt
+	return testutil.NewPoolFS(t, t.TempDir(), o).Path
 }
 
 func TestXFSProjectQuota(t *testing.T) {
@@ -206,7 +183,7 @@ func projectLimit(t *testing.T, fs, pool string, id uint32) int64 {
 
 // dirProject is the project ID of a volume's directory (FS_IOC_FSGETXATTR
 // through xfs_io's lsproj).
-func dirProject(t *testing.T, n *loopvol.Node, id string) uint32 {
+func dirProject(t *testing.T, n *testutil.Node, id string) uint32 {
 	t.Helper()
 	out, err := exec.Command("xfs_io", "-r", "-c", "lsproj", n.Pool().DirPath(id)).CombinedOutput()
 	require.NoError(t, err, "xfs_io lsproj: %s", out)

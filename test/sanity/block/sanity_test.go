@@ -6,9 +6,6 @@ package block
 import (
 	"testing"
 
-	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -17,13 +14,5 @@ import (
 // capabilities hostvol does not advertise (see hvsanity.Config); the
 // expansion specs run, the node side growing the loop device.
 func TestSanityBlock(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	loopvol.CleanupUnder(t, dir)
-	node := loopvol.NewNode(t, dir, "")
-	cfg := hvsanity.ConfigFor(t, node.Env.Endpoint, hvsanity.Volumes{
-		AccessType: "block",
-		Parameters: map[string]string{},
-	})
-	sanity.Test(t, cfg)
+	hvsanity.RunReal(t, testutil.BlockKind)
 }

@@ -21,12 +21,8 @@ import (
 // the end that no qgroup outlives its volume.
 func TestSanityBtrfs(t *testing.T) {
 	poolPath := testutil.BtrfsPool(t, 1<<30)
-	o := testutil.RealOptions()
-	o.PoolSpecs = []pool.Spec{{Name: pool.DefaultName, Path: poolPath}}
-	env := testutil.StartDriver(t, o)
-	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
-	info, err := env.Manager.Controller.Enforcement(pool.DefaultName)
-	require.NoError(t, err)
+	env := hvsanity.StartReal(t, poolPath)
+	info := env.Enforcement(t, pool.DefaultName)
 	require.Equal(t, quota.BtrfsQgroup, info.Method, "btrfs pool enforcement: %s", info.Reason)
 
 	cfg := hvsanity.ConfigFor(t, env.Endpoint, hvsanity.Volumes{Size: 64 << 20})

@@ -8,10 +8,6 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-	"golang.org/x/sys/unix"
-
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -30,33 +26,15 @@ import (
 // is missing. test/loopvol's TestExpand asserts that FAILED_PRECONDITION and
 // the growth at the next stage; test/vmtests grows a mounted ext4 for real.
 func TestSanityLoopExt4(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	loopvol.CleanupUnder(t, dir)
-	node := loopvol.NewNode(t, dir, "")
-	cfg := hvsanity.ConfigFor(t, node.Env.Endpoint, hvsanity.Volumes{
-		Parameters: map[string]string{"type": "loop"},
-	})
-	if !hasCapSysResource() {
+	if !testutil.HasCapSysResource() {
 		t.Logf("skipping %q: growing a mounted ext4 needs CAP_SYS_RESOURCE, which this process lacks", onlineGrowSpec)
 		// Ginkgo binds its flags to flag.CommandLine; -ginkgo.skip appends.
 		if err := flag.Set("ginkgo.skip", regexp.QuoteMeta(onlineGrowSpec)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sanity.Test(t, cfg)
+	hvsanity.RunReal(t, testutil.Ext4Kind)
 }
 
 // onlineGrowSpec is the csi-sanity spec that grows a mounted volume.
 const onlineGrowSpec = "should work if node-expand is called after node-publish"
-
-// hasCapSysResource reports whether this process has CAP_SYS_RESOURCE in
-// its effective set.
-func hasCapSysResource() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
-}

@@ -5,9 +5,6 @@ package loopxfs
 import (
 	"testing"
 
-	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -16,13 +13,5 @@ import (
 // capabilities hostvol does not advertise (see hvsanity.Config); the
 // expansion specs run, the stage growing the filesystem with xfs_growfs.
 func TestSanityLoopXFS(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	loopvol.CleanupUnder(t, dir)
-	node := loopvol.NewNode(t, dir, "")
-	cfg := hvsanity.ConfigFor(t, node.Env.Endpoint, hvsanity.Volumes{
-		Parameters: map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "xfs"},
-		Size:       300 << 20,
-	})
-	sanity.Test(t, cfg)
+	hvsanity.RunReal(t, testutil.XFSKind)
 }

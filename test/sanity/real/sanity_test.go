@@ -5,8 +5,6 @@ package real
 import (
 	"testing"
 
-	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-
 	hvsanity "github.com/seed3e7d50b2/hostvol/test/sanity"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
@@ -15,10 +13,5 @@ import (
 // whose filesystem limits nothing here (test/sanity/btrfs runs on a pool
 // that does): the class accepts directory volumes without a hard limit.
 func TestSanityRealMounts(t *testing.T) {
-	testutil.RequireRoot(t)
-	env := testutil.StartDriver(t, testutil.RealOptions())
-	t.Cleanup(func() { testutil.UnmountUnder(t, env.Dir) })
-	sanity.Test(t, hvsanity.ConfigFor(t, env.Endpoint, hvsanity.Volumes{
-		Parameters: map[string]string{"sizeLimit": "optional"},
-	}))
+	hvsanity.RunReal(t, testutil.DirKind)
 }

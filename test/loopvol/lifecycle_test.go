@@ -3,7 +3,6 @@ package loopvol
 import (
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -24,28 +23,27 @@ import (
 func TestDataSurvivesRestage(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range allKinds {
-		t.Run(k.name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "data"), 0)
-			v.up()
+		t.Run(k.Name, func(t *testing.T) {
+			_, _, v := setupVol(t, k, "data")
+			v.Up()
 			v.requireOneLoop()
 			want := v.writeData()
-			v.checkData(v.target, want)
+			v.checkData(v.Target, want)
 
-			v.down()
-			devs, err := LoopsFor(v.image())
+			v.Down()
+			devs, err := testutil.LoopsFor(v.image())
 			require.NoError(t, err)
 			require.Empty(t, devs, "unstage detaches the image")
-			require.Empty(t, testutil.MountsUnder(t, filepath.Dir(v.target)), "unstage leaves no mount")
-			if k.block {
+			require.Empty(t, testutil.MountsUnder(t, filepath.Dir(v.Target)), "unstage leaves no mount")
+			if k.Block {
 				v.checkImage(want)
 			}
 
-			v.up()
+			v.Up()
 			v.requireOneLoop()
-			v.checkData(v.target, want)
-			v.down()
-			require.NoError(t, v.deleteErr())
+			v.checkData(v.Target, want)
+			v.Down()
+			require.NoError(t, v.DeleteErr())
 			_, err = os.Stat(v.image())
 			require.ErrorIs(t, err, os.ErrNotExist)
 		})
@@ -59,11 +57,8 @@ func TestDataSurvivesRestage(t *testing.T) {
 func TestReboot(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, k := range allKinds {
-		t.Run(k.name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "reboot"), 0)
-			v.up()
-			want := v.writeData()
+		t.Run(k.Name, func(t *testing.T) {
+			n, dir, v, want := upWithData(t, k, "reboot")
 
 			// The reboot: driver gone, mounts gone, loop device gone.
 			n.Stop()
@@ -76,17 +71,17 @@ func TestReboot(t *testing.T) {
 			require.Empty(t, v.device())
 
 			n.Start()
-			v.up()
-			target2 := filepath.Join(dir, "mnt", v.name, "target2")
-			v.publishAt(target2)
-			v.checkData(v.target, want)
+			v.Up()
+			target2 := filepath.Join(dir, "mnt", v.Name, "target2")
+			v.PublishAt(target2)
+			v.checkData(v.Target, want)
 			v.checkData(target2, want)
 			v.requireOneLoop()
 
-			v.unpublishAt(target2)
-			v.down()
-			require.NoError(t, v.deleteErr())
-			devs, err := LoopsFor(v.image())
+			v.UnpublishAt(target2)
+			v.Down()
+			require.NoError(t, v.DeleteErr())
+			devs, err := testutil.LoopsFor(v.image())
 			require.NoError(t, err)
 			require.Empty(t, devs)
 			_, err = os.Stat(v.image())
@@ -102,11 +97,9 @@ func TestReboot(t *testing.T) {
 // its image is on, A must not trust its hint, and each volume must end on
 // its own device with its own data.
 func TestRebootDevicesSwapped(t *testing.T) {
-	n, dir := setup(t)
-	a := create(t, n, dir, ext4Kind, volName(t, "a"), 0)
-	b := create(t, n, dir, ext4Kind, volName(t, "b"), 0)
-	a.up()
-	b.up()
+	n, dir, a, b := setupPair(t)
+	a.Up()
+	b.Up()
 	wantA, wantB := a.writeData(), b.writeData()
 	devA, devB := a.requireOneLoop(), b.requireOneLoop()
 
@@ -121,17 +114,17 @@ func TestRebootDevicesSwapped(t *testing.T) {
 	// one attached before it), B's image lands on A's old device.
 	n.Start()
 	attachAt(t, devA, b.image())
-	b.up()
+	b.Up()
 	require.Equal(t, devA, b.requireOneLoop(), "b uses the device its image is attached to")
-	a.up()
+	a.Up()
 	newA := a.requireOneLoop()
 	require.NotEqual(t, devA, newA, "a's remembered device now holds b")
 	t.Logf("a: %s -> %s, b: %s -> %s", devA, newA, devB, devA)
-	a.checkData(a.target, wantA)
-	b.checkData(b.target, wantB)
+	a.checkData(a.Target, wantA)
+	b.checkData(b.Target, wantB)
 	for _, v := range []*vol{a, b} {
-		v.down()
-		require.NoError(t, v.deleteErr())
+		v.Down()
+		require.NoError(t, v.DeleteErr())
 	}
 }
 
@@ -155,84 +148,75 @@ func attachAt(t *testing.T, dev, path string) {
 func TestExpand(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Run("xfs_online", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, xfsKind, volName(t, "grow"), 0)
-		v.up()
-		want := v.writeData()
-		before := totalBytes(statfs(t, v.target))
+		_, _, v, want := upWithData(t, xfsKind, "grow")
+		before := totalBytes(statfs(t, v.Target))
 
-		newSize := v.capacity + 100*mib
-		resp := v.expand(newSize)
+		newSize := v.Capacity + 100*mib
+		resp := v.Expand(newSize)
 		require.Equal(t, newSize, resp.GetCapacityBytes())
 		require.True(t, resp.GetNodeExpansionRequired())
-		nresp, err := v.nodeExpand(newSize)
+		nresp, err := v.NodeExpandErr(newSize)
 		require.NoError(t, err)
 		require.Equal(t, newSize, nresp.GetCapacityBytes())
 
-		after := totalBytes(statfs(t, v.target))
+		after := totalBytes(statfs(t, v.Target))
 		require.Equal(t, 100*mib, after-before, "statfs total grows by the expansion: %s -> %s", fmtBytes(before), fmtBytes(after))
 		require.Equal(t, newSize, blockDeviceSize(t, v.device()))
-		v.checkData(v.target, want)
+		v.checkData(v.Target, want)
 		v.shrinkRefused()
 	})
 
 	t.Run("ext4", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, ext4Kind, volName(t, "grow"), 0)
-		v.up()
-		want := v.writeData()
-		before := totalBytes(statfs(t, v.target))
+		_, _, v, want := upWithData(t, ext4Kind, "grow")
+		before := totalBytes(statfs(t, v.Target))
 
-		newSize := 2 * v.capacity
-		resp := v.expand(newSize)
+		newSize := 2 * v.Capacity
+		resp := v.Expand(newSize)
 		require.Equal(t, newSize, resp.GetCapacityBytes())
 		require.True(t, resp.GetNodeExpansionRequired())
-		_, err := v.nodeExpand(newSize)
-		if hasCapSysResource(t) {
+		_, err := v.NodeExpandErr(newSize)
+		if testutil.HasCapSysResource() {
 			require.NoError(t, err, "online ext4 growth with CAP_SYS_RESOURCE")
 		} else {
 			// EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE: the node says
 			// why and grows the filesystem at the next stage.
 			requireCode(t, codes.FailedPrecondition, err, "NodeExpandVolume of mounted ext4 without CAP_SYS_RESOURCE")
-			require.Equal(t, before, totalBytes(statfs(t, v.target)), "filesystem unchanged until restaged")
+			require.Equal(t, before, totalBytes(statfs(t, v.Target)), "filesystem unchanged until restaged")
 			// CSI: a volume already staged at this path "MUST reply 0
 			// OK", growth pending or not (kubelet stages again after
 			// its own restart).
-			require.NoError(t, v.stageErr(), "NodeStageVolume again while mounted, growth pending")
-			require.Equal(t, before, totalBytes(statfs(t, v.target)))
-			v.down()
-			v.up()
+			require.NoError(t, v.StageErr(), "NodeStageVolume again while mounted, growth pending")
+			require.Equal(t, before, totalBytes(statfs(t, v.Target)))
+			v.Down()
+			v.Up()
 		}
-		after := totalBytes(statfs(t, v.target))
+		after := totalBytes(statfs(t, v.Target))
 		grown := after - before
 		require.LessOrEqual(t, after, newSize)
 		// ext4 statfs leaves out its metadata: inode tables of the new
 		// block groups take a little of the growth.
-		require.Greater(t, grown, (newSize-v.capacity)*9/10, "statfs total %s -> %s", fmtBytes(before), fmtBytes(after))
-		v.checkData(v.target, want)
-		nresp, err := v.nodeExpand(newSize)
+		require.Greater(t, grown, (newSize-v.Capacity)*9/10, "statfs total %s -> %s", fmtBytes(before), fmtBytes(after))
+		v.checkData(v.Target, want)
+		nresp, err := v.NodeExpandErr(newSize)
 		require.NoError(t, err, "NodeExpandVolume once the filesystem has grown")
 		require.Equal(t, newSize, nresp.GetCapacityBytes())
 		v.shrinkRefused()
 	})
 
 	t.Run("block", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, blockKind, volName(t, "grow"), 0)
-		v.up()
-		want := v.writeData()
-		require.Equal(t, v.capacity, blockDeviceSize(t, v.target))
+		_, _, v, want := upWithData(t, blockKind, "grow")
+		require.Equal(t, v.Capacity, blockDeviceSize(t, v.Target))
 
-		newSize := v.capacity + 32*mib
-		resp := v.expand(newSize)
+		newSize := v.Capacity + 32*mib
+		resp := v.Expand(newSize)
 		require.True(t, resp.GetNodeExpansionRequired())
-		nresp, err := v.nodeExpand(newSize)
+		nresp, err := v.NodeExpandErr(newSize)
 		require.NoError(t, err)
 		require.Equal(t, newSize, nresp.GetCapacityBytes())
-		require.Equal(t, newSize, blockDeviceSize(t, v.target), "BLKGETSIZE64 of the published device")
-		st := v.stats(v.target)
+		require.Equal(t, newSize, blockDeviceSize(t, v.Target), "BLKGETSIZE64 of the published device")
+		st := v.Stats(v.Target)
 		require.Equal(t, newSize, st.GetUsage()[0].GetTotal())
-		v.checkData(v.target, want)
+		v.checkData(v.Target, want)
 		v.shrinkRefused()
 	})
 }
@@ -240,14 +224,14 @@ func TestExpand(t *testing.T) {
 // shrinkRefused: a capacity range whose limit is under the current size
 // would shrink the volume: OUT_OF_RANGE, and nothing changes.
 func (v *vol) shrinkRefused() {
-	v.t.Helper()
-	cur := v.stats(v.target)
-	_, err := v.n.Client.ControllerExpandVolume(rpcCtx(v.t), &csi.ControllerExpandVolumeRequest{
-		VolumeId:      v.id,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: v.k.size / 2, LimitBytes: v.k.size / 2},
+	v.T.Helper()
+	cur := v.Stats(v.Target)
+	_, err := v.n.Client.ControllerExpandVolume(testutil.Ctx(v.T), &csi.ControllerExpandVolumeRequest{
+		VolumeId:      v.ID,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: v.Kind.Size / 2, LimitBytes: v.Kind.Size / 2},
 	})
-	requireCode(v.t, codes.OutOfRange, err, "shrinking ControllerExpandVolume")
-	require.Equal(v.t, cur.GetUsage()[0].GetTotal(), v.stats(v.target).GetUsage()[0].GetTotal())
+	requireCode(v.T, codes.OutOfRange, err, "shrinking ControllerExpandVolume")
+	require.Equal(v.T, cur.GetUsage()[0].GetTotal(), v.Stats(v.Target).GetUsage()[0].GetTotal())
 }
 
 // TestHardLimit: a loop volume is a hard limit. Writing 100 MiB into a
@@ -257,14 +241,14 @@ func (v *vol) shrinkRefused() {
 func TestHardLimit(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	CleanupUnder(t, dir)
-	poolPath := poolFilesystem(t, dir, 600*mib)
-	n := NewNode(t, dir, poolPath)
+	testutil.CleanupUnder(t, dir)
+	poolPath := testutil.NewPoolFS(t, dir, testutil.PoolFSOptions{Size: 600 * mib}).Path
+	n := testutil.NewNode(t, dir, poolPath)
 	freeBefore := freeBytes(statfs(t, poolPath))
 
 	v := create(t, n, dir, ext4Kind, volName(t, "limit"), 64*mib)
-	v.up()
-	f, err := os.Create(filepath.Join(v.target, "big"))
+	v.Up()
+	f, err := os.Create(filepath.Join(v.Target, "big"))
 	require.NoError(t, err)
 	chunk := make([]byte, mib)
 	var written int64
@@ -284,12 +268,12 @@ func TestHardLimit(t *testing.T) {
 	t.Logf("wrote %s before ENOSPC", fmtBytes(written))
 
 	unix.Sync()
-	_, allocated, err := n.Pool().ImageUsage(v.id)
+	_, allocated, err := n.Pool().ImageUsage(v.ID)
 	require.NoError(t, err)
-	require.LessOrEqual(t, allocated, v.capacity, "image allocation")
+	require.LessOrEqual(t, allocated, v.Capacity, "image allocation")
 	dropped := freeBefore - freeBytes(statfs(t, poolPath))
 	const slack = 4 << 20 // the pool's own metadata for the image (extent tree)
-	require.LessOrEqual(t, dropped, v.capacity+slack, "pool free space dropped by %s", fmtBytes(dropped))
+	require.LessOrEqual(t, dropped, v.Capacity+slack, "pool free space dropped by %s", fmtBytes(dropped))
 	require.Greater(t, dropped, written/2, "the data did land in the pool")
 }
 
@@ -298,26 +282,11 @@ func TestHardLimit(t *testing.T) {
 // return ABORTED; the image is never attached twice.
 func TestConcurrentStage(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []kind{ext4Kind, blockKind} {
-		t.Run(k.name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "race"), 0)
+	for _, k := range []testutil.Kind{ext4Kind, blockKind} {
+		t.Run(k.Name, func(t *testing.T) {
+			_, _, v := setupVol(t, k, "race")
 			const calls = 8
-			var (
-				wg    sync.WaitGroup
-				start = make(chan struct{})
-				errs  = make([]error, calls)
-			)
-			for i := range calls {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-start
-					errs[i] = v.stageErr()
-				}()
-			}
-			close(start)
-			wg.Wait()
+			errs := atOnce(calls, func(int) error { return v.StageErr() })
 			ok := 0
 			for i, err := range errs {
 				switch status.Code(err) {
@@ -331,14 +300,14 @@ func TestConcurrentStage(t *testing.T) {
 			require.Positive(t, ok, "at least one NodeStageVolume succeeds")
 			t.Logf("%d OK, %d ABORTED", ok, calls-ok)
 			v.requireOneLoop()
-			if !k.block {
-				require.Equal(t, []string{v.staging}, testutil.MountsUnder(t, v.staging), "one mount at the staging path")
+			if !k.Block {
+				require.Equal(t, []string{v.Staging}, testutil.MountsUnder(t, v.Staging), "one mount at the staging path")
 			}
-			v.stage() // CSI: staged already at this path, reply OK
+			v.Stage() // CSI: staged already at this path, reply OK
 			v.requireOneLoop()
-			v.publish()
-			v.down()
-			require.NoError(t, v.deleteErr())
+			v.Publish()
+			v.Down()
+			require.NoError(t, v.DeleteErr())
 		})
 	}
 }
@@ -356,29 +325,17 @@ func TestConcurrentStageDistinctVolumes(t *testing.T) {
 		}
 		vols[i] = create(t, n, dir, k, volName(t, string(rune('a'+i))), 0)
 	}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	errs := make([]error, count)
-	for i, v := range vols {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			errs[i] = v.stageErr()
-		}()
-	}
-	close(start)
-	wg.Wait()
+	errs := atOnce(count, func(i int) error { return vols[i].StageErr() })
 	seen := map[string]string{}
 	for i, v := range vols {
-		require.NoError(t, errs[i], "NodeStageVolume %s", v.name)
+		require.NoError(t, errs[i], "NodeStageVolume %s", v.Name)
 		dev := v.requireOneLoop()
-		require.NotContains(t, seen, dev, "%s and %s share a loop device", v.name, seen[dev])
-		seen[dev] = v.name
+		require.NotContains(t, seen, dev, "%s and %s share a loop device", v.Name, seen[dev])
+		seen[dev] = v.Name
 	}
 	for _, v := range vols {
-		v.unstage()
-		require.NoError(t, v.deleteErr())
+		v.Unstage()
+		require.NoError(t, v.DeleteErr())
 	}
 }
 
@@ -389,18 +346,17 @@ func TestConcurrentStageDistinctVolumes(t *testing.T) {
 // a stage a crash cut short) does not block it: DeleteVolume detaches it.
 func TestDeleteRefusedWhileInUse(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []kind{ext4Kind, blockKind} {
-		t.Run(k.name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "busy"), 0)
+	for _, k := range []testutil.Kind{ext4Kind, blockKind} {
+		t.Run(k.Name, func(t *testing.T) {
+			_, _, v := setupVol(t, k, "busy")
 
-			v.stage()
-			requireCode(t, codes.FailedPrecondition, v.deleteErr(), "DeleteVolume while staged")
-			v.publish()
-			requireCode(t, codes.FailedPrecondition, v.deleteErr(), "DeleteVolume while published")
-			v.unpublish()
-			requireCode(t, codes.FailedPrecondition, v.deleteErr(), "DeleteVolume while still staged")
-			v.unstage()
+			v.Stage()
+			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while staged")
+			v.Publish()
+			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while published")
+			v.Unpublish()
+			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while still staged")
+			v.Unstage()
 
 			f, err := os.OpenFile(v.image(), os.O_RDWR, 0)
 			require.NoError(t, err)
@@ -409,7 +365,7 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 			require.NoError(t, err)
 			holder, err := os.Open(dev)
 			require.NoError(t, err)
-			requireCode(t, codes.FailedPrecondition, v.deleteErr(), "DeleteVolume while attached by hand and held open")
+			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while attached by hand and held open")
 			_, err = os.Stat(v.image())
 			require.NoError(t, err, "a refused delete keeps the image")
 			require.NoError(t, holder.Close())
@@ -420,11 +376,11 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 			_, err = loop.New().Attach(f, loop.AttachOptions{}) // DeleteVolume below must find and detach it
 			f.Close()
 			require.NoError(t, err)
-			require.NoError(t, v.deleteErr(), "DeleteVolume detaches a device nothing holds")
-			require.Empty(t, LosetupFor(t, v.image()))
+			require.NoError(t, v.DeleteErr(), "DeleteVolume detaches a device nothing holds")
+			require.Empty(t, testutil.LosetupFor(t, v.image()))
 			_, err = os.Stat(v.image())
 			require.ErrorIs(t, err, os.ErrNotExist)
-			require.NoError(t, v.deleteErr(), "deleting a deleted volume succeeds")
+			require.NoError(t, v.DeleteErr(), "deleting a deleted volume succeeds")
 		})
 	}
 }
@@ -436,14 +392,14 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 func TestGetCapacityPromisedSpace(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	CleanupUnder(t, dir)
-	poolPath := poolFilesystem(t, dir, 600*mib)
-	n := NewNode(t, dir, poolPath)
+	testutil.CleanupUnder(t, dir)
+	poolPath := testutil.NewPoolFS(t, dir, testutil.PoolFSOptions{Size: 600 * mib}).Path
+	n := testutil.NewNode(t, dir, poolPath)
 	capacity := func() int64 {
 		t.Helper()
-		resp, err := n.Client.GetCapacity(rpcCtx(t), &csi.GetCapacityRequest{
-			VolumeCapabilities: []*csi.VolumeCapability{ext4Kind.capability()},
-			Parameters:         ext4Kind.params,
+		resp, err := n.Client.GetCapacity(testutil.Ctx(t), &csi.GetCapacityRequest{
+			VolumeCapabilities: []*csi.VolumeCapability{ext4Kind.Capability()},
+			Parameters:         ext4Kind.Params,
 		})
 		require.NoError(t, err)
 		return resp.GetAvailableCapacity()
@@ -454,7 +410,7 @@ func TestGetCapacityPromisedSpace(t *testing.T) {
 	require.Greater(t, c0, 2*size, "a 600 MiB pool can promise two 250 MiB volumes")
 	v := create(t, n, dir, ext4Kind, volName(t, "0"), size)
 	c1 := capacity()
-	_, allocated, err := n.Pool().ImageUsage(v.id)
+	_, allocated, err := n.Pool().ImageUsage(v.ID)
 	require.NoError(t, err)
 	require.Less(t, allocated, size/4, "the image is sparse")
 	require.InDelta(t, size, c0-c1, float64(2*mib), "GetCapacity drops by the promised size: %s -> %s", fmtBytes(c0), fmtBytes(c1))
@@ -464,11 +420,11 @@ func TestGetCapacityPromisedSpace(t *testing.T) {
 		require.Less(t, i, 10, "the pool kept promising")
 		name := volName(t, string(rune('0'+i)))
 		before := capacity()
-		_, err := n.Client.CreateVolume(rpcCtx(t), &csi.CreateVolumeRequest{
+		_, err := n.Client.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{
 			Name:               name,
 			CapacityRange:      &csi.CapacityRange{RequiredBytes: size},
-			VolumeCapabilities: []*csi.VolumeCapability{ext4Kind.capability()},
-			Parameters:         ext4Kind.params,
+			VolumeCapabilities: []*csi.VolumeCapability{ext4Kind.Capability()},
+			Parameters:         ext4Kind.Params,
 		})
 		if err == nil {
 			require.GreaterOrEqual(t, before, size, "created although GetCapacity said %s", fmtBytes(before))
@@ -480,15 +436,15 @@ func TestGetCapacityPromisedSpace(t *testing.T) {
 		id := volumeid.FromName(name)
 		_, err = os.Stat(n.Pool().ImagePath(id))
 		require.ErrorIs(t, err, os.ErrNotExist, "no partial image")
-		_, err = os.Stat(filepath.Join(n.StateDir, "volumes", id+".json"))
+		_, err = os.Stat(n.Layout().RecordPath(id))
 		require.ErrorIs(t, err, os.ErrNotExist, "no record")
-		list, err := n.Client.ListVolumes(rpcCtx(t), &csi.ListVolumesRequest{})
+		list, err := n.Client.ListVolumes(testutil.Ctx(t), &csi.ListVolumesRequest{})
 		require.NoError(t, err)
 		require.Len(t, list.GetEntries(), 1+len(names))
 		for _, e := range list.GetEntries() {
 			require.NotEqual(t, id, e.GetVolume().GetVolumeId())
 		}
-		images, err := filepath.Glob(filepath.Join(poolPath, "images", "*"))
+		images, err := filepath.Glob(filepath.Join(n.Layout().ImagesDir(), "*"))
 		require.NoError(t, err)
 		require.Len(t, images, 1+len(names), "images in the pool: %v", images)
 		require.Equal(t, before, capacity(), "a refused create promises nothing")
@@ -505,12 +461,12 @@ func TestGetCapacityPromisedSpace(t *testing.T) {
 	// Growing a volume promises its growth; deleting volumes gives their
 	// promises back.
 	c2 = capacity()
-	resp := v.expand(size + 32*mib)
+	resp := v.Expand(size + 32*mib)
 	require.Equal(t, size+32*mib, resp.GetCapacityBytes())
 	require.InDelta(t, 32*mib, c2-capacity(), float64(mib), "GetCapacity drops by the growth")
-	require.NoError(t, v.deleteErr())
+	require.NoError(t, v.DeleteErr())
 	for _, name := range names {
-		_, err := n.Client.DeleteVolume(rpcCtx(t), &csi.DeleteVolumeRequest{VolumeId: volumeid.FromName(name)})
+		_, err := n.Client.DeleteVolume(testutil.Ctx(t), &csi.DeleteVolumeRequest{VolumeId: volumeid.FromName(name)})
 		require.NoError(t, err)
 	}
 	require.InDelta(t, c0, capacity(), float64(2*mib), "an empty pool promises what it did at first")
@@ -520,40 +476,38 @@ func TestGetCapacityPromisedSpace(t *testing.T) {
 // and inodes, not the pool's; a block volume reports its size.
 func TestNodeGetVolumeStats(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []kind{ext4Kind, xfsKind} {
-		t.Run(k.name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "stats"), 0)
-			v.up()
-			for _, path := range []string{v.target, v.staging} {
-				bytes0, inodes0 := usage(t, v.stats(path))
-				require.LessOrEqual(t, bytes0.GetTotal(), v.capacity)
+	for _, k := range []testutil.Kind{ext4Kind, xfsKind} {
+		t.Run(k.Name, func(t *testing.T) {
+			_, _, v := setupVol(t, k, "stats")
+			v.Up()
+			for _, path := range []string{v.Target, v.Staging} {
+				bytes0, inodes0 := usage(t, v.Stats(path))
+				require.LessOrEqual(t, bytes0.GetTotal(), v.Capacity)
 				// Filesystem overhead: ext4 journal and inode tables, the
 				// XFS log (64 MiB of a 300 MiB volume).
-				require.Greater(t, bytes0.GetTotal(), v.capacity*3/4, "bytes total %s of %s", fmtBytes(bytes0.GetTotal()), fmtBytes(v.capacity))
+				require.Greater(t, bytes0.GetTotal(), v.Capacity*3/4, "bytes total %s of %s", fmtBytes(bytes0.GetTotal()), fmtBytes(v.Capacity))
 				st := statfs(t, path)
 				require.Equal(t, totalBytes(st), bytes0.GetTotal())
 				require.Positive(t, inodes0.GetTotal())
 				require.Equal(t, int64(st.Files), inodes0.GetTotal())
 			}
-			bytes0, inodes0 := usage(t, v.stats(v.target))
+			bytes0, inodes0 := usage(t, v.Stats(v.Target))
 			const grow = 16 * mib
-			require.NoError(t, os.WriteFile(filepath.Join(v.target, "f"), make([]byte, grow), 0o644))
+			require.NoError(t, os.WriteFile(filepath.Join(v.Target, "f"), make([]byte, grow), 0o644))
 			unix.Sync()
-			bytes1, inodes1 := usage(t, v.stats(v.target))
+			bytes1, inodes1 := usage(t, v.Stats(v.Target))
 			require.GreaterOrEqual(t, bytes1.GetUsed()-bytes0.GetUsed(), grow, "used bytes %s -> %s", fmtBytes(bytes0.GetUsed()), fmtBytes(bytes1.GetUsed()))
 			require.Greater(t, inodes1.GetUsed(), inodes0.GetUsed())
 			require.Equal(t, bytes0.GetTotal(), bytes1.GetTotal())
 		})
 	}
 	t.Run("block", func(t *testing.T) {
-		n, dir := setup(t)
-		v := create(t, n, dir, blockKind, volName(t, "stats"), 0)
-		v.up()
-		resp := v.stats(v.target)
+		_, _, v := setupVol(t, blockKind, "stats")
+		v.Up()
+		resp := v.Stats(v.Target)
 		require.Len(t, resp.GetUsage(), 1)
 		require.Equal(t, csi.VolumeUsage_BYTES, resp.GetUsage()[0].GetUnit())
-		require.Equal(t, v.capacity, resp.GetUsage()[0].GetTotal())
+		require.Equal(t, v.Capacity, resp.GetUsage()[0].GetTotal())
 	})
 }
 

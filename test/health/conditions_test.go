@@ -12,7 +12,6 @@ package health
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -26,9 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/loop"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
-	"github.com/seed3e7d50b2/hostvol/test/loopvol"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -42,7 +39,7 @@ func setup(t *testing.T) string {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	t.Cleanup(func() { requireNothingLeft(t, dir) })
-	loopvol.CleanupUnder(t, dir)
+	testutil.CleanupUnder(t, dir)
 	return dir
 }
 
@@ -66,124 +63,64 @@ func requireNothingLeft(t *testing.T, dir string) {
 	}
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
-
-// vol is a volume under test.
+// vol is a volume under test, with the layout of its pool.
 type vol struct {
-	t               *testing.T
-	c               *loopvol.Client
-	id              string
-	capability      *csi.VolumeCapability
-	staging, target string
-	pool            string // the pool's path, for images and directories
-	// staged says whether hostvol staged the volume (its record, not the
-	// mount, which tests remove by hand): NodeGetVolumeHealth is then
-	// asked about the staging path too.
-	staged bool
-}
-
-type kind struct {
-	params map[string]string
-	block  bool
-	size   int64
+	*testutil.Volume
+	l testutil.Layout
 }
 
 var (
-	// The pools here are plain temporary directories, which cannot limit
-	// a directory volume's size: the class must accept that.
-	dirKind   = kind{params: map[string]string{"sizeLimit": "optional"}, size: 64 * mib}
-	ext4Kind  = kind{params: map[string]string{"type": "loop"}, size: 64 * mib}
-	xfsKind   = kind{params: map[string]string{"type": "loop", "csi.storage.k8s.io/fstype": "xfs"}, size: 300 * mib}
-	blockKind = kind{params: map[string]string{}, block: true, size: 64 * mib}
+	dirKind   = testutil.DirKind
+	ext4Kind  = testutil.Ext4Kind
+	xfsKind   = testutil.XFSKind
+	blockKind = testutil.BlockKind
 )
 
-func create(t *testing.T, n *loopvol.Node, dir, name string, k kind) *vol {
+func create(t *testing.T, n *testutil.Node, dir, name string, k testutil.Kind) *vol {
 	t.Helper()
-	c := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}
-	if k.block {
-		c.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
-	} else {
-		c.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}}
+	return &vol{Volume: testutil.CreateVolume(t, n, dir, k, name, 0), l: n.Layout()}
+}
+
+// up starts a node on a plain pool in a setup directory, creates a volume
+// of kind k there, stages it (and publishes it if published) and checks
+// that it is healthy.
+func up(t *testing.T, k testutil.Kind, published bool) (*testutil.Node, *vol) {
+	t.Helper()
+	dir := setup(t)
+	n := testutil.NewNode(t, dir, "")
+	v := create(t, n, dir, k.Name, k)
+	v.Stage()
+	if published {
+		v.Publish()
 	}
-	resp, err := n.Client.CreateVolume(ctx(t), &csi.CreateVolumeRequest{
-		Name:               name,
-		CapacityRange:      &csi.CapacityRange{RequiredBytes: k.size},
-		VolumeCapabilities: []*csi.VolumeCapability{c},
-		Parameters:         k.params,
-	})
-	require.NoError(t, err, "CreateVolume %s", name)
-	v := &vol{
-		t: t, c: n.Client, id: resp.GetVolume().GetVolumeId(), capability: c,
-		staging: filepath.Join(dir, "mnt", name, "staging"),
-		target:  filepath.Join(dir, "mnt", name, "target"),
-		pool:    n.PoolPath,
-	}
-	require.NoError(t, os.MkdirAll(v.staging, 0o750))
-	return v
+	v.requireHealth(published)
+	return n, v
 }
 
-func (v *vol) image() string   { return filepath.Join(v.pool, "images", v.id+".img") }
-func (v *vol) dataDir() string { return filepath.Join(v.pool, "volumes", v.id) }
-
-func (v *vol) stage() {
-	v.t.Helper()
-	_, err := v.c.NodeStageVolume(ctx(v.t), &csi.NodeStageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging, VolumeCapability: v.capability})
-	require.NoError(v.t, err, "NodeStageVolume")
-	v.staged = true
-}
-
-func (v *vol) unstage() {
-	v.t.Helper()
-	_, err := v.c.NodeUnstageVolume(ctx(v.t), &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging})
-	require.NoError(v.t, err, "NodeUnstageVolume")
-	v.staged = false
-}
-
-func (v *vol) publish(readOnly bool) {
-	v.t.Helper()
-	_, err := v.c.NodePublishVolume(ctx(v.t), &csi.NodePublishVolumeRequest{
-		VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: v.capability, Readonly: readOnly,
-	})
-	require.NoError(v.t, err, "NodePublishVolume")
-}
-
-func (v *vol) unpublish() {
-	v.t.Helper()
-	_, err := v.c.NodeUnpublishVolume(ctx(v.t), &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target})
-	require.NoError(v.t, err, "NodeUnpublishVolume")
-}
-
-func (v *vol) delete() {
-	v.t.Helper()
-	_, err := v.c.DeleteVolume(ctx(v.t), &csi.DeleteVolumeRequest{VolumeId: v.id})
-	require.NoError(v.t, err, "DeleteVolume")
-}
+func (v *vol) image() string   { return v.l.ImagePath(v.ID) }
+func (v *vol) dataDir() string { return v.l.DataDir(v.ID) }
 
 // health asks both sides: ControllerGetVolumeHealth, and NodeGetVolumeHealth
 // with the volume's staging path (if staged) and target (if published). It returns
 // each side's entries as "STATUS/Reason" and logs the messages, so the test
 // output shows what an operator would read.
 func (v *vol) health(published bool) (controller, node []string) {
-	v.t.Helper()
-	cr, err := v.c.ControllerGetVolumeHealth(ctx(v.t), &csi.ControllerGetVolumeHealthRequest{VolumeId: v.id})
-	require.NoError(v.t, err, "ControllerGetVolumeHealth")
-	req := &csi.NodeGetVolumeHealthRequest{VolumeId: v.id}
-	if v.staged {
-		req.StagingTargetPath = v.staging
+	v.T.Helper()
+	cr, err := v.Src.CSI().ControllerGetVolumeHealth(testutil.Ctx(v.T), &csi.ControllerGetVolumeHealthRequest{VolumeId: v.ID})
+	require.NoError(v.T, err, "ControllerGetVolumeHealth")
+	req := &csi.NodeGetVolumeHealthRequest{VolumeId: v.ID}
+	if v.Staged {
+		req.StagingTargetPath = v.Staging
 	}
 	if published {
-		req.VolumePublishPath = v.target
+		req.VolumePublishPath = v.Target
 	}
-	nr, err := v.c.NodeGetVolumeHealth(ctx(v.t), req)
-	require.NoError(v.t, err, "NodeGetVolumeHealth")
-	return entries(v.t, "controller", v.id, cr.GetVolumeHealth()), entries(v.t, "node", v.id, nr.GetVolumeHealth())
+	nr, err := v.Src.CSI().NodeGetVolumeHealth(testutil.Ctx(v.T), req)
+	require.NoError(v.T, err, "NodeGetVolumeHealth")
+	return entries(v.T, "controller", v.ID, cr.GetVolumeHealth()), entries(v.T, "node", v.ID, nr.GetVolumeHealth())
 }
 
-func entries(t *testing.T, side, id string, vh *csi.VolumeHealth) []string {
+func entries(t testing.TB, side, id string, vh *csi.VolumeHealth) []string {
 	t.Helper()
 	require.Equal(t, id, vh.GetVolumeId())
 	out := []string{}
@@ -197,31 +134,31 @@ func entries(t *testing.T, side, id string, vh *csi.VolumeHealth) []string {
 
 // requireHealth checks both sides against the same entries.
 func (v *vol) requireHealth(published bool, want ...string) {
-	v.t.Helper()
+	v.T.Helper()
 	if want == nil {
 		want = []string{}
 	}
 	c, n := v.health(published)
-	require.ElementsMatch(v.t, want, c, "ControllerGetVolumeHealth")
-	require.ElementsMatch(v.t, want, n, "NodeGetVolumeHealth")
+	require.ElementsMatch(v.T, want, c, "ControllerGetVolumeHealth")
+	require.ElementsMatch(v.T, want, n, "NodeGetVolumeHealth")
 }
 
 // eventuallyHealthy waits until both sides report no condition: XFS frees
 // an unlinked file's blocks in the background (deferred inode
 // inactivation), so statfs may show it full for a moment after the unlink.
 func (v *vol) eventuallyHealthy(published bool) {
-	v.t.Helper()
+	v.T.Helper()
 	unix.Sync()
-	require.Eventually(v.t, func() bool {
+	require.Eventually(v.T, func() bool {
 		c, n := v.health(published)
 		return len(c) == 0 && len(n) == 0
-	}, 10*time.Second, 50*time.Millisecond, "volume %s healthy again", v.id)
+	}, 10*time.Second, 50*time.Millisecond, "volume %s healthy again", v.ID)
 }
 
 // listed returns the IDs ControllerListVolumeHealth reports.
-func listed(t *testing.T, c *loopvol.Client) []string {
+func listed(t *testing.T, c testutil.ClientSource) []string {
 	t.Helper()
-	resp, err := c.ControllerListVolumeHealth(ctx(t), &csi.ControllerListVolumeHealthRequest{})
+	resp, err := c.CSI().ControllerListVolumeHealth(testutil.Ctx(t), &csi.ControllerListVolumeHealthRequest{})
 	require.NoError(t, err)
 	out := []string{}
 	for _, e := range resp.GetEntries() {
@@ -231,9 +168,9 @@ func listed(t *testing.T, c *loopvol.Client) []string {
 }
 
 // storage returns NodeGetStorageHealth's entries as "STATUS/Reason".
-func storage(t *testing.T, c *loopvol.Client) []string {
+func storage(t *testing.T, c testutil.ClientSource) []string {
 	t.Helper()
-	resp, err := c.NodeGetStorageHealth(ctx(t), &csi.NodeGetStorageHealthRequest{})
+	resp, err := c.CSI().NodeGetStorageHealth(testutil.Ctx(t), &csi.NodeGetStorageHealthRequest{})
 	require.NoError(t, err)
 	out := []string{}
 	for _, e := range resp.GetBackendHealth() {
@@ -250,26 +187,29 @@ func run(t *testing.T, name string, args ...string) {
 	t.Logf("ran: %s %s", name, strings.Join(args, " "))
 }
 
-// loopsOf returns the loop devices backing v's image, as sysfs lists them,
-// and checks that losetup agrees.
-func (v *vol) loopsOf() []string {
-	v.t.Helper()
-	devs, err := loopvol.LoopsFor(v.image())
-	require.NoError(v.t, err)
-	require.Equal(v.t, devs, loopvol.LosetupFor(v.t, v.image()), "losetup -j %s", v.image())
-	return devs
+// loopsOf returns the loop devices backing v's image (sysfs and losetup
+// agreeing).
+func (v *vol) loopsOf() []string { v.T.Helper(); return testutil.RequireLoopsOf(v.T, v.image()) }
+
+// oneLoop requires that exactly one loop device backs v's image and
+// returns it.
+func (v *vol) oneLoop() string {
+	v.T.Helper()
+	devs := v.loopsOf()
+	require.Len(v.T, devs, 1, "loop devices of %s", v.image())
+	return devs[0]
 }
 
 // requireDetached waits (briefly: the kernel may finish an autoclear
 // detach after the last close returns) until no loop device backs v's
 // image.
 func (v *vol) requireDetached(why string) {
-	v.t.Helper()
-	require.Eventually(v.t, func() bool {
-		devs, err := loopvol.LoopsFor(v.image())
+	v.T.Helper()
+	require.Eventually(v.T, func() bool {
+		devs, err := testutil.LoopsFor(v.image())
 		return err == nil && len(devs) == 0
 	}, 5*time.Second, 10*time.Millisecond, why)
-	require.Empty(v.t, v.loopsOf(), why)
+	require.Empty(v.T, v.loopsOf(), why)
 }
 
 const (
@@ -290,12 +230,12 @@ const (
 // but the volume's data is gone from the pool).
 func TestDirDataRemoved(t *testing.T) {
 	dir := setup(t)
-	n := loopvol.NewNode(t, dir, "")
+	n := testutil.NewNode(t, dir, "")
 	v := create(t, n, dir, "dir", dirKind)
 	other := create(t, n, dir, "other", dirKind)
-	v.stage()
-	v.publish(false)
-	require.NoError(t, os.WriteFile(filepath.Join(v.target, "file"), []byte("data"), 0o644))
+	v.Stage()
+	v.Publish()
+	require.NoError(t, os.WriteFile(filepath.Join(v.Target, "file"), []byte("data"), 0o644))
 	v.requireHealth(true)
 	require.Empty(t, listed(t, n.Client))
 
@@ -303,13 +243,13 @@ func TestDirDataRemoved(t *testing.T) {
 	t.Logf("removed %s", v.dataDir())
 	v.requireHealth(true, dataMissing)
 	other.requireHealth(false)
-	require.Equal(t, []string{v.id}, listed(t, n.Client), "ControllerListVolumeHealth lists the broken volume only")
+	require.Equal(t, []string{v.ID}, listed(t, n.Client), "ControllerListVolumeHealth lists the broken volume only")
 	require.Empty(t, storage(t, n.Client), "the pool itself is fine")
 
-	v.unpublish()
-	v.unstage()
-	v.delete()
-	other.delete()
+	v.Unpublish()
+	v.Unstage()
+	v.Delete()
+	other.Delete()
 }
 
 // TestLoopDetachedWithMountInPlace runs `losetup -d` on a staged ext4
@@ -321,31 +261,26 @@ func TestDirDataRemoved(t *testing.T) {
 // staging mount missing and the loop device detached. Staging again mends
 // both, and the data is intact.
 func TestLoopDetachedWithMountInPlace(t *testing.T) {
-	dir := setup(t)
-	n := loopvol.NewNode(t, dir, "")
-	v := create(t, n, dir, "ext4", ext4Kind)
-	v.stage()
-	v.requireHealth(false)
-	devs := v.loopsOf()
-	require.Len(t, devs, 1)
+	n, v := up(t, ext4Kind, false)
+	dev := v.oneLoop()
 
-	run(t, "losetup", "-d", devs[0])
-	require.Equal(t, devs, v.loopsOf(), "the kernel keeps an open device attached (autoclear)")
-	require.NoError(t, os.WriteFile(filepath.Join(v.staging, "file"), []byte("written after losetup -d"), 0o644))
+	run(t, "losetup", "-d", dev)
+	require.Equal(t, []string{dev}, v.loopsOf(), "the kernel keeps an open device attached (autoclear)")
+	require.NoError(t, os.WriteFile(filepath.Join(v.Staging, "file"), []byte("written after losetup -d"), 0o644))
 	v.requireHealth(false)
 
-	run(t, "umount", v.staging)
+	run(t, "umount", v.Staging)
 	v.requireDetached("the last close detaches the device")
 	v.requireHealth(false, stagingMissing, loopDetached)
-	require.Equal(t, []string{v.id}, listed(t, n.Client))
+	require.Equal(t, []string{v.ID}, listed(t, n.Client))
 
-	v.stage()
+	v.Stage()
 	v.requireHealth(false)
-	b, err := os.ReadFile(filepath.Join(v.staging, "file"))
+	b, err := os.ReadFile(filepath.Join(v.Staging, "file"))
 	require.NoError(t, err)
 	require.Equal(t, "written after losetup -d", string(b))
-	v.unstage()
-	v.delete()
+	v.Unstage()
+	v.Delete()
 }
 
 // TestLoopDetachedWhilePublished unmounts a published volume's staging
@@ -354,76 +289,60 @@ func TestLoopDetachedWithMountInPlace(t *testing.T) {
 // missing but the target fine. When the target goes too, the device is
 // detached and reported so.
 func TestLoopDetachedWhilePublished(t *testing.T) {
-	dir := setup(t)
-	n := loopvol.NewNode(t, dir, "")
-	v := create(t, n, dir, "ext4", ext4Kind)
-	v.stage()
-	v.publish(false)
-	v.requireHealth(true)
-	devs := v.loopsOf()
-	require.Len(t, devs, 1)
+	_, v := up(t, ext4Kind, true)
+	dev := v.oneLoop()
 
-	run(t, "umount", "-l", v.staging)
-	run(t, "losetup", "-d", devs[0])
-	require.Equal(t, devs, v.loopsOf(), "the target keeps the device open")
+	run(t, "umount", "-l", v.Staging)
+	run(t, "losetup", "-d", dev)
+	require.Equal(t, []string{dev}, v.loopsOf(), "the target keeps the device open")
 	v.requireHealth(true, stagingMissing)
-	require.NoError(t, os.WriteFile(filepath.Join(v.target, "file"), []byte("x"), 0o644), "the pod can still write")
+	require.NoError(t, os.WriteFile(filepath.Join(v.Target, "file"), []byte("x"), 0o644), "the pod can still write")
 
-	v.unpublish()
+	v.Unpublish()
 	v.requireDetached("unmounting the target was the last close")
 	v.requireHealth(false, stagingMissing, loopDetached)
-	v.unstage()
+	v.Unstage()
 	v.requireHealth(false)
-	v.delete()
+	v.Delete()
 }
 
 // TestBlockDetached detaches a staged raw block volume's device: nothing
 // holds it open, so it goes at once.
 func TestBlockDetached(t *testing.T) {
-	dir := setup(t)
-	n := loopvol.NewNode(t, dir, "")
-	v := create(t, n, dir, "block", blockKind)
-	v.stage()
-	v.requireHealth(false)
-	devs := v.loopsOf()
-	require.Len(t, devs, 1)
-	run(t, "losetup", "-d", devs[0])
+	_, v := up(t, blockKind, false)
+	dev := v.oneLoop()
+	run(t, "losetup", "-d", dev)
 	v.requireDetached("nothing held the device open")
 	v.requireHealth(false, loopDetached)
-	v.stage()
+	v.Stage()
 	v.requireHealth(false)
-	v.unstage()
-	v.delete()
+	v.Unstage()
+	v.Delete()
 }
 
 // TestLoopFull fills ext4 and XFS volumes through their targets until
 // the kernel answers ENOSPC: the limit is exhausted. Removing the file
 // makes the volume healthy again.
 func TestLoopFull(t *testing.T) {
-	for name, k := range map[string]kind{"ext4": ext4Kind, "xfs": xfsKind} {
+	for name, k := range map[string]testutil.Kind{"ext4": ext4Kind, "xfs": xfsKind} {
 		t.Run(name, func(t *testing.T) {
-			dir := setup(t)
-			n := loopvol.NewNode(t, dir, "")
-			v := create(t, n, dir, name, k)
-			v.stage()
-			v.publish(false)
-			v.requireHealth(true)
+			n, v := up(t, k, true)
 
-			fill := filepath.Join(v.target, "fill")
+			fill := filepath.Join(v.Target, "fill")
 			written, err := fillUp(fill)
 			require.ErrorIs(t, err, syscall.ENOSPC, "writing until the volume is full")
-			t.Logf("wrote %d MiB into a %d MiB %s volume, then: %v", written>>20, k.size>>20, name, err)
+			t.Logf("wrote %d MiB into a %d MiB %s volume, then: %v", written>>20, k.Size>>20, name, err)
 			var st unix.Statfs_t
-			require.NoError(t, unix.Statfs(v.target, &st))
+			require.NoError(t, unix.Statfs(v.Target, &st))
 			t.Logf("statfs after ENOSPC: %d bytes available, %d inodes free", int64(st.Bavail)*st.Bsize, st.Ffree)
 			v.requireHealth(true, limitExhausted)
-			require.Equal(t, []string{v.id}, listed(t, n.Client))
+			require.Equal(t, []string{v.ID}, listed(t, n.Client))
 
 			require.NoError(t, os.Remove(fill))
 			v.eventuallyHealthy(true)
-			v.unpublish()
-			v.unstage()
-			v.delete()
+			v.Unpublish()
+			v.Unstage()
+			v.Delete()
 		})
 	}
 }
@@ -455,39 +374,34 @@ func fillUp(path string) (int64, error) {
 // publish asked for read-write; expected (so healthy) when every publish
 // is read-only. Remounting read-write makes it healthy again.
 func TestLoopRemountedReadOnly(t *testing.T) {
-	dir := setup(t)
-	n := loopvol.NewNode(t, dir, "")
-	v := create(t, n, dir, "ext4", ext4Kind)
-	v.stage()
-	v.publish(false)
-	v.requireHealth(true)
+	n, v := up(t, ext4Kind, true)
 
-	run(t, "mount", "-o", "remount,ro", v.staging)
-	err := os.WriteFile(filepath.Join(v.target, "file"), []byte("x"), 0o644)
+	run(t, "mount", "-o", "remount,ro", v.Staging)
+	err := os.WriteFile(filepath.Join(v.Target, "file"), []byte("x"), 0o644)
 	require.ErrorIs(t, err, syscall.EROFS, "the pod's writes fail")
 	v.requireHealth(true, filesystemRO)
-	require.Equal(t, []string{v.id}, listed(t, n.Client))
+	require.Equal(t, []string{v.ID}, listed(t, n.Client))
 
-	run(t, "mount", "-o", "remount,rw", v.staging)
+	run(t, "mount", "-o", "remount,rw", v.Staging)
 	v.requireHealth(true)
 
 	// Published read-only only: a read-only filesystem is what was asked.
-	v.unpublish()
-	v.publish(true)
-	run(t, "mount", "-o", "remount,ro", v.staging)
+	v.Unpublish()
+	v.PublishReadOnly()
+	run(t, "mount", "-o", "remount,ro", v.Staging)
 	v.requireHealth(true)
-	run(t, "mount", "-o", "remount,rw", v.staging)
+	run(t, "mount", "-o", "remount,rw", v.Staging)
 
-	v.unpublish()
-	v.unstage()
-	v.delete()
+	v.Unpublish()
+	v.Unstage()
+	v.Delete()
 }
 
 // TestPoolReadOnly bind-mounts a pool onto itself read-only: the node's
 // storage health says so, and its directory volumes are read-only.
 func TestPoolReadOnly(t *testing.T) {
 	dir := setup(t)
-	n := loopvol.NewNode(t, dir, "")
+	n := testutil.NewNode(t, dir, "")
 	v := create(t, n, dir, "dir", dirKind)
 	require.Empty(t, storage(t, n.Client))
 	v.requireHealth(false)
@@ -500,26 +414,14 @@ func TestPoolReadOnly(t *testing.T) {
 	run(t, "umount", n.PoolPath)
 	require.Empty(t, storage(t, n.Client))
 	v.requireHealth(false)
-	v.delete()
+	v.Delete()
 }
 
 // poolFilesystem makes a pool of its own: an ext4 filesystem of size bytes
 // in an image under dir, on a loop device, mounted at dir/pool.
-// setup's clean-up unmounts and detaches it after the driver has stopped.
-func poolFilesystem(t *testing.T, dir string, size int64) string {
+func poolFilesystem(t *testing.T, dir string, size int64) *testutil.PoolFS {
 	t.Helper()
-	img := filepath.Join(dir, "poolfs.img")
-	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	require.NoError(t, err)
-	defer f.Close()
-	require.NoError(t, f.Truncate(size))
-	run(t, "mkfs.ext4", "-F", "-q", "-m", "0", "-E", "nodiscard", img)
-	dev, err := loop.New().Attach(f, loop.AttachOptions{})
-	require.NoError(t, err)
-	mp := filepath.Join(dir, "pool")
-	require.NoError(t, os.MkdirAll(mp, 0o755))
-	require.NoError(t, unix.Mount(dev, mp, "ext4", 0, ""), "mount %s at %s", dev, mp)
-	return mp
+	return testutil.NewPoolFS(t, dir, testutil.PoolFSOptions{Size: size})
 }
 
 // TestPoolNearlyFull fills a 64 MiB loop-backed pool: the node's storage
@@ -527,16 +429,16 @@ func poolFilesystem(t *testing.T, dir string, size int64) string {
 // the pool until quotas enforce a limit, has exhausted it.
 func TestPoolNearlyFull(t *testing.T) {
 	dir := setup(t)
-	n := loopvol.NewNode(t, dir, poolFilesystem(t, dir, 64*mib))
+	n := testutil.NewNode(t, dir, poolFilesystem(t, dir, 64*mib).Path)
 	k := dirKind
-	k.size = 8 * mib
+	k.Size = 8 * mib
 	v := create(t, n, dir, "dir", k)
-	v.stage()
-	v.publish(false)
+	v.Stage()
+	v.Publish()
 	require.Empty(t, storage(t, n.Client))
 	v.requireHealth(true)
 
-	fill := filepath.Join(v.target, "fill")
+	fill := filepath.Join(v.Target, "fill")
 	_, err := fillUp(fill)
 	require.ErrorIs(t, err, syscall.ENOSPC)
 	require.Equal(t, []string{storageNearlyFull}, storage(t, n.Client))
@@ -545,9 +447,9 @@ func TestPoolNearlyFull(t *testing.T) {
 	require.NoError(t, os.Remove(fill))
 	require.Empty(t, storage(t, n.Client))
 	v.requireHealth(true)
-	v.unpublish()
-	v.unstage()
-	v.delete()
+	v.Unpublish()
+	v.Unstage()
+	v.Delete()
 }
 
 // TestPoolTooFullForImage: something other than hostvol fills the pool of
@@ -557,9 +459,9 @@ func TestPoolNearlyFull(t *testing.T) {
 // space mends it.
 func TestPoolTooFullForImage(t *testing.T) {
 	dir := setup(t)
-	n := loopvol.NewNode(t, dir, poolFilesystem(t, dir, 96*mib))
+	n := testutil.NewNode(t, dir, poolFilesystem(t, dir, 96*mib).Path)
 	k := blockKind
-	k.size = 40 * mib
+	k.Size = 40 * mib
 	v := create(t, n, dir, "blk", k)
 	v.requireHealth(false)
 	junk := filepath.Join(n.PoolPath, "junk")
@@ -568,7 +470,7 @@ func TestPoolTooFullForImage(t *testing.T) {
 	v.requireHealth(false, poolTooFull)
 	require.NoError(t, os.Remove(junk))
 	v.eventuallyHealthy(false)
-	v.delete()
+	v.Delete()
 }
 
 // TestPoolUnmounted lazily unmounts a pool's filesystem under the running
@@ -578,15 +480,16 @@ func TestPoolTooFullForImage(t *testing.T) {
 // is unavailable. Mounting it back mends both.
 func TestPoolUnmounted(t *testing.T) {
 	dir := setup(t)
-	pool := poolFilesystem(t, dir, 64*mib)
-	n := loopvol.NewNode(t, dir, pool)
+	pfs := poolFilesystem(t, dir, 64*mib)
+	pool := pfs.Path
+	n := testutil.NewNode(t, dir, pool)
 	k := dirKind
-	k.size = 8 * mib
+	k.Size = 8 * mib
 	v := create(t, n, dir, "dir", k)
 	v.requireHealth(false)
-	devs, err := loopvol.LoopsFor(filepath.Join(dir, "poolfs.img"))
+	devs, err := testutil.LoopsFor(pfs.Image)
 	require.NoError(t, err)
-	require.Len(t, devs, 1)
+	require.Equal(t, []string{pfs.Device}, devs)
 
 	require.Error(t, unix.Unmount(pool, 0), "the pool is busy while hostvol runs")
 	run(t, "umount", "-l", pool)
@@ -596,5 +499,5 @@ func TestPoolUnmounted(t *testing.T) {
 	require.NoError(t, unix.Mount(devs[0], pool, "ext4", 0, ""))
 	require.Empty(t, storage(t, n.Client))
 	v.requireHealth(false)
-	v.delete()
+	v.Delete()
 }

@@ -74,16 +74,6 @@ func WithoutCapSysResource(t testing.TB, fn func()) {
 	fn()
 }
 
-// HasCapSysResource reports whether this thread may exceed quota limits.
-func HasCapSysResource() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
-}
-
 // FreeBytes is what statfs says unprivileged users may still write on the
 // filesystem at path.
 func FreeBytes(t testing.TB, path string) int64 {

@@ -1,13 +1,4 @@
-// Package loopvol tests loop-device and raw block volumes for real: real
-// mounts, real loop devices, real mkfs, resize2fs and xfs_growfs, driven
-// through hostvol's gRPC API. It needs root.
-//
-// This file holds what the tests (and the csi-sanity runs on loop and block
-// volumes) share: a driver that can be stopped and started again on the
-// same state directory and pool (a simulated reboot), and a clean-up that
-// releases every mount and loop device a test made, in the order the kernel
-// allows, even when the test failed half-way.
-package loopvol
+package testutil
 
 import (
 	"bufio"
@@ -15,102 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 
-	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/loop"
-	"github.com/seed3e7d50b2/hostvol/pkg/pool"
-	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
-
-// Options are the real OS adapters: what cmd/hostvol builds.
-func Options() testutil.Options {
-	return testutil.RealOptions()
-}
-
-// Client is a gRPC connection to one driver instance.
-type Client struct {
-	csi.IdentityClient
-	csi.ControllerClient
-	csi.NodeClient
-	conn *grpc.ClientConn
-}
-
-// Node is a hostvol node whose driver can be stopped and started again on
-// the same state directory and pool, the way a reboot or a DaemonSet
-// rollout restarts it.
-type Node struct {
-	t        testing.TB
-	StateDir string
-	PoolPath string
-	// Env and Client are those of the driver started last.
-	Env    *testutil.Env
-	Client *Client
-}
-
-// NewNode makes a state directory and a pool directory under dir (unless
-// poolPath is given: an existing directory, e.g. a dedicated filesystem)
-// and starts a driver on them with the real OS adapters.
-func NewNode(t testing.TB, dir, poolPath string) *Node {
-	t.Helper()
-	n := &Node{t: t, StateDir: filepath.Join(dir, "state"), PoolPath: poolPath}
-	if n.PoolPath == "" {
-		n.PoolPath = filepath.Join(dir, "pool")
-		if err := os.MkdirAll(n.PoolPath, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n.Start()
-	return n
-}
-
-// Start starts a new driver instance on the node's state directory and
-// pool. Stop the previous one first.
-func (n *Node) Start() {
-	n.t.Helper()
-	o := Options()
-	o.StateDir = n.StateDir
-	o.PoolSpecs = []pool.Spec{{Name: pool.DefaultName, Path: n.PoolPath}}
-	n.Env = testutil.StartDriver(n.t, o)
-	n.Client = Dial(n.t, n.Env.Endpoint)
-}
-
-// Stop stops the running driver instance (testutil also stops it at the
-// end of the test; stopping twice is harmless).
-func (n *Node) Stop() {
-	n.t.Helper()
-	n.Client.Close()
-	n.Env.Driver.Stop()
-}
-
-// Pool is the running driver's pool.
-func (n *Node) Pool() *pool.Pool { return n.Env.Pools[0] }
-
-// Dial connects to the endpoint ep; the connection is closed in t.Cleanup.
-func Dial(t testing.TB, ep string) *Client {
-	t.Helper()
-	conn, err := endpoint.Dial(ep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Client{
-		IdentityClient:   csi.NewIdentityClient(conn),
-		ControllerClient: csi.NewControllerClient(conn),
-		NodeClient:       csi.NewNodeClient(conn),
-		conn:             conn,
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
-// Close closes the connection.
-func (c *Client) Close() { _ = c.conn.Close() }
 
 // CleanupUnder registers, in t.Cleanup, the release of every mount at or
 // below dir and of every loop device whose backing file is below dir.
@@ -137,7 +41,7 @@ func ReleaseUnder(t testing.TB, dir string) {
 			t.Errorf("cleanup: %v", err)
 			return
 		}
-		mounts := testutil.MountsUnder(t, dir)
+		mounts := MountsUnder(t, dir)
 		if len(loops) == 0 && len(mounts) == 0 {
 			return
 		}
@@ -168,7 +72,7 @@ func ReleaseUnder(t testing.TB, dir string) {
 	if loops, err := LoopsUnder(dir); err != nil || len(loops) > 0 {
 		t.Errorf("cleanup: loop devices left attached to images under %s: %v %v", dir, loops, err)
 	}
-	if mounts := testutil.MountsUnder(t, dir); len(mounts) > 0 {
+	if mounts := MountsUnder(t, dir); len(mounts) > 0 {
 		t.Errorf("cleanup: mounts left under %s: %v", dir, mounts)
 	}
 }
@@ -239,6 +143,20 @@ func AttachedLoops() (map[string]string, error) {
 	return out, nil
 }
 
+// RequireLoopsOf returns the loop devices attached to the image at path,
+// as sysfs lists them, and requires that losetup agrees.
+func RequireLoopsOf(t testing.TB, path string) []string {
+	t.Helper()
+	devs, err := LoopsFor(path)
+	if err != nil {
+		t.Fatalf("loop devices of %s: %v", path, err)
+	}
+	if l := LosetupFor(t, path); !slices.Equal(devs, l) {
+		t.Fatalf("loop devices of %s: sysfs lists %v, losetup -j %v", path, devs, l)
+	}
+	return devs
+}
+
 // LosetupFor returns the devices `losetup -j path` lists.
 func LosetupFor(t testing.TB, path string) []string {
 	t.Helper()
@@ -277,4 +195,68 @@ func mountSources(t testing.TB) map[string]bool {
 		}
 	}
 	return out
+}
+
+// UnmountUnder unmounts every mount point at or below dir, deepest first.
+// Real-mount tests register it with t.Cleanup so that a failing test leaves
+// no mount behind.
+func UnmountUnder(t testing.TB, dir string) {
+	t.Helper()
+	for _, m := range MountsUnder(t, dir) {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: unmount %s: %v", m, err)
+		}
+	}
+}
+
+// MountsUnder lists mount points at or below dir, deepest first.
+func MountsUnder(t testing.TB, dir string) []string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			n := 0
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				n = n*8 + int(c-'0')
+			}
+			if ok {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

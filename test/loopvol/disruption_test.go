@@ -20,37 +20,18 @@ import (
 // and files where targets should be.
 
 // dirKind is a directory volume on a plain pool (no size limit there).
-var dirKind = kind{name: "dir", params: map[string]string{"sizeLimit": "optional"}, size: 64 * mib}
-
-func (k kind) hasImage() bool { return k.block || k.fsType != "" }
-
-func (v *vol) err(op string) error {
-	var err error
-	switch op {
-	case "stage":
-		err = v.stageErr()
-	case "unstage":
-		_, err = v.n.Client.NodeUnstageVolume(rpcCtx(v.t), &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging})
-	case "publish":
-		_, err = v.n.Client.NodePublishVolume(rpcCtx(v.t), &csi.NodePublishVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: v.k.capability()})
-	case "unpublish":
-		_, err = v.n.Client.NodeUnpublishVolume(rpcCtx(v.t), &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target})
-	default:
-		v.t.Fatalf("unknown op %q", op)
-	}
-	return err
-}
+var dirKind = testutil.DirKind
 
 // requireGone checks that nothing of the volume is mounted or attached and
 // that its target path is gone.
 func (v *vol) requireGone() {
-	v.t.Helper()
-	require.Empty(v.t, testutil.MountsUnder(v.t, filepath.Dir(v.target)), "mounts of %s", v.name)
-	if v.k.hasImage() {
-		require.Empty(v.t, v.device(), "loop device of %s", v.name)
+	v.T.Helper()
+	require.Empty(v.T, testutil.MountsUnder(v.T, filepath.Dir(v.Target)), "mounts of %s", v.Name)
+	if v.Kind.HasImage() {
+		require.Empty(v.T, v.device(), "loop device of %s", v.Name)
 	}
-	_, err := os.Lstat(v.target)
-	require.ErrorIs(v.t, err, os.ErrNotExist, "target of %s removed", v.name)
+	_, err := os.Lstat(v.Target)
+	require.ErrorIs(v.T, err, os.ErrNotExist, "target of %s removed", v.Name)
 }
 
 // TestUnpublishUnstageAfterReboot: after a reboot (every mount and loop
@@ -61,29 +42,28 @@ func (v *vol) requireGone() {
 // driver.
 func TestUnpublishUnstageAfterReboot(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []kind{dirKind, ext4Kind, xfsKind, blockKind} {
+	for _, k := range []testutil.Kind{dirKind, ext4Kind, xfsKind, blockKind} {
 		for _, how := range []string{"reboot", "unmounted_by_hand"} {
-			t.Run(k.name+"/"+how, func(t *testing.T) {
-				n, dir := setup(t)
-				v := create(t, n, dir, k, volName(t, "gone"), 0)
-				v.up()
+			t.Run(k.Name+"/"+how, func(t *testing.T) {
+				n, dir, v := setupVol(t, k, "gone")
+				v.Up()
 				if how == "reboot" {
 					n.Stop()
 				}
 				for _, m := range testutil.MountsUnder(t, filepath.Join(dir, "mnt")) {
 					require.NoError(t, unix.Unmount(m, 0), "unmount %s", m)
 				}
-				if k.hasImage() && how == "reboot" {
+				if k.HasImage() && how == "reboot" {
 					require.NoError(t, loop.New().Detach(v.device()))
 				}
 				if how == "reboot" {
 					n.Start()
 				}
 				for _, op := range []string{"unpublish", "unpublish", "unstage", "unstage"} {
-					require.NoError(t, v.err(op), "%s of a path that is no longer mounted", op)
+					require.NoError(t, v.Do(op), "%s of a path that is no longer mounted", op)
 				}
 				v.requireGone()
-				require.NoError(t, v.deleteErr())
+				require.NoError(t, v.DeleteErr())
 			})
 		}
 	}
@@ -97,15 +77,15 @@ func TestInlineUnpublishAfterReboot(t *testing.T) {
 		t.Run(typ, func(t *testing.T) {
 			n, dir := setupOn(t, testutil.BtrfsPool(t, 256<<20))
 			v := newInline(t, n, dir, "rebooted", map[string]string{"type": typ, "size": "64Mi"})
-			v.publish()
-			require.NoError(t, os.WriteFile(filepath.Join(v.target, "data"), []byte("x"), 0o644))
+			v.Publish()
+			require.NoError(t, os.WriteFile(filepath.Join(v.Target, "data"), []byte("x"), 0o644))
 			n.Stop()
-			ReleaseUnder(t, dir)
+			testutil.ReleaseUnder(t, dir)
 			n.Start()
-			v.unpublish()
-			v.unpublish()
+			v.Unpublish()
+			v.Unpublish()
 			requirePoolEmpty(t, n)
-			_, err := os.Lstat(v.target)
+			_, err := os.Lstat(v.Target)
 			require.ErrorIs(t, err, os.ErrNotExist)
 		})
 	}
@@ -116,48 +96,44 @@ func TestInlineUnpublishAfterReboot(t *testing.T) {
 // record of that path, so B's publish is refused (B is not staged) instead
 // of showing A's filesystem, and B's unstage there leaves A mounted.
 func TestStageOntoAnotherVolume(t *testing.T) {
-	n, dir := setup(t)
-	a := create(t, n, dir, ext4Kind, volName(t, "a"), 0)
-	b := create(t, n, dir, ext4Kind, volName(t, "b"), 0)
-	a.up()
+	_, dir, a, b := setupPair(t)
+	a.Up()
 	want := a.writeData()
 
-	b.staging = a.staging
-	requireCode(t, codes.AlreadyExists, b.stageErr(), "stage B where A is mounted")
+	b.Staging = a.Staging
+	requireCode(t, codes.AlreadyExists, b.StageErr(), "stage B where A is mounted")
 	require.Empty(t, b.device(), "a refused stage leaves no loop device")
-	requireCode(t, codes.FailedPrecondition, b.err("publish"), "publish B, which is not staged")
-	require.NoError(t, b.err("unstage"), "unstage B at A's staging path: nothing of B there")
-	a.checkData(a.target, want)
-	require.Contains(t, testutil.MountsUnder(t, a.staging), a.staging, "A is still staged")
+	requireCode(t, codes.FailedPrecondition, b.Do("publish"), "publish B, which is not staged")
+	require.NoError(t, b.Do("unstage"), "unstage B at A's staging path: nothing of B there")
+	a.checkData(a.Target, want)
+	require.Contains(t, testutil.MountsUnder(t, a.Staging), a.Staging, "A is still staged")
 
-	a.down()
-	b.staging = filepath.Join(dir, "mnt", b.name, "staging")
-	b.up()
-	b.down()
-	require.NoError(t, a.deleteErr())
-	require.NoError(t, b.deleteErr())
+	a.Down()
+	b.Staging = filepath.Join(dir, "mnt", b.Name, "staging")
+	b.Up()
+	b.Down()
+	require.NoError(t, a.DeleteErr())
+	require.NoError(t, b.DeleteErr())
 }
 
 // TestStaleStagingRecord: B's record names a staging path whose mount is
 // gone (unmounted, detached) and where A is now mounted; B stages at a new
 // path, which must succeed: A's mount there is not B's staging.
 func TestStaleStagingRecord(t *testing.T) {
-	n, dir := setup(t)
-	a := create(t, n, dir, ext4Kind, volName(t, "a"), 0)
-	b := create(t, n, dir, ext4Kind, volName(t, "b"), 0)
-	b.stage()
-	require.NoError(t, unix.Unmount(b.staging, 0))
+	_, dir, a, b := setupPair(t)
+	b.Stage()
+	require.NoError(t, unix.Unmount(b.Staging, 0))
 	require.NoError(t, loop.New().Detach(b.device()))
-	a.staging = b.staging
-	a.stage()
-	b.staging = filepath.Join(dir, "mnt", b.name, "staging2")
-	b.stage()
-	b.publish()
+	a.Staging = b.Staging
+	a.Stage()
+	b.Staging = filepath.Join(dir, "mnt", b.Name, "staging2")
+	b.Stage()
+	b.Publish()
 	b.writeData()
-	b.down()
-	a.unstage()
-	require.NoError(t, a.deleteErr())
-	require.NoError(t, b.deleteErr())
+	b.Down()
+	a.Unstage()
+	require.NoError(t, a.DeleteErr())
+	require.NoError(t, b.DeleteErr())
 }
 
 // TestSymlinkedPaths: a target or staging path that is a symlink is
@@ -167,61 +143,60 @@ func TestStaleStagingRecord(t *testing.T) {
 // leaves the mount it points to alone.
 func TestSymlinkedPaths(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []kind{dirKind, ext4Kind, blockKind} {
-		t.Run(k.name, func(t *testing.T) {
-			n, dir := setup(t)
-			v := create(t, n, dir, k, volName(t, "link"), 0)
+	for _, k := range []testutil.Kind{dirKind, ext4Kind, blockKind} {
+		t.Run(k.Name, func(t *testing.T) {
+			n, dir, v := setupVol(t, k, "link")
 			elsewhere := filepath.Join(dir, "elsewhere")
 			require.NoError(t, os.MkdirAll(elsewhere, 0o755))
 
-			if k.fsType != "" {
-				realStaging := v.staging
-				require.NoError(t, os.Remove(v.staging))
-				require.NoError(t, os.Symlink(elsewhere, v.staging))
-				requireCode(t, codes.InvalidArgument, v.stageErr(), "stage at a symlink")
+			if k.FSType != "" {
+				realStaging := v.Staging
+				require.NoError(t, os.Remove(v.Staging))
+				require.NoError(t, os.Symlink(elsewhere, v.Staging))
+				requireCode(t, codes.InvalidArgument, v.StageErr(), "stage at a symlink")
 				require.Empty(t, testutil.MountsUnder(t, elsewhere), "nothing mounted where the staging link points")
 				require.Empty(t, v.device(), "a refused stage leaves no loop device")
-				require.NoError(t, os.Remove(v.staging))
-				v.staging = realStaging
-				require.NoError(t, os.MkdirAll(v.staging, 0o750))
+				require.NoError(t, os.Remove(v.Staging))
+				v.Staging = realStaging
+				require.NoError(t, os.MkdirAll(v.Staging, 0o750))
 			}
-			v.stage()
+			v.Stage()
 
-			require.NoError(t, os.MkdirAll(filepath.Dir(v.target), 0o750))
+			require.NoError(t, os.MkdirAll(filepath.Dir(v.Target), 0o750))
 			dest := elsewhere
-			if k.block {
+			if k.Block {
 				dest = filepath.Join(elsewhere, "device") // dangling: publish would create it
 			}
-			require.NoError(t, os.Symlink(dest, v.target))
-			requireCode(t, codes.InvalidArgument, v.err("publish"), "publish at a symlink")
+			require.NoError(t, os.Symlink(dest, v.Target))
+			requireCode(t, codes.InvalidArgument, v.Do("publish"), "publish at a symlink")
 			require.Empty(t, testutil.MountsUnder(t, elsewhere), "nothing mounted where the target link points")
 			_, err := os.Lstat(filepath.Join(elsewhere, "device"))
 			require.ErrorIs(t, err, os.ErrNotExist, "no file created through a dangling link")
-			require.NoError(t, os.Remove(v.target))
+			require.NoError(t, os.Remove(v.Target))
 
 			for name, p := range map[string]string{
-				"inside the pool":      filepath.Join(n.PoolPath, "volumes", "x"),
+				"inside the pool":      n.Layout().DataDir("x"),
 				"the pool":             n.PoolPath,
 				"above the pool":       filepath.Dir(n.PoolPath),
-				"inside the state dir": filepath.Join(n.StateDir, "node", "x"),
+				"inside the state dir": n.Layout().NodeStatePath("x"),
 			} {
-				_, err := n.Client.NodePublishVolume(rpcCtx(t), &csi.NodePublishVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: p, VolumeCapability: v.k.capability()})
+				_, err := n.Client.NodePublishVolume(testutil.Ctx(t), &csi.NodePublishVolumeRequest{VolumeId: v.ID, StagingTargetPath: v.Staging, TargetPath: p, VolumeCapability: v.Kind.Capability()})
 				requireCode(t, codes.InvalidArgument, err, "publish "+name)
-				if k.fsType != "" && name != "above the pool" {
-					_, err := n.Client.NodeStageVolume(rpcCtx(t), &csi.NodeStageVolumeRequest{VolumeId: v.id, StagingTargetPath: p, VolumeCapability: v.k.capability()})
+				if k.FSType != "" && name != "above the pool" {
+					_, err := n.Client.NodeStageVolume(testutil.Ctx(t), &csi.NodeStageVolumeRequest{VolumeId: v.ID, StagingTargetPath: p, VolumeCapability: v.Kind.Capability()})
 					requireCode(t, codes.InvalidArgument, err, "stage "+name)
 				}
 			}
 
 			// A link to a real publish: its unpublish must not unmount it.
-			v.publish()
-			link := filepath.Join(dir, "mnt", v.name, "link")
-			require.NoError(t, os.Symlink(v.target, link))
-			_, err = n.Client.NodeUnpublishVolume(rpcCtx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: link})
+			v.Publish()
+			link := filepath.Join(dir, "mnt", v.Name, "link")
+			require.NoError(t, os.Symlink(v.Target, link))
+			_, err = n.Client.NodeUnpublishVolume(testutil.Ctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: v.ID, TargetPath: link})
 			require.NoError(t, err, "unpublish of a symlink: nothing of the volume is mounted on the link itself")
-			require.Contains(t, testutil.MountsUnder(t, v.target), v.target, "the publish the link points to stays")
-			v.down()
-			require.NoError(t, v.deleteErr())
+			require.Contains(t, testutil.MountsUnder(t, v.Target), v.Target, "the publish the link points to stays")
+			v.Down()
+			require.NoError(t, v.DeleteErr())
 		})
 	}
 }
@@ -233,22 +208,22 @@ func TestSymlinkedPaths(t *testing.T) {
 func TestUnpublishLeavesWhatItDidNotMake(t *testing.T) {
 	n, dir := setup(t)
 	gone := newInline(t, n, dir, "gone", map[string]string{"type": "loop"})
-	require.NoError(t, os.MkdirAll(filepath.Dir(gone.target), 0o750))
-	require.NoError(t, os.WriteFile(gone.target, []byte("not hostvol's"), 0o644))
-	gone.unpublish()
-	b, err := os.ReadFile(gone.target)
+	require.NoError(t, os.MkdirAll(filepath.Dir(gone.Target), 0o750))
+	require.NoError(t, os.WriteFile(gone.Target, []byte("not hostvol's"), 0o644))
+	gone.Unpublish()
+	b, err := os.ReadFile(gone.Target)
 	require.NoError(t, err, "a file at the target of an unknown handle stays")
 	require.Equal(t, "not hostvol's", string(b))
 
 	v := create(t, n, dir, dirKind, volName(t, "d"), 0)
-	v.up()
-	require.NoError(t, unix.Unmount(v.target, 0))
-	require.NoError(t, os.WriteFile(filepath.Join(v.target, "kept"), []byte("x"), 0o644))
-	v.unpublish()
-	require.FileExists(t, filepath.Join(v.target, "kept"), "a directory with files in it stays")
-	require.NoError(t, os.RemoveAll(v.target))
-	v.unstage()
-	require.NoError(t, v.deleteErr())
+	v.Up()
+	require.NoError(t, unix.Unmount(v.Target, 0))
+	require.NoError(t, os.WriteFile(filepath.Join(v.Target, "kept"), []byte("x"), 0o644))
+	v.Unpublish()
+	require.FileExists(t, filepath.Join(v.Target, "kept"), "a directory with files in it stays")
+	require.NoError(t, os.RemoveAll(v.Target))
+	v.Unstage()
+	require.NoError(t, v.DeleteErr())
 }
 
 // TestStageLeftoversDetached: a loop device attached to a volume's image
@@ -256,8 +231,8 @@ func TestUnpublishLeavesWhatItDidNotMake(t *testing.T) {
 // by the unstage the kubelet sends, and by a driver restart.
 func TestStageLeftoversDetached(t *testing.T) {
 	n, dir := setup(t)
-	for _, k := range []kind{ext4Kind, blockKind} {
-		v := create(t, n, dir, k, volName(t, k.name), 0)
+	for _, k := range []testutil.Kind{ext4Kind, blockKind} {
+		v := create(t, n, dir, k, volName(t, k.Name), 0)
 		attach := func() {
 			f, err := os.OpenFile(v.image(), os.O_RDWR, 0)
 			require.NoError(t, err)
@@ -267,7 +242,7 @@ func TestStageLeftoversDetached(t *testing.T) {
 			v.requireOneLoop()
 		}
 		attach()
-		v.unstage()
+		v.Unstage()
 		require.Empty(t, v.device(), "unstage detaches the image's device without a record")
 
 		attach()
@@ -277,12 +252,12 @@ func TestStageLeftoversDetached(t *testing.T) {
 
 		// A device that is mounted (a stage killed after its mount) is the
 		// retry's: start-up leaves it, the stage adopts it.
-		v.up()
+		v.Up()
 		n.Stop()
 		n.Start()
 		v.requireOneLoop()
-		v.down()
-		require.NoError(t, v.deleteErr())
+		v.Down()
+		require.NoError(t, v.DeleteErr())
 	}
 }
 
@@ -294,56 +269,55 @@ func TestStageLeftoversDetached(t *testing.T) {
 func TestSharedPoolLease(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	CleanupUnder(t, dir)
+	testutil.CleanupUnder(t, dir)
 	shared := filepath.Join(dir, "shared")
 	require.NoError(t, os.MkdirAll(shared, 0o755))
-	start := func(node string) *Client {
-		o := Options()
+	start := func(node string) *testutil.Client {
+		o := testutil.RealOptions()
 		o.NodeID = node
 		o.StateDir = filepath.Join(dir, node, "state")
 		o.PoolSpecs = []pool.Spec{{Name: pool.DefaultName, Path: shared, Shared: true}}
-		return Dial(t, testutil.StartDriver(t, o).Endpoint)
+		return testutil.StartDriver(t, o).Client
 	}
 	a, b := start("node-a"), start("node-b")
-	na, nb := &Node{t: t, PoolPath: shared, Client: a}, &Node{t: t, PoolPath: shared, Client: b}
 
 	for _, mode := range []csi.VolumeCapability_AccessMode_Mode{csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY} {
-		c := ext4Kind.capability()
+		c := ext4Kind.Capability()
 		c.AccessMode.Mode = mode
-		_, err := a.CreateVolume(rpcCtx(t), &csi.CreateVolumeRequest{Name: "rwx-" + mode.String(), VolumeCapabilities: []*csi.VolumeCapability{c}, Parameters: ext4Kind.params, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+		_, err := a.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{Name: "rwx-" + mode.String(), VolumeCapabilities: []*csi.VolumeCapability{c}, Parameters: ext4Kind.Params, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
 		requireCode(t, codes.InvalidArgument, err, "a loop filesystem in a shared pool with "+mode.String())
 	}
 
-	resp, err := a.CreateVolume(rpcCtx(t), &csi.CreateVolumeRequest{Name: "rwo", VolumeCapabilities: []*csi.VolumeCapability{ext4Kind.capability()}, Parameters: ext4Kind.params, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+	resp, err := a.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{Name: "rwo", VolumeCapabilities: []*csi.VolumeCapability{ext4Kind.Capability()}, Parameters: ext4Kind.Params, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
 	require.NoError(t, err)
 	id := resp.GetVolume().GetVolumeId()
-	onA := &vol{t: t, n: na, k: ext4Kind, name: "rwo-a", id: id, staging: filepath.Join(dir, "a", "staging"), target: filepath.Join(dir, "a", "target")}
-	onB := &vol{t: t, n: nb, k: ext4Kind, name: "rwo-b", id: id, staging: filepath.Join(dir, "b", "staging"), target: filepath.Join(dir, "b", "target")}
-	onA.up()
-	requireCode(t, codes.FailedPrecondition, onB.stageErr(), "stage on B while A has the image attached")
-	require.NoFileExists(t, filepath.Join(onB.staging, "lost+found"), "nothing mounted on B")
-	onA.down()
-	onB.up()
-	_, err = a.DeleteVolume(rpcCtx(t), &csi.DeleteVolumeRequest{VolumeId: id})
+	onA := &vol{Volume: &testutil.Volume{T: t, Src: a, Kind: ext4Kind, Name: "rwo-a", ID: id, Staging: filepath.Join(dir, "a", "staging"), Target: filepath.Join(dir, "a", "target")}}
+	onB := &vol{Volume: &testutil.Volume{T: t, Src: b, Kind: ext4Kind, Name: "rwo-b", ID: id, Staging: filepath.Join(dir, "b", "staging"), Target: filepath.Join(dir, "b", "target")}}
+	onA.Up()
+	requireCode(t, codes.FailedPrecondition, onB.StageErr(), "stage on B while A has the image attached")
+	require.NoFileExists(t, filepath.Join(onB.Staging, "lost+found"), "nothing mounted on B")
+	onA.Down()
+	onB.Up()
+	_, err = a.DeleteVolume(testutil.Ctx(t), &csi.DeleteVolumeRequest{VolumeId: id})
 	requireCode(t, codes.FailedPrecondition, err, "DeleteVolume on A while B has it staged")
-	onB.down()
-	_, err = a.DeleteVolume(rpcCtx(t), &csi.DeleteVolumeRequest{VolumeId: id})
+	onB.Down()
+	_, err = a.DeleteVolume(testutil.Ctx(t), &csi.DeleteVolumeRequest{VolumeId: id})
 	require.NoError(t, err)
 
-	c := blockKind.capability()
+	c := blockKind.Capability()
 	c.AccessMode.Mode = csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER
-	resp, err = a.CreateVolume(rpcCtx(t), &csi.CreateVolumeRequest{Name: "rwx-block", VolumeCapabilities: []*csi.VolumeCapability{c}, Parameters: map[string]string{"allowBlockRWX": "true"}, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
+	resp, err = a.CreateVolume(testutil.Ctx(t), &csi.CreateVolumeRequest{Name: "rwx-block", VolumeCapabilities: []*csi.VolumeCapability{c}, Parameters: map[string]string{"allowBlockRWX": "true"}, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 * mib}})
 	require.NoError(t, err)
 	id = resp.GetVolume().GetVolumeId()
-	for _, cl := range []*Client{a, b} {
-		_, err := cl.NodeStageVolume(rpcCtx(t), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: filepath.Join(dir, "blk-staging"), VolumeCapability: c})
+	for _, cl := range []*testutil.Client{a, b} {
+		_, err := cl.NodeStageVolume(testutil.Ctx(t), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: filepath.Join(dir, "blk-staging"), VolumeCapability: c})
 		require.NoError(t, err, "raw block for several nodes stages on each")
 	}
-	for _, cl := range []*Client{a, b} {
-		_, err := cl.NodeUnstageVolume(rpcCtx(t), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: filepath.Join(dir, "blk-staging")})
+	for _, cl := range []*testutil.Client{a, b} {
+		_, err := cl.NodeUnstageVolume(testutil.Ctx(t), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: filepath.Join(dir, "blk-staging")})
 		require.NoError(t, err)
 	}
-	_, err = a.DeleteVolume(rpcCtx(t), &csi.DeleteVolumeRequest{VolumeId: id})
+	_, err = a.DeleteVolume(testutil.Ctx(t), &csi.DeleteVolumeRequest{VolumeId: id})
 	require.NoError(t, err)
 }
 
@@ -351,13 +325,12 @@ func TestSharedPoolLease(t *testing.T) {
 // reboot, an unmount by hand), NodeGetVolumeStats of its recorded paths
 // is NOT_FOUND, not the figures of the filesystem underneath.
 func TestStatsOfUnmountedPath(t *testing.T) {
-	n, dir := setup(t)
-	v := create(t, n, dir, ext4Kind, volName(t, "stats"), 0)
-	v.up()
-	require.NoError(t, unix.Unmount(v.target, 0))
-	_, err := n.Client.NodeGetVolumeStats(rpcCtx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: v.id, VolumePath: v.target})
+	n, _, v := setupVol(t, ext4Kind, "stats")
+	v.Up()
+	require.NoError(t, unix.Unmount(v.Target, 0))
+	_, err := n.Client.NodeGetVolumeStats(testutil.Ctx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: v.ID, VolumePath: v.Target})
 	requireCode(t, codes.NotFound, err, "stats of a target that is no longer mounted")
-	v.stats(v.staging)
-	v.down()
-	require.NoError(t, v.deleteErr())
+	v.Stats(v.Staging)
+	v.Down()
+	require.NoError(t, v.DeleteErr())
 }

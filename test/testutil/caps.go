@@ -1,0 +1,40 @@
+package testutil
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/seed3e7d50b2/hostvol/test/testutil/needs"
+)
+
+// RequireRootEnv makes root-only tests fail instead of skip when set to 1.
+const RequireRootEnv = needs.RequireRootEnv
+
+// RequireRoot skips a test that needs root when not root, or under
+// go test -short (make unit: no real mounts or loop devices even as root),
+// or fails it when HOSTVOL_REQUIRE_ROOT_TESTS=1 (CI), so root tests never
+// skip silently.
+func RequireRoot(t testing.TB) { t.Helper(); needs.Root(t) }
+
+// RequireTools is RequireRoot for commands the test runs (mkfs.ext4,
+// mkfs.xfs, btrfs...): each must be on PATH. make deps installs them.
+func RequireTools(t testing.TB, tools ...string) { t.Helper(); needs.Tools(t, tools...) }
+
+// RequireRootAndTools is RequireRoot followed by RequireTools.
+func RequireRootAndTools(t testing.TB, tools ...string) {
+	t.Helper()
+	needs.Root(t)
+	needs.Tools(t, tools...)
+}
+
+// HasCapSysResource reports whether this thread has CAP_SYS_RESOURCE in
+// its effective set: it may exceed quota limits, and grow a mounted ext4.
+func HasCapSysResource() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
+}
