@@ -61,8 +61,9 @@ type Driver struct {
 	cfg  Config
 	vols *volume.Manager
 
-	mu     sync.Mutex
-	server *grpc.Server
+	mu      sync.Mutex
+	server  *grpc.Server
+	stopped bool
 }
 
 // New returns a driver. It does not serve until Serve is called.
@@ -81,15 +82,22 @@ func (d *Driver) Serve(l net.Listener) error {
 	csi.RegisterControllerServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		l.Close()
+		return grpc.ErrServerStopped
+	}
 	d.server = srv
 	d.mu.Unlock()
 	klog.InfoS("Serving CSI", "driver", d.cfg.Name, "version", d.cfg.Version, "nodeID", d.cfg.NodeID, "address", l.Addr().String())
 	return srv.Serve(l)
 }
 
-// Stop stops serving, letting calls in progress finish.
+// Stop stops serving, letting calls in progress finish. A Serve that has
+// not started yet returns at once (grpc.ErrServerStopped) when it does.
 func (d *Driver) Stop() {
 	d.mu.Lock()
+	d.stopped = true
 	srv := d.server
 	d.mu.Unlock()
 	if srv != nil {

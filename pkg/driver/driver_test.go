@@ -24,6 +24,7 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/driver"
+	"github.com/seed3e7d50b2/hostvol/pkg/endpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/pool"
 	"github.com/seed3e7d50b2/hostvol/pkg/records"
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
@@ -381,5 +382,25 @@ func TestNewRequiresConfig(t *testing.T) {
 				require.Error(t, err)
 			}
 		})
+	}
+}
+
+// A Stop that comes before Serve (a start-up that failed right after the
+// driver was built) is not lost: Serve returns at once instead of serving
+// forever.
+func TestStopBeforeServe(t *testing.T) {
+	m := start(t, testutil.Options{}).Manager
+	d, err := driver.New(driver.Config{Name: "hostvol.csi.io", NodeID: "n", Manager: m})
+	require.NoError(t, err)
+	d.Stop()
+	l, err := endpoint.Listen("unix://" + filepath.Join(t.TempDir(), "csi.sock"))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(l) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, grpc.ErrServerStopped)
+	case <-t.Context().Done():
+		t.Fatal("Serve kept serving after Stop")
 	}
 }
