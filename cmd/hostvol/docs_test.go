@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
 // runMainEnv makes the test binary run hostvol's main instead of the tests,
@@ -94,20 +96,8 @@ func TestReferenceListsEveryFlag(t *testing.T) {
 		}
 		seen[f] = true
 	}
-	var problems []string
-	for _, p := range []struct {
-		what  string
-		flags []string
-	}{
-		{"in hostvol --help but not listed", missing},
-		{"listed but not in hostvol --help", extra},
-		{"listed more than once", twice},
-	} {
-		if len(p.flags) > 0 {
-			problems = append(problems, p.what+": "+strings.Join(p.flags, ", "))
-		}
-	}
-	if len(problems) > 0 {
-		t.Fatalf("%s does not match hostvol --help:\n%s", referencePath, strings.Join(problems, "\n"))
-	}
+	testutil.RequireListed(t, referencePath+" does not match hostvol --help",
+		testutil.Mismatch{What: "in hostvol --help but not listed", Names: missing},
+		testutil.Mismatch{What: "listed but not in hostvol --help", Names: extra},
+		testutil.Mismatch{What: "listed more than once", Names: twice})
 }

@@ -257,10 +257,7 @@ func (d *Driver) DeleteVolume(_ context.Context, req *csi.DeleteVolumeRequest) (
 		}
 		return nil, err
 	}
-	if err := d.vols.Controller.Delete(id); err != nil {
-		return nil, err
-	}
-	return &csi.DeleteVolumeResponse{}, nil
+	return reply(&csi.DeleteVolumeResponse{}, d.vols.Controller.Delete(id))
 }
 
 // ValidateVolumeCapabilities confirms the capabilities a volume supports.
@@ -356,11 +353,9 @@ func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*c
 	if err != nil {
 		return nil, err
 	}
-	resp := &csi.ListVolumesResponse{NextToken: next}
-	for _, v := range vols {
-		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.listedVolume(v)})
-	}
-	return resp, nil
+	return &csi.ListVolumesResponse{NextToken: next, Entries: each(vols, func(v volume.Listed) *csi.ListVolumesResponse_Entry {
+		return &csi.ListVolumesResponse_Entry{Volume: d.listedVolume(v)}
+	})}, nil
 }
 
 // GetCapacity reports what the class's pool can still hold on this node.

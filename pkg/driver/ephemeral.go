@@ -71,7 +71,7 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 		return nil, err
 	}
 	name := volume.EphemeralName(handle)
-	err = d.vols.Node.PublishEphemeral(volume.EphemeralRequest{
+	return reply(&csi.NodePublishVolumeResponse{}, d.vols.Node.PublishEphemeral(volume.EphemeralRequest{
 		Create: volume.CreateRequest{
 			Name:          name,
 			Kind:          kind,
@@ -92,9 +92,5 @@ func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodeP
 			MountFlags:   bindFlags,
 		},
 		MountFlags: withoutFlags(ci.flags, "ro", "rw"),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &csi.NodePublishVolumeResponse{}, nil
+	}))
 }

@@ -64,11 +64,9 @@ func (d *Driver) ControllerListVolumeHealth(_ context.Context, req *csi.Controll
 	if err != nil {
 		return nil, err
 	}
-	resp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
-	for _, h := range list {
-		resp.Entries = append(resp.Entries, volumeHealth(h.ID, h.Conditions))
-	}
-	return resp, nil
+	return &csi.ControllerListVolumeHealthResponse{NextToken: next, Entries: each(list, func(h volume.VolumeHealth) *csi.VolumeHealth {
+		return volumeHealth(h.ID, h.Conditions)
+	})}, nil
 }
 
 // NodeGetVolumeHealth reports the conditions of a volume of this node.

@@ -52,17 +52,13 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	err = d.vols.Node.Stage(volume.StageRequest{
+	return reply(&csi.NodeStageVolumeResponse{}, d.vols.Node.Stage(volume.StageRequest{
 		ID:          id,
 		StagingPath: staging,
 		Block:       ci.block,
 		FsType:      ci.fsType,
 		MountFlags:  withoutFlags(ci.flags, "ro", "rw"),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &csi.NodeStageVolumeResponse{}, nil
+	}))
 }
 
 // NodeUnstageVolume undoes NodeStageVolume; it succeeds if nothing is staged.
@@ -75,10 +71,7 @@ func (d *Driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolume
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	if err := d.vols.Node.Unstage(id, staging); err != nil {
-		return nil, err
-	}
-	return &csi.NodeUnstageVolumeResponse{}, nil
+	return reply(&csi.NodeUnstageVolumeResponse{}, d.vols.Node.Unstage(id, staging))
 }
 
 // NodePublishVolume bind-mounts the volume at the target path. The access
@@ -115,7 +108,7 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	if err != nil {
 		return nil, err
 	}
-	err = d.vols.Node.Publish(volume.PublishRequest{
+	return reply(&csi.NodePublishVolumeResponse{}, d.vols.Node.Publish(volume.PublishRequest{
 		ID:           id,
 		TargetPath:   targetPath,
 		StagingPath:  staging,
@@ -124,11 +117,7 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 		SingleWriter: ci.singleWriter,
 		MountFlags:   bindFlags,
 		Block:        ci.block,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &csi.NodePublishVolumeResponse{}, nil
+	}))
 }
 
 // publishMode decides how a publish mounts: read-only when the request,
@@ -167,18 +156,12 @@ func (d *Driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVo
 		return nil, err
 	}
 	if handled, err := d.vols.Node.UnpublishInline(id, targetPath); handled {
-		if err != nil {
-			return nil, err
-		}
-		return &csi.NodeUnpublishVolumeResponse{}, nil
+		return reply(&csi.NodeUnpublishVolumeResponse{}, err)
 	}
 	if err := checkVolumeID(id); err != nil {
 		return nil, err
 	}
-	if err := d.vols.Node.Unpublish(id, targetPath); err != nil {
-		return nil, err
-	}
-	return &csi.NodeUnpublishVolumeResponse{}, nil
+	return reply(&csi.NodeUnpublishVolumeResponse{}, d.vols.Node.Unpublish(id, targetPath))
 }
 
 // NodeGetVolumeStats reports bytes and inodes of a volume published or

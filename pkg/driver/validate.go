@@ -252,3 +252,12 @@ func hasFlag(flags []string, f string) bool {
 	}
 	return false
 }
+
+// reply answers an RPC whose work is one call that returns only an error:
+// its (empty) response, or the error.
+func reply[R any](resp *R, err error) (*R, error) {
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}

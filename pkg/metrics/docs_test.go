@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
+	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
 // referencePath is the page that lists every metric once.
@@ -113,21 +114,9 @@ func TestReferenceListsEveryMetric(t *testing.T) {
 		}
 	}
 	slices.Sort(missing)
-	var problems []string
-	for _, p := range []struct {
-		what  string
-		names []string
-	}{
-		{"served but not listed", missing},
-		{"listed but not served", extra},
-		{"listed with the wrong type", wrongType},
-		{"listed more than once", twice},
-	} {
-		if len(p.names) > 0 {
-			problems = append(problems, p.what+": "+strings.Join(p.names, ", "))
-		}
-	}
-	if len(problems) > 0 {
-		t.Fatalf("%s does not match the registry:\n%s", referencePath, strings.Join(problems, "\n"))
-	}
+	testutil.RequireListed(t, referencePath+" does not match the registry",
+		testutil.Mismatch{What: "served but not listed", Names: missing},
+		testutil.Mismatch{What: "listed but not served", Names: extra},
+		testutil.Mismatch{What: "listed with the wrong type", Names: wrongType},
+		testutil.Mismatch{What: "listed more than once", Names: twice})
 }
