@@ -58,16 +58,9 @@ func helpFlags(t *testing.T) []string {
 // "## Flags" section of the reference page, in order, duplicates kept.
 func documentedFlags(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(referencePath)
-	require.NoError(t, err)
-	_, section, found := strings.Cut(string(b), "\n## Flags\n")
-	require.True(t, found, "%s has no \"## Flags\" section", referencePath)
-	section, _, _ = strings.Cut(section, "\n## ")
 	var flags []string
-	for _, line := range strings.Split(section, "\n") {
-		if m := referenceFlag.FindStringSubmatch(line); m != nil {
-			flags = append(flags, m[1])
-		}
+	for _, m := range testutil.ReferenceRows(t, referencePath, "Flags", referenceFlag) {
+		flags = append(flags, m[1])
 	}
 	require.NotEmpty(t, flags, "no flag rows in the Flags section of %s", referencePath)
 	return flags

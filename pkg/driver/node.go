@@ -65,10 +65,10 @@ func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 func (d *Driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	id := req.GetVolumeId()
 	staging, err := requiredPath(id, "staging target path", req.GetStagingTargetPath())
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = checkVolumeID(id)
 	}
-	if err := checkVolumeID(id); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return reply(&csi.NodeUnstageVolumeResponse{}, d.vols.Node.Unstage(id, staging))

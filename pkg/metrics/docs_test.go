@@ -3,7 +3,6 @@ package metrics
 import (
 	"maps"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -34,16 +33,9 @@ var metricRow = regexp.MustCompile("^\\| `([a-z_:][a-z0-9_:]*)(\\*?)` \\| ([a-z]
 // reference page.
 func documentedMetrics(t *testing.T) []documentedMetric {
 	t.Helper()
-	b, err := os.ReadFile(referencePath)
-	require.NoError(t, err)
-	_, section, found := strings.Cut(string(b), "\n## Metrics\n")
-	require.True(t, found, "%s has no \"## Metrics\" section", referencePath)
-	section, _, _ = strings.Cut(section, "\n## ")
 	var out []documentedMetric
-	for _, line := range strings.Split(section, "\n") {
-		if m := metricRow.FindStringSubmatch(line); m != nil {
-			out = append(out, documentedMetric{name: m[1], wild: m[2] == "*", typ: m[3]})
-		}
+	for _, m := range testutil.ReferenceRows(t, referencePath, "Metrics", metricRow) {
+		out = append(out, documentedMetric{name: m[1], wild: m[2] == "*", typ: m[3]})
 	}
 	require.NotEmpty(t, out, "no metric rows in the Metrics section of %s", referencePath)
 	return out

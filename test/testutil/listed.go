@@ -1,8 +1,12 @@
 package testutil
 
 import (
+	"os"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // Mismatch is one way a documented list differs from the real thing: what
@@ -25,4 +29,24 @@ func RequireListed(t testing.TB, title string, ms ...Mismatch) {
 	if len(problems) > 0 {
 		t.Fatalf("%s:\n%s", title, strings.Join(problems, "\n"))
 	}
+}
+
+// ReferenceRows returns the submatches of row for every line of the
+// section titled "## "+section of the Markdown file at path (up to the
+// next "## " heading), in order; the test fails when there is no such
+// section.
+func ReferenceRows(t testing.TB, path, section string, row *regexp.Regexp) [][]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	_, text, found := strings.Cut(string(b), "\n## "+section+"\n")
+	require.True(t, found, "%s has no \"## %s\" section", path, section)
+	text, _, _ = strings.Cut(text, "\n## ")
+	var out [][]string
+	for _, line := range strings.Split(text, "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
