@@ -30,11 +30,7 @@ func checkHandle(handle string) error {
 // on its first publish and publishes it.
 func (d *Driver) publishEphemeral(req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	handle := req.GetVolumeId()
-	targetPath, err := checkPath("target path", req.GetTargetPath(), handle)
-	if err != nil {
-		return nil, err
-	}
-	ci, err := capabilityOf(handle, req.GetVolumeCapability())
+	targetPath, ci, err := pathAndCapability(handle, "target path", req.GetTargetPath(), req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}

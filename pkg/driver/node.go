@@ -41,11 +41,7 @@ func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 // NodeStageVolume prepares a volume for publishing on this node.
 func (d *Driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	id := req.GetVolumeId()
-	staging, err := requiredPath(id, "staging target path", req.GetStagingTargetPath())
-	if err != nil {
-		return nil, err
-	}
-	ci, err := capabilityOf(id, req.GetVolumeCapability())
+	staging, ci, err := pathAndCapability(id, "staging target path", req.GetStagingTargetPath(), req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}

@@ -115,6 +115,17 @@ func requiredPath(id, what, p string) (string, error) {
 	return checkPath(what, p, id)
 }
 
+// pathAndCapability checks a request's required path (requiredPath), then
+// its volume capability (capabilityOf).
+func pathAndCapability(id, what, p string, c *csi.VolumeCapability) (string, capInfo, error) {
+	path, err := requiredPath(id, what, p)
+	if err != nil {
+		return "", capInfo{}, err
+	}
+	ci, err := capabilityOf(id, c)
+	return path, ci, err
+}
+
 // checkCapability validates one volume capability.
 func checkCapability(c *csi.VolumeCapability) (capInfo, error) {
 	if c == nil {

@@ -107,7 +107,7 @@ func (f *FS) Format(ctx context.Context, fsType, path string) error {
 
 // Grow grows the mounted filesystem to its device's size.
 func (f *FS) Grow(_ context.Context, fsType, device, mountPath string) error {
-	if t, _ := Check(fsType); t == Ext4 && !capSysResource() {
+	if t, _ := Check(fsType); t == Ext4 && !HasCapSysResource() {
 		return fmt.Errorf("%w: growing mounted ext4 on %s needs CAP_SYS_RESOURCE, which this process lacks", ErrOnlineGrowUnavailable, device)
 	}
 	if _, err := mount.NewResizeFs(f.exec).Resize(device, mountPath); err != nil {
@@ -164,9 +164,9 @@ func reportsNoSpace(out string) bool {
 	return strings.Contains(strings.ToLower(out), unix.ENOSPC.Error())
 }
 
-// capSysResource reports whether this process has CAP_SYS_RESOURCE in its
-// effective set.
-func capSysResource() bool {
+// HasCapSysResource reports whether this thread has CAP_SYS_RESOURCE in
+// its effective set: it may exceed quota limits, and grow a mounted ext4.
+func HasCapSysResource() bool {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {

@@ -40,17 +40,7 @@ func TestFakeLifecycle(t *testing.T) {
 	}
 	require.Equal(t, 3, fk.Scans())
 
-	size, err := fk.Size(devA)
-	require.NoError(t, err)
-	require.EqualValues(t, 8*mib, size)
-	require.NoError(t, a.Truncate(16*mib))
-	size, err = fk.Size(devA)
-	require.NoError(t, err)
-	require.EqualValues(t, 8*mib, size, "the device keeps its size until Refresh")
-	require.NoError(t, fk.Refresh(devA))
-	size, err = fk.Size(devA)
-	require.NoError(t, err)
-	require.EqualValues(t, 16*mib, size)
+	requireRefresh(t, fk, devA, a, 8*mib, 16*mib)
 
 	require.NoError(t, fk.Detach(devA))
 	require.NoError(t, fk.Detach(devA), "detaching twice is fine")

@@ -159,19 +159,25 @@ func TestRefreshPicksUpGrownFile(t *testing.T) {
 	f, _ := newImage(t, t.TempDir(), "grow.img", 32*mib)
 	dev := attach(t, m, f, AttachOptions{DirectIO: true})
 
-	size, err := m.Size(dev)
-	require.NoError(t, err)
-	require.EqualValues(t, 32*mib, size)
+	requireRefresh(t, m, dev, f, 32*mib, 96*mib)
+}
 
-	require.NoError(t, f.Truncate(96*mib))
-	size, err = m.Size(dev)
+// requireRefresh checks the Size and Refresh contract, the same for the
+// fake and the kernel: dev, attached to img of size bytes, keeps that size
+// after img grows to grown bytes, until Refresh.
+func requireRefresh(t *testing.T, m Manager, dev string, img *os.File, size, grown int64) {
+	t.Helper()
+	got, err := m.Size(dev)
 	require.NoError(t, err)
-	require.EqualValues(t, 32*mib, size, "the device keeps its size until Refresh")
-
+	require.EqualValues(t, size, got)
+	require.NoError(t, img.Truncate(grown))
+	got, err = m.Size(dev)
+	require.NoError(t, err)
+	require.EqualValues(t, size, got, "the device keeps its size until Refresh")
 	require.NoError(t, m.Refresh(dev))
-	size, err = m.Size(dev)
+	got, err = m.Size(dev)
 	require.NoError(t, err)
-	require.EqualValues(t, 96*mib, size)
+	require.EqualValues(t, grown, got)
 }
 
 // supportsODirect probes the filesystem of path the way the loop driver

@@ -9,8 +9,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/seed3e7d50b2/hostvol/pkg/volume"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
@@ -46,13 +44,7 @@ func documentedMetrics(t *testing.T) []documentedMetric {
 // through the interceptor and a scrape of the handler.
 func servedMetrics(t *testing.T) map[string]string {
 	t.Helper()
-	s := &fakeStorage{
-		pools:  []volume.PoolFigures{{Name: "default", CapacityBytes: 1 << 30, FreeBytes: 1 << 29, PromisedBytes: 1 << 20}},
-		counts: map[volume.Kind]int{volume.KindDir: 1},
-	}
-	m := newMetrics(t, s)
-	m.observe("/csi.v1.Identity/Probe", codes.OK, 0)
-	h := m.Handler(&fakeProber{ready: wrapperspb.Bool(true)})
+	m, h := probedOnce(t, volume.PoolFigures{Name: "default", CapacityBytes: 1 << 30, FreeBytes: 1 << 29, PromisedBytes: 1 << 20})
 	code, _ := get(t, h, "/metrics")
 	require.Equal(t, http.StatusOK, code)
 

@@ -179,14 +179,17 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
-func TestMetricsHandler(t *testing.T) {
-	s := &fakeStorage{
-		pools:  []volume.PoolFigures{{Name: "default", CapacityBytes: 1 << 30, FreeBytes: 1 << 29}, {Name: "gone", PromisedBytes: 5, Err: syscall.ENOENT}},
-		counts: map[volume.Kind]int{volume.KindDir: 1},
-	}
-	m := newMetrics(t, s)
+// probedOnce returns metrics over these pools and one directory volume,
+// after one Probe through the interceptor, and their handler (ready).
+func probedOnce(t *testing.T, pools ...volume.PoolFigures) (*Metrics, http.Handler) {
+	t.Helper()
+	m := newMetrics(t, &fakeStorage{pools: pools, counts: map[volume.Kind]int{volume.KindDir: 1}})
 	m.observe("/csi.v1.Identity/Probe", codes.OK, 0)
-	h := m.Handler(&fakeProber{ready: wrapperspb.Bool(true)})
+	return m, m.Handler(&fakeProber{ready: wrapperspb.Bool(true)})
+}
+
+func TestMetricsHandler(t *testing.T) {
+	_, h := probedOnce(t, volume.PoolFigures{Name: "default", CapacityBytes: 1 << 30, FreeBytes: 1 << 29}, volume.PoolFigures{Name: "gone", PromisedBytes: 5, Err: syscall.ENOENT})
 
 	code, body := get(t, h, "/metrics")
 	require.Equal(t, http.StatusOK, code)

@@ -8,8 +8,8 @@ package params
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -73,12 +73,7 @@ var known = []string{KeyType, KeyPool, KeyAllowBlockRWX, KeyFsType, KeySizeLimit
 // "default", sizeLimit required.
 func Parse(m map[string]string) (Params, error) {
 	p := Params{Type: volume.KindDir, Pool: pool.DefaultName, SizeLimit: volume.SizeLimitRequired}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		v := m[k]
 		switch k {
 		case KeyType:
@@ -230,12 +225,7 @@ func ParseInline(ctx map[string]string, pol InlinePolicy) (Inline, error) {
 	}
 	rest := make(map[string]string, len(ctx))
 	var in Inline
-	keys := make([]string, 0, len(ctx))
-	for k := range ctx {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(ctx)) {
 		v := ctx[k]
 		switch k {
 		case KeyPodName:

@@ -3,8 +3,9 @@ package volume
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -189,19 +190,10 @@ func (c *catalog) sharedStores() []*records.Store {
 }
 
 // sharedPoolNames are the names of the shared pools, sorted.
-func (c *catalog) sharedPoolNames() []string { return sortedKeys(c.shared) }
+func (c *catalog) sharedPoolNames() []string { return slices.Sorted(maps.Keys(c.shared)) }
 
 // poolNames are the names of all pools, sorted.
-func (c *catalog) poolNames() []string { return sortedKeys(c.pools) }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+func (c *catalog) poolNames() []string { return slices.Sorted(maps.Keys(c.pools)) }
 
 // Get returns a ready volume. id must be validated.
 func (c *catalog) Get(id string) (Volume, error) {

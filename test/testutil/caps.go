@@ -3,8 +3,7 @@ package testutil
 import (
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
 	"github.com/seed3e7d50b2/hostvol/test/testutil/needs"
 )
 
@@ -28,13 +27,6 @@ func RequireRootAndTools(t testing.TB, tools ...string) {
 	needs.Tools(t, tools...)
 }
 
-// HasCapSysResource reports whether this thread has CAP_SYS_RESOURCE in
-// its effective set: it may exceed quota limits, and grow a mounted ext4.
-func HasCapSysResource() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
-}
+// HasCapSysResource is fsutil.HasCapSysResource, for tests that choose
+// what to expect by it.
+func HasCapSysResource() bool { return fsutil.HasCapSysResource() }
