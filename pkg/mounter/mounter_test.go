@@ -126,11 +126,8 @@ func TestFilesystemMount(t *testing.T) {
 // read-write, because a remount does not propagate.
 func TestReadOnlyBindPropagatesReadOnly(t *testing.T) {
 	requireRoot(t)
-	dir := t.TempDir()
-	src, a, b := filepath.Join(dir, "src"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	for _, d := range []string{src, a, b} {
-		require.NoError(t, os.Mkdir(d, 0o755))
-	}
+	d := mkdirs(t, "src", "a", "b")
+	src, a, b := d[0], d[1], d[2]
 	require.NoError(t, unix.Mount("tmpfs", a, "tmpfs", 0, "size=1m"))
 	t.Cleanup(func() { _ = unix.Unmount(a, unix.MNT_DETACH) })
 	require.NoError(t, unix.Mount("", a, "", unix.MS_SHARED, ""))
@@ -147,4 +144,18 @@ func TestReadOnlyBindPropagatesReadOnly(t *testing.T) {
 	require.NotZero(t, flagsOf(t, peer)&unix.ST_RDONLY, "the propagated copy is read-only too")
 	require.Error(t, os.WriteFile(filepath.Join(peer, "x"), []byte("x"), 0o644))
 	require.NoError(t, m.Unmount(target))
+}
+
+// mkdirs makes directories of these names in a new temporary directory and
+// returns their paths, in order.
+func mkdirs(t *testing.T, names ...string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		require.NoError(t, os.Mkdir(p, 0o755))
+		out = append(out, p)
+	}
+	return out
 }

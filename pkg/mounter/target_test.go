@@ -111,11 +111,9 @@ func TestRemoveMountPoint(t *testing.T) {
 // path shows nothing.
 func TestShows(t *testing.T) {
 	requireRoot(t)
-	dir := t.TempDir()
-	src, other, target := filepath.Join(dir, "src"), filepath.Join(dir, "other"), filepath.Join(dir, "target")
-	for _, d := range []string{src, other, target} {
-		require.NoError(t, os.Mkdir(d, 0o755))
-	}
+	d := mkdirs(t, "src", "other", "target")
+	src, other, target := d[0], d[1], d[2]
+	dir := filepath.Dir(src)
 	m := mounter.New(nil)
 	ok, err := m.MountRoot(target)
 	require.NoError(t, err)

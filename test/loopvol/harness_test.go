@@ -77,6 +77,18 @@ func setupVol(t *testing.T, k testutil.Kind, suffix string) (*testutil.Node, str
 	return n, dir, create(t, n, dir, k, volName(t, suffix), 0)
 }
 
+// forKinds runs f in a subtest per kind, each on a volume of its own of
+// that kind (setupVol).
+func forKinds(t *testing.T, kinds []testutil.Kind, suffix string, f func(t *testing.T, v *vol)) {
+	t.Helper()
+	for _, k := range kinds {
+		t.Run(k.Name, func(t *testing.T) {
+			_, _, v := setupVol(t, k, suffix)
+			f(t, v)
+		})
+	}
+}
+
 // setupPair is setup and two ext4 volumes, a and b.
 func setupPair(t *testing.T) (n *testutil.Node, dir string, a, b *vol) {
 	t.Helper()

@@ -22,32 +22,29 @@ import (
 // (attached again) and publish.
 func TestDataSurvivesRestage(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range allKinds {
-		t.Run(k.Name, func(t *testing.T) {
-			_, _, v := setupVol(t, k, "data")
-			v.Up()
-			v.requireOneLoop()
-			want := v.writeData()
-			v.checkData(v.Target, want)
+	forKinds(t, allKinds, "data", func(t *testing.T, v *vol) {
+		v.Up()
+		v.requireOneLoop()
+		want := v.writeData()
+		v.checkData(v.Target, want)
 
-			v.Down()
-			devs, err := testutil.LoopsFor(v.image())
-			require.NoError(t, err)
-			require.Empty(t, devs, "unstage detaches the image")
-			require.Empty(t, testutil.MountsUnder(t, filepath.Dir(v.Target)), "unstage leaves no mount")
-			if k.Block {
-				v.checkImage(want)
-			}
+		v.Down()
+		devs, err := testutil.LoopsFor(v.image())
+		require.NoError(t, err)
+		require.Empty(t, devs, "unstage detaches the image")
+		require.Empty(t, testutil.MountsUnder(t, filepath.Dir(v.Target)), "unstage leaves no mount")
+		if v.Kind.Block {
+			v.checkImage(want)
+		}
 
-			v.Up()
-			v.requireOneLoop()
-			v.checkData(v.Target, want)
-			v.Down()
-			require.NoError(t, v.DeleteErr())
-			_, err = os.Stat(v.image())
-			require.ErrorIs(t, err, os.ErrNotExist)
-		})
-	}
+		v.Up()
+		v.requireOneLoop()
+		v.checkData(v.Target, want)
+		v.Down()
+		require.NoError(t, v.DeleteErr())
+		_, err = os.Stat(v.image())
+		require.ErrorIs(t, err, os.ErrNotExist)
+	})
 }
 
 // TestReboot simulates a node reboot with the volume staged and published:
@@ -282,34 +279,31 @@ func TestHardLimit(t *testing.T) {
 // return ABORTED; the image is never attached twice.
 func TestConcurrentStage(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []testutil.Kind{ext4Kind, blockKind} {
-		t.Run(k.Name, func(t *testing.T) {
-			_, _, v := setupVol(t, k, "race")
-			const calls = 8
-			errs := atOnce(calls, func(int) error { return v.StageErr() })
-			ok := 0
-			for i, err := range errs {
-				switch status.Code(err) {
-				case codes.OK:
-					ok++
-				case codes.Aborted:
-				default:
-					t.Errorf("call %d: %v (want OK or ABORTED)", i, err)
-				}
+	forKinds(t, []testutil.Kind{ext4Kind, blockKind}, "race", func(t *testing.T, v *vol) {
+		const calls = 8
+		errs := atOnce(calls, func(int) error { return v.StageErr() })
+		ok := 0
+		for i, err := range errs {
+			switch status.Code(err) {
+			case codes.OK:
+				ok++
+			case codes.Aborted:
+			default:
+				t.Errorf("call %d: %v (want OK or ABORTED)", i, err)
 			}
-			require.Positive(t, ok, "at least one NodeStageVolume succeeds")
-			t.Logf("%d OK, %d ABORTED", ok, calls-ok)
-			v.requireOneLoop()
-			if !k.Block {
-				require.Equal(t, []string{v.Staging}, testutil.MountsUnder(t, v.Staging), "one mount at the staging path")
-			}
-			v.Stage() // CSI: staged already at this path, reply OK
-			v.requireOneLoop()
-			v.Publish()
-			v.Down()
-			require.NoError(t, v.DeleteErr())
-		})
-	}
+		}
+		require.Positive(t, ok, "at least one NodeStageVolume succeeds")
+		t.Logf("%d OK, %d ABORTED", ok, calls-ok)
+		v.requireOneLoop()
+		if !v.Kind.Block {
+			require.Equal(t, []string{v.Staging}, testutil.MountsUnder(t, v.Staging), "one mount at the staging path")
+		}
+		v.Stage() // CSI: staged already at this path, reply OK
+		v.requireOneLoop()
+		v.Publish()
+		v.Down()
+		require.NoError(t, v.DeleteErr())
+	})
 }
 
 // TestConcurrentStageDistinctVolumes: eight volumes staged at once race
@@ -346,43 +340,40 @@ func TestConcurrentStageDistinctVolumes(t *testing.T) {
 // a stage a crash cut short) does not block it: DeleteVolume detaches it.
 func TestDeleteRefusedWhileInUse(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []testutil.Kind{ext4Kind, blockKind} {
-		t.Run(k.Name, func(t *testing.T) {
-			_, _, v := setupVol(t, k, "busy")
+	forKinds(t, []testutil.Kind{ext4Kind, blockKind}, "busy", func(t *testing.T, v *vol) {
 
-			v.Stage()
-			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while staged")
-			v.Publish()
-			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while published")
-			v.Unpublish()
-			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while still staged")
-			v.Unstage()
+		v.Stage()
+		requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while staged")
+		v.Publish()
+		requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while published")
+		v.Unpublish()
+		requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while still staged")
+		v.Unstage()
 
-			f, err := os.OpenFile(v.image(), os.O_RDWR, 0)
-			require.NoError(t, err)
-			dev, err := loop.New().Attach(f, loop.AttachOptions{})
-			f.Close()
-			require.NoError(t, err)
-			holder, err := os.Open(dev)
-			require.NoError(t, err)
-			requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while attached by hand and held open")
-			_, err = os.Stat(v.image())
-			require.NoError(t, err, "a refused delete keeps the image")
-			require.NoError(t, holder.Close())
-			require.NoError(t, loop.New().Detach(dev)) // the refused delete left autoclear; make sure
+		f, err := os.OpenFile(v.image(), os.O_RDWR, 0)
+		require.NoError(t, err)
+		dev, err := loop.New().Attach(f, loop.AttachOptions{})
+		f.Close()
+		require.NoError(t, err)
+		holder, err := os.Open(dev)
+		require.NoError(t, err)
+		requireCode(t, codes.FailedPrecondition, v.DeleteErr(), "DeleteVolume while attached by hand and held open")
+		_, err = os.Stat(v.image())
+		require.NoError(t, err, "a refused delete keeps the image")
+		require.NoError(t, holder.Close())
+		require.NoError(t, loop.New().Detach(dev)) // the refused delete left autoclear; make sure
 
-			f, err = os.OpenFile(v.image(), os.O_RDWR, 0)
-			require.NoError(t, err)
-			_, err = loop.New().Attach(f, loop.AttachOptions{}) // DeleteVolume below must find and detach it
-			f.Close()
-			require.NoError(t, err)
-			require.NoError(t, v.DeleteErr(), "DeleteVolume detaches a device nothing holds")
-			require.Empty(t, testutil.LosetupFor(t, v.image()))
-			_, err = os.Stat(v.image())
-			require.ErrorIs(t, err, os.ErrNotExist)
-			require.NoError(t, v.DeleteErr(), "deleting a deleted volume succeeds")
-		})
-	}
+		f, err = os.OpenFile(v.image(), os.O_RDWR, 0)
+		require.NoError(t, err)
+		_, err = loop.New().Attach(f, loop.AttachOptions{}) // DeleteVolume below must find and detach it
+		f.Close()
+		require.NoError(t, err)
+		require.NoError(t, v.DeleteErr(), "DeleteVolume detaches a device nothing holds")
+		require.Empty(t, testutil.LosetupFor(t, v.image()))
+		_, err = os.Stat(v.image())
+		require.ErrorIs(t, err, os.ErrNotExist)
+		require.NoError(t, v.DeleteErr(), "deleting a deleted volume succeeds")
+	})
 }
 
 // TestGetCapacityPromisedSpace: on a small dedicated pool, a sparse 250 MiB
@@ -476,31 +467,28 @@ func TestGetCapacityPromisedSpace(t *testing.T) {
 // and inodes, not the pool's; a block volume reports its size.
 func TestNodeGetVolumeStats(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, k := range []testutil.Kind{ext4Kind, xfsKind} {
-		t.Run(k.Name, func(t *testing.T) {
-			_, _, v := setupVol(t, k, "stats")
-			v.Up()
-			for _, path := range []string{v.Target, v.Staging} {
-				bytes0, inodes0 := usage(t, v.Stats(path))
-				require.LessOrEqual(t, bytes0.GetTotal(), v.Capacity)
-				// Filesystem overhead: ext4 journal and inode tables, the
-				// XFS log (64 MiB of a 300 MiB volume).
-				require.Greater(t, bytes0.GetTotal(), v.Capacity*3/4, "bytes total %s of %s", fmtBytes(bytes0.GetTotal()), fmtBytes(v.Capacity))
-				st := statfs(t, path)
-				require.Equal(t, totalBytes(st), bytes0.GetTotal())
-				require.Positive(t, inodes0.GetTotal())
-				require.Equal(t, int64(st.Files), inodes0.GetTotal())
-			}
-			bytes0, inodes0 := usage(t, v.Stats(v.Target))
-			const grow = 16 * mib
-			require.NoError(t, os.WriteFile(filepath.Join(v.Target, "f"), make([]byte, grow), 0o644))
-			unix.Sync()
-			bytes1, inodes1 := usage(t, v.Stats(v.Target))
-			require.GreaterOrEqual(t, bytes1.GetUsed()-bytes0.GetUsed(), grow, "used bytes %s -> %s", fmtBytes(bytes0.GetUsed()), fmtBytes(bytes1.GetUsed()))
-			require.Greater(t, inodes1.GetUsed(), inodes0.GetUsed())
-			require.Equal(t, bytes0.GetTotal(), bytes1.GetTotal())
-		})
-	}
+	forKinds(t, []testutil.Kind{ext4Kind, xfsKind}, "stats", func(t *testing.T, v *vol) {
+		v.Up()
+		for _, path := range []string{v.Target, v.Staging} {
+			bytes0, inodes0 := usage(t, v.Stats(path))
+			require.LessOrEqual(t, bytes0.GetTotal(), v.Capacity)
+			// Filesystem overhead: ext4 journal and inode tables, the
+			// XFS log (64 MiB of a 300 MiB volume).
+			require.Greater(t, bytes0.GetTotal(), v.Capacity*3/4, "bytes total %s of %s", fmtBytes(bytes0.GetTotal()), fmtBytes(v.Capacity))
+			st := statfs(t, path)
+			require.Equal(t, totalBytes(st), bytes0.GetTotal())
+			require.Positive(t, inodes0.GetTotal())
+			require.Equal(t, int64(st.Files), inodes0.GetTotal())
+		}
+		bytes0, inodes0 := usage(t, v.Stats(v.Target))
+		const grow = 16 * mib
+		require.NoError(t, os.WriteFile(filepath.Join(v.Target, "f"), make([]byte, grow), 0o644))
+		unix.Sync()
+		bytes1, inodes1 := usage(t, v.Stats(v.Target))
+		require.GreaterOrEqual(t, bytes1.GetUsed()-bytes0.GetUsed(), grow, "used bytes %s -> %s", fmtBytes(bytes0.GetUsed()), fmtBytes(bytes1.GetUsed()))
+		require.Greater(t, inodes1.GetUsed(), inodes0.GetUsed())
+		require.Equal(t, bytes0.GetTotal(), bytes1.GetTotal())
+	})
 	t.Run("block", func(t *testing.T) {
 		_, _, v := setupVol(t, blockKind, "stats")
 		v.Up()
