@@ -52,6 +52,17 @@ func setupOn(t *testing.T, poolPath string) (*testutil.Node, string) {
 	return testutil.NewNode(t, dir, poolPath), dir
 }
 
+// setupPoolFS is setup with the pool on a filesystem of its own of size
+// bytes (testutil.NewPoolFS), so that nothing else moves its figures.
+func setupPoolFS(t *testing.T, size int64) (n *testutil.Node, dir, poolPath string) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	dir = t.TempDir()
+	testutil.CleanupUnder(t, dir)
+	poolPath = testutil.NewPoolFS(t, dir, testutil.PoolFSOptions{Size: size}).Path
+	return testutil.NewNode(t, dir, poolPath), dir, poolPath
+}
+
 // vol is a volume under test on a node that may restart.
 type vol struct {
 	*testutil.Volume

@@ -236,11 +236,7 @@ func (v *vol) shrinkRefused() {
 // filesystem, so nothing else moves its figures) loses no more than the
 // volume's size.
 func TestHardLimit(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	testutil.CleanupUnder(t, dir)
-	poolPath := testutil.NewPoolFS(t, dir, testutil.PoolFSOptions{Size: 600 * mib}).Path
-	n := testutil.NewNode(t, dir, poolPath)
+	n, dir, poolPath := setupPoolFS(t, 600*mib)
 	freeBefore := freeBytes(statfs(t, poolPath))
 
 	v := create(t, n, dir, ext4Kind, volName(t, "limit"), 64*mib)
@@ -381,11 +377,7 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 // the pool, and creating volumes until nothing more can be promised ends
 // with RESOURCE_EXHAUSTED, leaving neither an image nor a record behind.
 func TestGetCapacityPromisedSpace(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	testutil.CleanupUnder(t, dir)
-	poolPath := testutil.NewPoolFS(t, dir, testutil.PoolFSOptions{Size: 600 * mib}).Path
-	n := testutil.NewNode(t, dir, poolPath)
+	n, dir, _ := setupPoolFS(t, 600*mib)
 	capacity := func() int64 {
 		t.Helper()
 		resp, err := n.Client.GetCapacity(testutil.Ctx(t), &csi.GetCapacityRequest{
