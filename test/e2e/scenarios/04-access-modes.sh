@@ -7,17 +7,7 @@ new_ns
 k apply -f "$EXAMPLES/rwop/" -f "$EXAMPLES/rox/" >/dev/null
 pod_ready hostvol-rwop
 expect "RWOP claim Bound" test "$(pvc_phase hostvol-rwop)" = Bound
-k apply -f - >/dev/null <<Y
-apiVersion: v1
-kind: Pod
-metadata: {name: hostvol-rwop-second}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - {name: c, image: "busybox:1.37.0", command: [sleep, "86400"], volumeMounts: [{name: data, mountPath: /data}]}
-  volumes:
-    - {name: data, persistentVolumeClaim: {claimName: hostvol-rwop}}
-Y
+claim_pod hostvol-rwop-second hostvol-rwop
 eventually 60 "second pod: event says the claim is in use (ReadWriteOncePod)" \
   event_says pod/hostvol-rwop-second ReadWriteOncePod
 sleep 5

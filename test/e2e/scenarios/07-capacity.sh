@@ -21,17 +21,8 @@ spec:
   storageClassName: hostvol-loop-xfs
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 100Gi}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: too-big}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - {name: c, image: "busybox:1.37.0", command: [sleep, "86400"], volumeMounts: [{name: data, mountPath: /data}]}
-  volumes:
-    - {name: data, persistentVolumeClaim: {claimName: too-big}}
 Y
+claim_pod too-big too-big
 eventually 60 "a 100Gi claim: the pod's event says the node lacks storage" \
   event_says pod/too-big "did not have enough free storage"
 echo "    event: $(k get events --field-selector involvedObject.name=too-big,involvedObject.kind=Pod -o jsonpath='{.items[-1:].message}')"

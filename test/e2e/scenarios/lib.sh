@@ -76,4 +76,18 @@ bytes() {
 # the whole file again would also try to set the claim back to its size).
 example_pod() { awk -v RS='\n---\n' '/(^|\n)kind: Pod(\n|$)/' "$1"; }
 # Does an event about OBJECT (kind/name) contain TEXT?
+# claim_pod NAME CLAIM: a busybox pod NAME that mounts claim CLAIM at /data.
+claim_pod() {
+  k apply -f - >/dev/null <<Y
+apiVersion: v1
+kind: Pod
+metadata: {name: $1}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - {name: c, image: "busybox:1.37.0", command: [sleep, "86400"], volumeMounts: [{name: data, mountPath: /data}]}
+  volumes:
+    - {name: data, persistentVolumeClaim: {claimName: $2}}
+Y
+}
 event_says() { k get events --field-selector "involvedObject.name=${1#*/}" -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' | grep -q -- "$2"; }
