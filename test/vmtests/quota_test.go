@@ -45,24 +45,21 @@ func quotaPool(t *testing.T, fs string, prjquota bool) string {
 	return testutil.NewPoolFS(t, t.TempDir(), o).Path
 }
 
-func TestXFSProjectQuota(t *testing.T) {
-	RequireVM(t)
-	quota.EnforcedLimit(t, xfsFS, quotaPool(t, "xfs", true))
-}
+// TestProjectQuota runs the enforced-limit scenario (quota.EnforcedLimit)
+// on XFS and on ext4 project quotas.
+func TestProjectQuota(t *testing.T) { onQuotaFS(t, quota.EnforcedLimit) }
 
-func TestExt4ProjectQuota(t *testing.T) {
-	RequireVM(t)
-	quota.EnforcedLimit(t, ext4FS, quotaPool(t, "ext4", true))
-}
+// TestProjectIDsConcurrent runs the concurrent-create scenario
+// (quota.Concurrent) on XFS and on ext4 project quotas.
+func TestProjectIDsConcurrent(t *testing.T) { onQuotaFS(t, quota.Concurrent) }
 
-func TestXFSProjectIDsConcurrent(t *testing.T) {
+// onQuotaFS runs a quota scenario in a subtest per filesystem, each on a
+// pool of its own mounted with prjquota.
+func onQuotaFS(t *testing.T, scenario func(*testing.T, quota.FS, string)) {
 	RequireVM(t)
-	quota.Concurrent(t, xfsFS, quotaPool(t, "xfs", true))
-}
-
-func TestExt4ProjectIDsConcurrent(t *testing.T) {
-	RequireVM(t)
-	quota.Concurrent(t, ext4FS, quotaPool(t, "ext4", true))
+	for _, fs := range []quota.FS{xfsFS, ext4FS} {
+		t.Run(fs.Name, func(t *testing.T) { scenario(t, fs, quotaPool(t, fs.Name, true)) })
+	}
 }
 
 // TestProjectIDReuse: a deleted volume's project ID is free again, its
