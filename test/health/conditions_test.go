@@ -160,11 +160,7 @@ func listed(t *testing.T, c testutil.ClientSource) []string {
 	t.Helper()
 	resp, err := c.CSI().ControllerListVolumeHealth(testutil.Ctx(t), &csi.ControllerListVolumeHealthRequest{})
 	require.NoError(t, err)
-	out := []string{}
-	for _, e := range resp.GetEntries() {
-		out = append(out, e.GetVolumeId())
-	}
-	return out
+	return strs(resp.GetEntries(), (*csi.VolumeHealth).GetVolumeId)
 }
 
 // storage returns NodeGetStorageHealth's entries as "STATUS/Reason".
@@ -172,10 +168,17 @@ func storage(t *testing.T, c testutil.ClientSource) []string {
 	t.Helper()
 	resp, err := c.CSI().NodeGetStorageHealth(testutil.Ctx(t), &csi.NodeGetStorageHealthRequest{})
 	require.NoError(t, err)
-	out := []string{}
-	for _, e := range resp.GetBackendHealth() {
-		out = append(out, e.GetStatus().String()+"/"+e.GetReason())
+	return strs(resp.GetBackendHealth(), func(e *csi.NodeGetStorageHealthResponse_StorageBackendHealth) string {
 		t.Logf("storage health: %s %s: %s", e.GetStatus(), e.GetReason(), e.GetMessage())
+		return e.GetStatus().String() + "/" + e.GetReason()
+	})
+}
+
+// strs is f of every element of in, never nil.
+func strs[T any](in []T, f func(T) string) []string {
+	out := []string{}
+	for _, x := range in {
+		out = append(out, f(x))
 	}
 	return out
 }
@@ -424,15 +427,21 @@ func poolFilesystem(t *testing.T, dir string, size int64) *testutil.PoolFS {
 	return testutil.NewPoolFS(t, dir, testutil.PoolFSOptions{Size: size})
 }
 
+// onSmallPool is a node whose pool is a filesystem of its own of poolSize
+// bytes, and on it a volume of kind k with size bytes.
+func onSmallPool(t *testing.T, poolSize int64, k testutil.Kind, size int64, name string) (*testutil.Node, *vol) {
+	t.Helper()
+	dir := setup(t)
+	n := testutil.NewNode(t, dir, poolFilesystem(t, dir, poolSize).Path)
+	k.Size = size
+	return n, create(t, n, dir, name, k)
+}
+
 // TestPoolNearlyFull fills a 64 MiB loop-backed pool: the node's storage
 // health says it is nearly full, and its directory volume, bounded only by
 // the pool until quotas enforce a limit, has exhausted it.
 func TestPoolNearlyFull(t *testing.T) {
-	dir := setup(t)
-	n := testutil.NewNode(t, dir, poolFilesystem(t, dir, 64*mib).Path)
-	k := dirKind
-	k.Size = 8 * mib
-	v := create(t, n, dir, "dir", k)
+	n, v := onSmallPool(t, 64*mib, dirKind, 8*mib, "dir")
 	v.Stage()
 	v.Publish()
 	require.Empty(t, storage(t, n.Client))
@@ -458,11 +467,7 @@ func TestPoolNearlyFull(t *testing.T) {
 // health says so (DEGRADED PoolTooFull) instead of healthy. Freeing the
 // space mends it.
 func TestPoolTooFullForImage(t *testing.T) {
-	dir := setup(t)
-	n := testutil.NewNode(t, dir, poolFilesystem(t, dir, 96*mib).Path)
-	k := blockKind
-	k.Size = 40 * mib
-	v := create(t, n, dir, "blk", k)
+	n, v := onSmallPool(t, 96*mib, blockKind, 40*mib, "blk")
 	v.requireHealth(false)
 	junk := filepath.Join(n.PoolPath, "junk")
 	_, err := fillUp(junk)

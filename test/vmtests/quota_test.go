@@ -66,76 +66,68 @@ func onQuotaFS(t *testing.T, scenario func(*testing.T, quota.FS, string)) {
 // limit cleared; the next volume gets it (lowest free first) with its own
 // limit, and nothing of the old one shows.
 func TestProjectIDReuse(t *testing.T) {
-	RequireVM(t)
-	for _, fs := range []quota.FS{xfsFS, ext4FS} {
-		t.Run(fs.Name, func(t *testing.T) {
-			pool := quotaPool(t, fs.Name, true)
-			n := quota.Node(t, pool)
-			a := quota.Create(t, n, "a", 4<<20, nil)
-			b := quota.Create(t, n, "b", 4<<20, nil)
-			ha, hb := quota.Handle(t, n, a), quota.Handle(t, n, b)
-			require.Equal(t, hvquota.FirstProjectID, ha.ProjectID)
-			require.Equal(t, hvquota.FirstProjectID+1, hb.ProjectID)
-			require.Equal(t, int64(4<<20), projectLimit(t, fs.Name, pool, ha.ProjectID))
-			quota.Delete(t, n, a)
-			fs.Gone(t, pool, ha)
-			c := quota.Create(t, n, "c", 8<<20, nil)
-			hc := quota.Handle(t, n, c)
-			require.Equal(t, ha.ProjectID, hc.ProjectID, "the freed ID is reused")
-			require.Equal(t, int64(8<<20), projectLimit(t, fs.Name, pool, hc.ProjectID), "with the new volume's limit")
-			require.Equal(t, hc.ProjectID, dirProject(t, n, c), "the new directory is in the project")
-			t.Logf("%s: project %d freed by deleting %s, reused by %s with an 8 MiB limit", fs.Name, ha.ProjectID, a, c)
-			// A restart rebuilds the allocator from the records.
-			n.Stop()
-			n.Start()
-			d := quota.Create(t, n, "d", 4<<20, nil)
-			require.Equal(t, hvquota.FirstProjectID+2, quota.Handle(t, n, d).ProjectID, "never an ID a record holds")
-			for _, id := range []string{b, c, d} {
-				h := quota.Handle(t, n, id)
-				quota.Delete(t, n, id)
-				fs.Gone(t, pool, h)
-			}
-		})
-	}
+	onQuotaFS(t, func(t *testing.T, fs quota.FS, pool string) {
+		n := quota.Node(t, pool)
+		a := quota.Create(t, n, "a", 4<<20, nil)
+		b := quota.Create(t, n, "b", 4<<20, nil)
+		ha, hb := quota.Handle(t, n, a), quota.Handle(t, n, b)
+		require.Equal(t, hvquota.FirstProjectID, ha.ProjectID)
+		require.Equal(t, hvquota.FirstProjectID+1, hb.ProjectID)
+		require.Equal(t, int64(4<<20), projectLimit(t, fs.Name, pool, ha.ProjectID))
+		quota.Delete(t, n, a)
+		fs.Gone(t, pool, ha)
+		c := quota.Create(t, n, "c", 8<<20, nil)
+		hc := quota.Handle(t, n, c)
+		require.Equal(t, ha.ProjectID, hc.ProjectID, "the freed ID is reused")
+		require.Equal(t, int64(8<<20), projectLimit(t, fs.Name, pool, hc.ProjectID), "with the new volume's limit")
+		require.Equal(t, hc.ProjectID, dirProject(t, n, c), "the new directory is in the project")
+		t.Logf("%s: project %d freed by deleting %s, reused by %s with an 8 MiB limit", fs.Name, ha.ProjectID, a, c)
+		// A restart rebuilds the allocator from the records.
+		n.Stop()
+		n.Start()
+		d := quota.Create(t, n, "d", 4<<20, nil)
+		require.Equal(t, hvquota.FirstProjectID+2, quota.Handle(t, n, d).ProjectID, "never an ID a record holds")
+		for _, id := range []string{b, c, d} {
+			h := quota.Handle(t, n, id)
+			quota.Delete(t, n, id)
+			fs.Gone(t, pool, h)
+		}
+	})
 }
 
 // TestInodeLimit: the class's inodeLimit caps the files a volume holds.
 func TestInodeLimit(t *testing.T) {
-	RequireVM(t)
-	for _, fs := range []quota.FS{xfsFS, ext4FS} {
-		t.Run(fs.Name, func(t *testing.T) {
-			pool := quotaPool(t, fs.Name, true)
-			n := quota.Node(t, pool)
-			dir := t.TempDir()
-			id := quota.Create(t, n, "inodes", 8<<20, map[string]string{"inodeLimit": "10"})
-			target := quota.Publish(t, n, dir, id)
-			var made int
-			var err error
-			create := func() {
-				for made = 0; made < 20; made++ {
-					var f *os.File
-					if f, err = os.Create(filepath.Join(target, "f"+strconv.Itoa(made))); err != nil {
-						return
-					}
-					f.Close()
+	onQuotaFS(t, func(t *testing.T, fs quota.FS, pool string) {
+		n := quota.Node(t, pool)
+		dir := t.TempDir()
+		id := quota.Create(t, n, "inodes", 8<<20, map[string]string{"inodeLimit": "10"})
+		target := quota.Publish(t, n, dir, id)
+		var made int
+		var err error
+		create := func() {
+			for made = 0; made < 20; made++ {
+				var f *os.File
+				if f, err = os.Create(filepath.Join(target, "f"+strconv.Itoa(made))); err != nil {
+					return
 				}
+				f.Close()
 			}
-			if fs.DropCapSysResource {
-				testutil.WithoutCapSysResource(t, create)
-			} else {
-				create()
-			}
-			t.Logf("%s: inodeLimit 10: %d files created (the directory is the 10th inode), then errno %d (%v)", fs.Name, made, testutil.Errno(err), err)
-			require.Equal(t, fs.Errno, testutil.Errno(err))
-			require.Equal(t, 9, made)
-			u := quota.Usage(t, n, id, target)
-			for unit, usage := range u {
-				t.Logf("%s: stats %s: %v", fs.Name, unit, usage)
-			}
-			quota.Unpublish(t, n, dir, id)
-			quota.Delete(t, n, id)
-		})
-	}
+		}
+		if fs.DropCapSysResource {
+			testutil.WithoutCapSysResource(t, create)
+		} else {
+			create()
+		}
+		t.Logf("%s: inodeLimit 10: %d files created (the directory is the 10th inode), then errno %d (%v)", fs.Name, made, testutil.Errno(err), err)
+		require.Equal(t, fs.Errno, testutil.Errno(err))
+		require.Equal(t, 9, made)
+		u := quota.Usage(t, n, id, target)
+		for unit, usage := range u {
+			t.Logf("%s: stats %s: %v", fs.Name, unit, usage)
+		}
+		quota.Unpublish(t, n, dir, id)
+		quota.Delete(t, n, id)
+	})
 }
 
 // TestUnlimitedExt4 is an ext4 pool with the quota features but mounted
