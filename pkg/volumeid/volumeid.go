@@ -5,6 +5,9 @@
 // bits of SHA-256 over the CSI volume name. Deriving the ID from the name
 // makes CreateVolume idempotent by name with a single O(1) record lookup and
 // no name index that could disagree with the records after a crash.
+//
+// A snapshot ID has the same form with "hs-": SnapshotFromName and
+// ValidateSnapshot, so that neither kind of ID can be taken for the other.
 package volumeid
 
 import (
@@ -18,8 +21,9 @@ import (
 )
 
 const (
-	prefix = "hv-"
-	hexLen = 32
+	prefix         = "hv-"
+	snapshotPrefix = "hs-"
+	hexLen         = 32
 	// Len is the length of every ID hostvol generates.
 	Len = len(prefix) + hexLen
 	// MaxLen is the longest ID accepted at all (the CSI spec's limit for
@@ -39,15 +43,26 @@ var (
 )
 
 // FromName returns the volume ID for a CSI volume name.
-func FromName(name string) string {
+func FromName(name string) string { return fromName(prefix, name) }
+
+// SnapshotFromName returns the snapshot ID for a CSI snapshot name.
+func SnapshotFromName(name string) string { return fromName(snapshotPrefix, name) }
+
+func fromName(prefix, name string) string {
 	sum := sha256.Sum256([]byte(name))
 	return prefix + hex.EncodeToString(sum[:hexLen/2])
 }
 
-// Validate returns nil when id has the exact form hostvol generates, and an
-// error wrapping ErrMalformed or ErrForeign otherwise. Only IDs that pass
-// Validate may be used to build paths.
-func Validate(id string) error {
+// Validate returns nil when id has the exact form hostvol generates for
+// volumes, and an error wrapping ErrMalformed or ErrForeign otherwise. Only
+// IDs that pass Validate may be used to build paths.
+func Validate(id string) error { return validate(prefix, id) }
+
+// ValidateSnapshot is Validate for snapshot IDs: a volume ID is ErrForeign
+// here, as a snapshot ID is there.
+func ValidateSnapshot(id string) error { return validate(snapshotPrefix, id) }
+
+func validate(prefix, id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: empty", ErrMalformed)
 	}

@@ -67,3 +67,21 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+func TestSnapshotIDs(t *testing.T) {
+	s := SnapshotFromName("snapshot-0d3c5a1e")
+	require.Equal(t, s, SnapshotFromName("snapshot-0d3c5a1e"))
+	require.Len(t, s, Len)
+	require.True(t, strings.HasPrefix(s, "hs-"))
+	require.NoError(t, ValidateSnapshot(s))
+	require.ErrorIs(t, Validate(s), ErrForeign, "a snapshot ID is not a volume ID")
+
+	v := FromName("snapshot-0d3c5a1e")
+	require.Equal(t, v[len(prefix):], s[len(snapshotPrefix):], "the same digest under another prefix")
+	require.ErrorIs(t, ValidateSnapshot(v), ErrForeign, "a volume ID is not a snapshot ID")
+
+	for _, bad := range []string{"", "..", "hs-../x", "hs-00/11", strings.Repeat("a", MaxLen+1)} {
+		require.ErrorIs(t, ValidateSnapshot(bad), ErrMalformed, "%q", bad)
+	}
+	require.ErrorIs(t, ValidateSnapshot(strings.ToUpper(s)), ErrForeign)
+}
