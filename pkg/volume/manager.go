@@ -66,6 +66,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	cat.stateDirs = append(cat.stateDirs, nodeStates.Dir())
 	q := newQuotas(cfg.Quota, cfg.Pools)
+	logCopySupport(cfg.Pools)
 	ctrl := &Controller{
 		catalog:  cat,
 		quotas:   q,
@@ -118,3 +119,21 @@ func (m *Manager) Ready() bool { return m.cat.loaded.Load() }
 // Close releases what the size enforcers hold open. Call it once, after
 // the last operation.
 func (m *Manager) Close() error { return m.Controller.close() }
+
+// logCopySupport logs, once per pool, how it can copy a volume's data
+// (pool.DetectCopy): what snapshots, restores and clones of its volumes
+// can use. A probe that fails is logged; it does not stop start-up.
+func logCopySupport(pools []*pool.Pool) {
+	for _, p := range pools {
+		cs, err := p.DetectCopy()
+		if err != nil {
+			klog.ErrorS(err, "Detecting how the pool copies data failed", "pool", p.Name, "path", p.Path)
+			continue
+		}
+		kv := []any{"pool", p.Name, "path", p.Path, "btrfs", cs.Btrfs, "reflink", cs.Reflink}
+		if cs.NoReflink != "" {
+			kv = append(kv, "noReflink", cs.NoReflink)
+		}
+		klog.InfoS("Pool copy support", kv...)
+	}
+}
