@@ -1,7 +1,8 @@
 // Package pool describes the storage pools of a node and their on-disk
 // layout. A pool is a directory on a local (or, if shared, a cluster-wide)
-// filesystem; hostvol keeps directory volumes under <pool>/volumes/<ID> and
-// the image files of loop and block volumes under <pool>/images/<ID>.img.
+// filesystem; hostvol keeps directory volumes under <pool>/volumes/<ID>,
+// the image files of loop and block volumes under <pool>/images/<ID>.img,
+// and snapshots' data under <pool>/snapshots/.
 //
 // All operations on a volume's data go through an os.Root opened on the
 // pool, so no path built from a request, and no symlink planted inside a
@@ -34,12 +35,15 @@ const (
 	// dirMode is a directory volume's: pods of any UID must be able to
 	// write to it.
 	dirMode = 0o777
-	// layoutMode is volumes/'s and images/': owner only. Pods reach their
+	// layoutMode is the layout directories' (volumes/, images/, snapshots/): owner only. Pods reach their
 	// data through bind mounts, which need no search right on the parents,
 	// so host users get none: they can neither list the volumes nor reach
 	// a volume's world-writable data by its path.
 	layoutMode = 0o700
 )
+
+// layoutDirs are the directories Open makes in a pool, each layoutMode.
+var layoutDirs = []string{volumesDir, imagesDir, snapshotsDir}
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
@@ -133,7 +137,7 @@ func Open(s Spec) (*Pool, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("pool %q: %s is not a directory", s.Name, s.Path)
 	}
-	for _, d := range []string{volumesDir, imagesDir} {
+	for _, d := range layoutDirs {
 		if err := os.Mkdir(filepath.Join(s.Path, d), layoutMode); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("pool %q: %w", s.Name, err)
 		}
@@ -147,13 +151,13 @@ func Open(s Spec) (*Pool, error) {
 	return p, nil
 }
 
-// fixLayoutModes sets volumes/ and images/ to layoutMode: an existing pool
+// fixLayoutModes sets the layout directories to layoutMode: an existing pool
 // may have other modes (0711, or made by hand), and mkdir is subject to
 // the umask. A pool
 // whose modes cannot be changed (mounted read-only) still opens: the mode
 // is a hardening, and health reports a read-only pool.
 func (p *Pool) fixLayoutModes() {
-	for _, d := range []string{volumesDir, imagesDir} {
+	for _, d := range layoutDirs {
 		fi, err := p.root.Lstat(d)
 		if err != nil || !fi.IsDir() || fi.Mode().Perm() == layoutMode {
 			continue // not a directory: the operations on it will say so
@@ -422,13 +426,19 @@ func (p *Pool) ImageFileID(id string) (dev, ino uint64, err error) {
 
 // statImage lstats a volume's image, which must be a regular file.
 func (p *Pool) statImage(id string) (os.FileInfo, *syscall.Stat_t, error) {
-	fi, err := p.root.Lstat(imageName(id))
+	return p.statRegular(imageName(id), "image of "+id)
+}
+
+// statRegular lstats name in the pool, which must be a regular file (what
+// says which, for the error).
+func (p *Pool) statRegular(name, what string) (os.FileInfo, *syscall.Stat_t, error) {
+	fi, err := p.root.Lstat(name)
 	if err != nil {
 		return nil, nil, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok || !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("image of %s in pool %q is not a regular file", id, p.Name)
+		return nil, nil, fmt.Errorf("%s in pool %q is not a regular file", what, p.Name)
 	}
 	return fi, st, nil
 }
