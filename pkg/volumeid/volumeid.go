@@ -6,8 +6,12 @@
 // makes CreateVolume idempotent by name with a single O(1) record lookup and
 // no name index that could disagree with the records after a crash.
 //
-// A snapshot ID has the same form with "hs-": SnapshotFromName and
-// ValidateSnapshot, so that neither kind of ID can be taken for the other.
+// A snapshot ID has the same form with "hs-" (SnapshotFromName and
+// ValidateSnapshot), so that neither kind of ID can be taken for the other.
+// Its first 8 hex digits name the node that holds it (SnapshotNodeTag) and
+// the other 24 the snapshot name: snapshots live on their source volume's
+// node, and a restore asked of another node can tell "on another node"
+// (the claim must be placed elsewhere) from "no such snapshot".
 package volumeid
 
 import (
@@ -45,8 +49,29 @@ var (
 // FromName returns the volume ID for a CSI volume name.
 func FromName(name string) string { return fromName(prefix, name) }
 
-// SnapshotFromName returns the snapshot ID for a CSI snapshot name.
-func SnapshotFromName(name string) string { return fromName(snapshotPrefix, name) }
+// SnapshotFromName returns the ID of the snapshot name made on node.
+func SnapshotFromName(node, name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return snapshotPrefix + NodeTag(node) + hex.EncodeToString(sum[:(hexLen-nodeTagLen)/2])
+}
+
+// nodeTagLen is the number of hex digits of a snapshot ID that name its
+// node.
+const nodeTagLen = 8
+
+// NodeTag is the part of the snapshot IDs made on node that names it: the
+// first 32 bits of SHA-256 over the node ID. Two nodes of one cluster share
+// a tag with a chance of about n²/2³³ (n nodes); a restore asked of the
+// wrong one of them finds no snapshot and answers NOT_FOUND.
+func NodeTag(node string) string {
+	sum := sha256.Sum256([]byte("node\x00" + node))
+	return hex.EncodeToString(sum[:nodeTagLen/2])
+}
+
+// SnapshotNodeTag returns the node tag of a valid snapshot ID.
+func SnapshotNodeTag(id string) string {
+	return id[len(snapshotPrefix) : len(snapshotPrefix)+nodeTagLen]
+}
 
 func fromName(prefix, name string) string {
 	sum := sha256.Sum256([]byte(name))

@@ -69,15 +69,20 @@ func FuzzValidate(f *testing.F) {
 }
 
 func TestSnapshotIDs(t *testing.T) {
-	s := SnapshotFromName("snapshot-0d3c5a1e")
-	require.Equal(t, s, SnapshotFromName("snapshot-0d3c5a1e"))
+	s := SnapshotFromName("node-a", "snapshot-0d3c5a1e")
+	require.Equal(t, s, SnapshotFromName("node-a", "snapshot-0d3c5a1e"))
+	require.NotEqual(t, s, SnapshotFromName("node-a", "snapshot-0d3c5a1f"))
 	require.Len(t, s, Len)
+	require.Equal(t, NodeTag("node-a"), SnapshotNodeTag(s))
+	other := SnapshotFromName("node-b", "snapshot-0d3c5a1e")
+	require.NotEqual(t, NodeTag("node-a"), SnapshotNodeTag(other), "another node, another tag")
+	require.Equal(t, s[len(snapshotPrefix)+nodeTagLen:], other[len(snapshotPrefix)+nodeTagLen:], "the name's part does not depend on the node")
 	require.True(t, strings.HasPrefix(s, "hs-"))
 	require.NoError(t, ValidateSnapshot(s))
 	require.ErrorIs(t, Validate(s), ErrForeign, "a snapshot ID is not a volume ID")
 
-	v := FromName("snapshot-0d3c5a1e")
-	require.Equal(t, v[len(prefix):], s[len(snapshotPrefix):], "the same digest under another prefix")
+	v := "hv-" + s[len(snapshotPrefix):]
+	require.NoError(t, Validate(v))
 	require.ErrorIs(t, ValidateSnapshot(v), ErrForeign, "a volume ID is not a snapshot ID")
 
 	for _, bad := range []string{"", "..", "hs-../x", "hs-00/11", strings.Repeat("a", MaxLen+1)} {
