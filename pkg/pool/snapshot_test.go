@@ -40,7 +40,7 @@ func TestSnapshotImage(t *testing.T) {
 			require.NoError(t, err)
 
 			for _, reflink := range []bool{false, true} {
-				snap := volumeid.SnapshotFromName("node", fs + map[bool]string{false: "-copy", true: "-reflink"}[reflink])
+				snap := volumeid.SnapshotFromName("node", fs+map[bool]string{false: "-copy", true: "-reflink"}[reflink])
 				err := p.SnapshotImage(vol, snap, reflink)
 				if reflink && !cs.Reflink {
 					require.ErrorIs(t, err, unix.EOPNOTSUPP)
@@ -59,7 +59,7 @@ func TestSnapshotImage(t *testing.T) {
 			}
 
 			writeAt(t, p.ImagePath(vol), b, 0)
-			snap := volumeid.SnapshotFromName("node", fs + "-copy")
+			snap := volumeid.SnapshotFromName("node", fs+"-copy")
 			got, err := os.ReadFile(p.SnapshotImagePath(snap))
 			require.NoError(t, err)
 			require.True(t, bytes.Equal(want, got), "writing the image after leaves the snapshot as it was")
