@@ -355,27 +355,36 @@ func procPath(dir *os.File, name string) string {
 	return "/proc/self/fd/" + strconv.Itoa(int(dir.Fd())) + "/" + name
 }
 
-// xattrIO lists, reads and writes the extended attributes of one file.
+// xattrIO lists, reads and writes the extended attributes of one file: by
+// its descriptor, or, when path is set, by a path whose last component is
+// not followed (l*xattr).
 type xattrIO struct {
-	list func(dest []byte) (int, error)
-	get  func(attr string, dest []byte) (int, error)
-	set  func(attr string, data []byte) error
+	fd   int
+	path string
 }
 
-func fdXattrs(fd int) xattrIO {
-	return xattrIO{
-		list: func(d []byte) (int, error) { return unix.Flistxattr(fd, d) },
-		get:  func(a string, d []byte) (int, error) { return unix.Fgetxattr(fd, a, d) },
-		set:  func(a string, d []byte) error { return unix.Fsetxattr(fd, a, d, 0) },
+func fdXattrs(fd int) xattrIO        { return xattrIO{fd: fd} }
+func pathXattrs(path string) xattrIO { return xattrIO{path: path} }
+
+func (x xattrIO) list(d []byte) (int, error) {
+	if x.path != "" {
+		return unix.Llistxattr(x.path, d)
 	}
+	return unix.Flistxattr(x.fd, d)
 }
 
-func pathXattrs(path string) xattrIO {
-	return xattrIO{
-		list: func(d []byte) (int, error) { return unix.Llistxattr(path, d) },
-		get:  func(a string, d []byte) (int, error) { return unix.Lgetxattr(path, a, d) },
-		set:  func(a string, d []byte) error { return unix.Lsetxattr(path, a, d, 0) },
+func (x xattrIO) get(attr string, d []byte) (int, error) {
+	if x.path != "" {
+		return unix.Lgetxattr(x.path, attr, d)
 	}
+	return unix.Fgetxattr(x.fd, attr, d)
+}
+
+func (x xattrIO) set(attr string, d []byte) error {
+	if x.path != "" {
+		return unix.Lsetxattr(x.path, attr, d, 0)
+	}
+	return unix.Fsetxattr(x.fd, attr, d, 0)
 }
 
 // copyXattrs copies every extended attribute of src to dst: user.*,
