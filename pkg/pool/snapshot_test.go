@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"testing"
 
@@ -31,6 +32,7 @@ func TestSnapshotImage(t *testing.T) {
 			cs, err := p.DetectCopy()
 			require.NoError(t, err)
 
+			ctx := context.Background()
 			vol := volumeid.FromName("v")
 			require.NoError(t, p.CreateImage(vol, 64*mib, true))
 			a, b := bytes.Repeat([]byte{'a'}, mib), bytes.Repeat([]byte{'b'}, mib)
@@ -41,7 +43,8 @@ func TestSnapshotImage(t *testing.T) {
 
 			for _, reflink := range []bool{false, true} {
 				snap := volumeid.SnapshotFromName("node", fs+map[bool]string{false: "-copy", true: "-reflink"}[reflink])
-				err := p.SnapshotImage(vol, snap, reflink)
+				o := pool.CopyOptions{Reflink: reflink}
+				err := p.SnapshotImage(ctx, vol, snap, o)
 				if reflink && !cs.Reflink {
 					require.ErrorIs(t, err, unix.EOPNOTSUPP)
 					require.NoFileExists(t, p.SnapshotImagePath(snap), "a failed copy leaves nothing")
@@ -55,7 +58,25 @@ func TestSnapshotImage(t *testing.T) {
 				require.NoError(t, err)
 				require.EqualValues(t, 64*mib, size)
 				require.Less(t, allocated, int64(8*mib), "holes stay holes")
-				require.ErrorIs(t, p.SnapshotImage(vol, snap, reflink), os.ErrExist)
+				require.ErrorIs(t, p.SnapshotImage(ctx, vol, snap, o), os.ErrExist)
+				ok, err := p.SnapshotImageExists(snap)
+				require.NoError(t, err)
+				require.True(t, ok)
+
+				// Restore and clone make new images with the same data.
+				restored := volumeid.FromName(snap + "-restored")
+				require.NoError(t, p.RestoreImage(ctx, snap, restored, o))
+				require.ErrorIs(t, p.RestoreImage(ctx, snap, restored, o), os.ErrExist)
+				clone := volumeid.FromName(snap + "-clone")
+				require.NoError(t, p.CloneImage(ctx, restored, clone, o))
+				for _, id := range []string{restored, clone} {
+					got, err := os.ReadFile(p.ImagePath(id))
+					require.NoError(t, err)
+					require.True(t, bytes.Equal(want, got), "a restore or clone holds the data")
+					_, allocated, err := p.ImageUsage(id)
+					require.NoError(t, err)
+					require.Less(t, allocated, int64(8*mib), "holes stay holes")
+				}
 			}
 
 			writeAt(t, p.ImagePath(vol), b, 0)
@@ -66,6 +87,10 @@ func TestSnapshotImage(t *testing.T) {
 			require.NoError(t, p.RemoveSnapshotImage(snap))
 			require.NoError(t, p.RemoveSnapshotImage(snap), "removing what is gone succeeds")
 			require.NoFileExists(t, p.SnapshotImagePath(snap))
+			ok, err := p.SnapshotImageExists(snap)
+			require.NoError(t, err)
+			require.False(t, ok)
+			require.ErrorIs(t, p.RestoreImage(ctx, snap, volumeid.FromName("w"), pool.CopyOptions{}), os.ErrNotExist)
 		})
 	}
 }

@@ -23,6 +23,7 @@ func TestStructSizes(t *testing.T) {
 		{"btrfs_ioctl_qgroup_limit_args", unsafe.Sizeof(btrfsQgroupLimitArgs{}), 48},
 		{"btrfs_ioctl_qgroup_create_args", unsafe.Sizeof(btrfsQgroupCreateArgs{}), 16},
 		{"btrfs_ioctl_fs_info_args", unsafe.Sizeof(btrfsFsInfoArgs{}), 1024},
+		{"btrfs_ioctl_vol_args_v2", unsafe.Sizeof(btrfsVolArgsV2{}), 4096},
 	} {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, tc.got) })
 	}
@@ -37,6 +38,8 @@ func TestIoctlNumbers(t *testing.T) {
 	require.EqualValues(t, ioc(w, 'X', 32, unsafe.Sizeof(fsxattr{})), fsIocFssetxattr)
 	require.EqualValues(t, ioc(0, 0x94, 8, 0), btrfsIocSync)
 	require.EqualValues(t, ioc(w, 0x94, 14, unsafe.Sizeof(btrfsVolArgs{})), btrfsIocSubvolCreate)
+	require.EqualValues(t, ioc(w, 0x94, 15, unsafe.Sizeof(btrfsVolArgs{})), btrfsIocSnapDestroy)
+	require.EqualValues(t, ioc(w, 0x94, 23, unsafe.Sizeof(btrfsVolArgsV2{})), btrfsIocSnapCreateV2)
 	require.EqualValues(t, ioc(w|r, 0x94, 18, unsafe.Sizeof(btrfsInoLookupArgs{})), uintptr(btrfsIocInoLookup))
 	require.EqualValues(t, ioc(r, 0x94, 31, unsafe.Sizeof(btrfsFsInfoArgs{})), uintptr(btrfsIocFsInfo))
 	require.EqualValues(t, ioc(w, 0x94, 42, unsafe.Sizeof(btrfsQgroupCreateArgs{})), btrfsIocQgroupCreate)
