@@ -7,9 +7,16 @@
 #      Namespace (namespace.create=true; off by default because
 #      `helm install --create-namespace` makes it);
 #   2. the with-registrar overlay  ==  the chart with registration.mode=sidecar;
-#   3. every overlay under deploy/kubernetes/overlays builds (the
+#   3. the with-snapshots overlay  ==  the chart with snapshots.enabled=true
+#      and its CRDs (--include-crds); the base with components/snapshots
+#      alone  ==  the chart with snapshots.controller.enabled=false too;
+#   4. the snapshot CRDs, in components/snapshot-controller/crds and in the
+#      chart's crds/, are byte for byte the ones of the module
+#      github.com/kubernetes-csi/external-snapshotter/client/v8 at
+#      $SNAPSHOT_CRDS_VERSION (config/crd; `go mod download` from the module proxy);
+#   5. every overlay under deploy/kubernetes/overlays builds (the
 #      components are built through the overlays that use them);
-#   4. helm lint.
+#   6. helm lint.
 #
 # "The same" means the same set of objects (kind, namespace, name) with the
 # same content once both are canonical JSON (hack/manifestnorm: sorted keys,
@@ -30,6 +37,9 @@ CHART=deploy/helm/hostvol
 # helm template renders for a made-up cluster (v1.20 unless told), which
 # the chart's kubeVersion (>=1.30) refuses; the e2e cluster's version.
 KUBE_VERSION=v1.34.4
+# The snapshot CRDs' module version: the csi-snapshotter and
+# snapshot-controller images deploy/ names are of the same release.
+SNAPSHOT_CRDS_VERSION=v8.7.0
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -67,6 +77,38 @@ compare() {
 
 compare base deploy/kubernetes/base
 compare with-registrar deploy/kubernetes/overlays/with-registrar --set registration.mode=sidecar
+compare with-snapshots deploy/kubernetes/overlays/with-snapshots --set snapshots.enabled=true --include-crds
+# The node side alone (a cluster with its own snapshot-controller and CRDs):
+# no overlay ships it, so one is made here.
+mkdir -p "$work/snapshots-node"
+rel=$(realpath --relative-to="$work/snapshots-node" deploy/kubernetes) # kustomize refuses absolute roots
+cat >"$work/snapshots-node/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $rel/base
+components:
+  - $rel/components/snapshots
+EOF
+compare snapshots-node "$work/snapshots-node" --set snapshots.enabled=true --set snapshots.controller.enabled=false
+
+crd_dir=$(go mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOT_CRDS_VERSION" |
+	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+if [[ -z $crd_dir ]]; then
+	echo "verify-deploy: cannot download github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOT_CRDS_VERSION"
+	failed=1
+else
+	for d in deploy/kubernetes/components/snapshot-controller/crds "$CHART/crds"; do
+		for f in "$d"/*.yaml; do
+			[[ $(basename "$f") == kustomization.yaml ]] && continue
+			if ! cmp -s "$f" "$crd_dir/config/crd/$(basename "$f")"; then
+				echo "verify-deploy: $f differs from client/v8@$SNAPSHOT_CRDS_VERSION config/crd/$(basename "$f") (copy it again)"
+				failed=1
+			fi
+		done
+	done
+	echo "verify-deploy: snapshot CRDs checked against client/v8@$SNAPSHOT_CRDS_VERSION's config/crd"
+fi
 
 for k in deploy/kubernetes/overlays/*/ ; do
 	if ! "$KUSTOMIZE" build "$k" >/dev/null; then

@@ -34,8 +34,9 @@ stop() { # name
 #    kubelet's NodeUnstageVolume and the provisioner's DeleteVolume: both
 #    still need hostvol. Hence the wait for the PVs (DeleteVolume refuses an
 #    attached volume, so a PV gone is a volume unstaged, detached and
-#    deleted), then the DaemonSet (else it makes hostvol's pod again), then
-#    any pod left.
+#    deleted) and for the snapshot contents, then the DaemonSet and the
+#    snapshot-controller's Deployment (else they make their pods again),
+#    then any pod left.
 if alive kube-apiserver && alive kubelet; then
   for ns in $(kubectl get ns -l hostvol-e2e=scenario -o name 2>/dev/null); do
     timeout 120 kubectl delete "$ns" --wait=true >/dev/null 2>&1 || true
@@ -45,7 +46,13 @@ if alive kube-apiserver && alive kubelet; then
     timeout 130 kubectl wait --for=delete pv --all --timeout=120s >/dev/null 2>&1 ||
       echo "e2e down: volumes not deleted within 120s: $(kubectl get pv -o name 2>/dev/null | tr '\n' ' ')"
   fi
-  timeout 60 kubectl -n hostvol delete daemonset --all --wait=true >/dev/null 2>&1 || true
+  # Snapshot contents (deletionPolicy Delete) are deleted by hostvol too,
+  # through the snapshot-controller and the csi-snapshotter sidecar.
+  if [ -n "$(kubectl get volumesnapshotcontents -o name 2>/dev/null)" ]; then
+    timeout 70 kubectl wait --for=delete volumesnapshotcontents --all --timeout=60s >/dev/null 2>&1 ||
+      echo "e2e down: snapshot contents not deleted within 60s: $(kubectl get volumesnapshotcontents -o name 2>/dev/null | tr '\n' ' ')"
+  fi
+  timeout 60 kubectl -n hostvol delete daemonset,deployment --all --wait=true >/dev/null 2>&1 || true
   timeout 60 kubectl delete pods --all -A --grace-period=1 --wait=true >/dev/null 2>&1 || true
 fi
 # 2. Processes, kubelet first (so it restarts nothing), containers, containerd.

@@ -16,6 +16,7 @@ REPO=$(cd "$E2E_DIR/../.." && pwd)
 K8S_VERSION=${K8S_VERSION:-1.34.4}
 PROVISIONER_VERSION=${PROVISIONER_VERSION:-v6.3.0}   # v6.4.0 needs a module the proxy refuses
 RESIZER_VERSION=${RESIZER_VERSION:-v2.3.0}
+SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.7.0}   # csi-snapshotter and snapshot-controller
 E2E_CACHE=${E2E_CACHE:-/var/cache/hostvol-e2e}
 E2E_WORK=${E2E_WORK:-/var/lib/hostvol-e2e}
 K8S_BIN=$E2E_CACHE/kubernetes-v$K8S_VERSION/bin
@@ -44,6 +45,8 @@ export CGO_ENABLED=0
 IMG_HOSTVOL=localhost/hostvol:e2e
 IMG_PROVISIONER=localhost/csi-provisioner:$PROVISIONER_VERSION
 IMG_RESIZER=localhost/csi-resizer:$RESIZER_VERSION
+IMG_SNAPSHOTTER=localhost/csi-snapshotter:$SNAPSHOTTER_VERSION
+IMG_SNAPSHOT_CONTROLLER=localhost/snapshot-controller:$SNAPSHOTTER_VERSION
 IMG_BUSYBOX=docker.io/library/busybox:1.37.0
 IMG_PAUSE=registry.k8s.io/pause:3.10
 

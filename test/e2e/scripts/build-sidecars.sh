@@ -5,6 +5,10 @@
 #                    sig-storage-lib-external-provisioner v13.1.0, which the
 #                    module proxy here refuses)
 #   csi-resizer      external-resizer $RESIZER_VERSION
+#   csi-snapshotter, snapshot-controller
+#                    external-snapshotter $SNAPSHOTTER_VERSION (one module,
+#                    two commands; its client/v8 replace becomes the
+#                    published client/v8 at the same version)
 # node-driver-registrar and livenessprobe are not obtainable here and not
 # needed: hostvol registers itself with the kubelet and serves /healthz.
 #
@@ -40,3 +44,7 @@ build github.com/kubernetes-csi/external-provisioner/v6 "$PROVISIONER_VERSION" \
   github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner csi-provisioner
 build github.com/kubernetes-csi/external-resizer/v2 "$RESIZER_VERSION" \
   github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer csi-resizer
+build github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" \
+  github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter csi-snapshotter
+build github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" \
+  github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller snapshot-controller

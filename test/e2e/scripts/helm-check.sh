@@ -1,10 +1,11 @@
 #!/bin/bash
 # helm-check.sh: the Helm chart (deploy/helm/hostvol), rendered with its
-# default values, must be accepted by the e2e cluster's API server: a
-# server-side dry run runs admission and validation on every object, and,
-# since the kustomize install is already there, also checks that the chart
-# describes objects compatible with it (a differing immutable field, such as
-# a selector, is refused). Exit 2: skipped (no chart yet).
+# default values and with snapshots.enabled=true, must be accepted by the
+# e2e cluster's API server: a server-side dry run runs admission and
+# validation on every object, and, since the kustomize install is already
+# there, also checks that the chart describes objects compatible with it
+# (a differing immutable field, such as a selector, is refused).
+# Exit 2: skipped (no chart yet).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 chart=$REPO/deploy/helm/hostvol
@@ -26,7 +27,12 @@ fi
 out=$(mktemp); trap 'rm -f "$out"' EXIT
 # Render for the cluster's version (helm template alone assumes an old one).
 kv=$(kubectl version -o json | sed -n '/serverVersion/,/}/s/.*"gitVersion": "\(.*\)".*/\1/p')
-"$helm" template hostvol "$chart" --namespace hostvol --kube-version "$kv" > "$out"
-n=$(grep -c '^kind:' "$out" || true)
-kubectl apply --dry-run=server -f "$out"
-echo "helm check: $n objects from 'helm template deploy/helm/hostvol' accepted by a server-side dry run ($("$helm" version --short 2>/dev/null))"
+# Default values, then with snapshots on and the chart's CRDs (the
+# kustomize install put the CRDs there already, so the class is known).
+for set in "" "--set snapshots.enabled=true --include-crds"; do
+  # shellcheck disable=SC2086 # $set is flags
+  "$helm" template hostvol "$chart" --namespace hostvol --kube-version "$kv" $set > "$out"
+  n=$(grep -c '^kind:' "$out" || true)
+  kubectl apply --dry-run=server -f "$out"
+  echo "helm check: $n objects from 'helm template deploy/helm/hostvol ${set:-(default values)}' accepted by a server-side dry run ($("$helm" version --short 2>/dev/null))"
+done

@@ -6,7 +6,8 @@
 #   pause       the sandbox image, a static Go program (images/pause)
 #   busybox     Debian's busybox-static, tagged busybox:1.37.0 as the
 #               examples name it
-#   sidecars    csi-provisioner, csi-resizer: the static binaries built by
+#   sidecars    csi-provisioner, csi-resizer, csi-snapshotter,
+#               snapshot-controller: the static binaries built by
 #               build-sidecars.sh on a minimal root filesystem
 #   hostvol     the runtime root filesystem from deploy/image/packages.txt
 #               (rootfs.sh) plus the static hostvol binary
@@ -58,6 +59,8 @@ sidecar() { # name version image
 }
 sidecar csi-provisioner "$PROVISIONER_VERSION" "$IMG_PROVISIONER"
 sidecar csi-resizer "$RESIZER_VERSION" "$IMG_RESIZER"
+sidecar csi-snapshotter "$SNAPSHOTTER_VERSION" "$IMG_SNAPSHOTTER"
+sidecar snapshot-controller "$SNAPSHOTTER_VERSION" "$IMG_SNAPSHOT_CONTROLLER"
 
 # hostvol: the cached package layer, then a layer with the binary.
 base=$("$S/rootfs.sh")
