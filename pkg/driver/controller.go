@@ -37,6 +37,12 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_GET_VOLUME,
 		csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
+		// Snapshots, restores and clones: snapshot.go, and
+		// docs/design/snapshots.md.
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+		csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 	}
 	return &csi.ControllerGetCapabilitiesResponse{Capabilities: each(rpcs, func(r csi.ControllerServiceCapability_RPC_Type) *csi.ControllerServiceCapability {
 		return &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: r}}}
@@ -55,11 +61,11 @@ func each[T, U any](in []T, f func(T) U) []U {
 // page checks a paged request's max_entries and starting_token (the last
 // volume ID of the previous page): a negative count is INVALID_ARGUMENT, a
 // token hostvol did not give is ABORTED, as the spec asks.
-func page(maxEntries int32, token string) (int, string, error) {
+func page(maxEntries int32, token string, check func(string) error) (int, string, error) {
 	if maxEntries < 0 {
 		return 0, "", status.Error(codes.InvalidArgument, "max_entries must not be negative")
 	}
-	if token != "" && volume.CheckID(token) != nil {
+	if token != "" && check(token) != nil {
 		return 0, "", status.Errorf(codes.Aborted, "starting_token %s is not valid", untrusted.Quote(token))
 	}
 	return int(maxEntries), token, nil
@@ -120,6 +126,7 @@ func (d *Driver) csiVolume(v volume.Volume) *csi.Volume {
 		CapacityBytes:      v.CapacityBytes,
 		VolumeContext:      vc,
 		AccessibleTopology: d.accessibleTopology(d.vols.Controller.Pool(v.Pool)),
+		ContentSource:      csiContentSource(v),
 	}
 }
 
@@ -142,6 +149,10 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	if err := d.checkPlacement(req, p.Pool, kind, fsType, shape); err != nil {
 		return nil, err
 	}
+	snapID, srcVolID, err := contentSource(name, req.GetVolumeContentSource())
+	if err != nil {
+		return nil, err
+	}
 	v, err := d.vols.Controller.Create(volume.CreateRequest{
 		Name:          name,
 		Kind:          kind,
@@ -157,6 +168,10 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 		PVCNamespace:  p.PVCNamespace,
 		SizeLimit:     p.SizeLimit,
 		InodeLimit:    p.InodeLimit,
+
+		SourceSnapshotID: snapID,
+		SourceVolumeID:   srcVolID,
+		AllowLiveCopy:    p.AllowLiveCopy,
 	})
 	if err != nil {
 		return nil, err
@@ -165,8 +180,8 @@ func (d *Driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 }
 
 // checkCreate validates what a CreateVolume asks for besides its
-// parameters: a name, capabilities, no content source or mutable
-// parameters (not supported), a capacity range that holds together.
+// parameters: a name, capabilities, no mutable parameters (not
+// supported), a capacity range that holds together.
 func checkCreate(req *csi.CreateVolumeRequest) (volumeShape, error) {
 	name := req.GetName()
 	if name == "" {
@@ -178,9 +193,6 @@ func checkCreate(req *csi.CreateVolumeRequest) (volumeShape, error) {
 	shape, err := checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
 		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: %v", untrusted.Quote(name), err)
-	}
-	if req.GetVolumeContentSource() != nil {
-		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: creating from a snapshot or volume is not supported", untrusted.Quote(name))
 	}
 	if len(req.GetMutableParameters()) > 0 {
 		return volumeShape{}, status.Errorf(codes.InvalidArgument, "volume %s: mutable parameters are not supported", untrusted.Quote(name))
@@ -345,7 +357,7 @@ func (d *Driver) ControllerExpandVolume(_ context.Context, req *csi.ControllerEx
 // of the previous page, so volumes created or deleted between pages neither
 // break the listing nor repeat.
 func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken())
+	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken(), volume.CheckID)
 	if err != nil {
 		return nil, err
 	}

@@ -113,15 +113,30 @@ func TestCreateVolumeInvalid(t *testing.T) {
 		{name: "unsupported_mount_flag", modify: func(r *csi.CreateVolumeRequest) {
 			r.VolumeCapabilities = []*csi.VolumeCapability{mountCap(snw, "suid")}
 		}, code: codes.InvalidArgument},
-		{name: "snapshot_source", modify: func(r *csi.CreateVolumeRequest) {
-			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
-				Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: "snap"},
-			}}
+		{name: "snapshot_source_not_hostvol", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = snapshotSource("snap")
+		}, code: codes.NotFound},
+		{name: "snapshot_source_malformed", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = snapshotSource("../snap")
 		}, code: codes.InvalidArgument},
-		{name: "volume_source", modify: func(r *csi.CreateVolumeRequest) {
+		{name: "snapshot_source_missing", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = snapshotSource(volumeid.SnapshotFromName(testutil.DefaultNodeID, "none"))
+		}, code: codes.NotFound},
+		{name: "snapshot_source_on_another_node", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = snapshotSource(volumeid.SnapshotFromName("other-node", "snap"))
+		}, code: codes.ResourceExhausted},
+		{name: "volume_source_elsewhere", modify: func(r *csi.CreateVolumeRequest) {
 			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
 				Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: volumeid.FromName("other")},
 			}}
+		}, code: codes.ResourceExhausted},
+		{name: "volume_source_not_hostvol", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
+				Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "other"},
+			}}
+		}, code: codes.NotFound},
+		{name: "empty_content_source", modify: func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = &csi.VolumeContentSource{}
 		}, code: codes.InvalidArgument},
 		{name: "mutable_parameters", modify: func(r *csi.CreateVolumeRequest) {
 			r.MutableParameters = map[string]string{"iops": "100"}
@@ -927,4 +942,10 @@ func TestSizeLimitEnforced(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, f.Limited())
 	require.False(t, f.Held(v.Quota.ProjectID))
+}
+
+func snapshotSource(id string) *csi.VolumeContentSource {
+	return &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+		Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: id},
+	}}
 }

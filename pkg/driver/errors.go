@@ -31,6 +31,9 @@ var errorCodes = []struct {
 	{volume.ErrBusy, codes.Aborted},
 	{volume.ErrOutOfRange, codes.OutOfRange},
 	{volume.ErrNoSpace, codes.ResourceExhausted},
+	// A restore or clone asked of a node that does not hold its source:
+	// the external-provisioner then places the claim elsewhere.
+	{volume.ErrElsewhere, codes.ResourceExhausted},
 	{volume.ErrCorrupt, codes.DataLoss},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},

@@ -56,7 +56,7 @@ func (d *Driver) ControllerGetVolumeHealth(_ context.Context, req *csi.Controlle
 // omit volumes with no known adverse health condition"). A page may hold
 // fewer than max_entries entries; the token is the last volume examined.
 func (d *Driver) ControllerListVolumeHealth(_ context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken())
+	maxEntries, after, err := page(req.GetMaxEntries(), req.GetStartingToken(), volume.CheckID)
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,19 @@ var Points = []string{
 	"delete-after-quota",
 }
 
+// SnapshotPoints lists the failpoints of CreateSnapshot, DeleteSnapshot
+// and of the copies behind snapshots, restores and clones, for
+// test/crash's snapshot tests to iterate. "snapshot-frozen" is hit with
+// the source's filesystem frozen (a snapshot's or a clone's reflink).
+var SnapshotPoints = []string{
+	"snapshot-after-intent",
+	"snapshot-frozen",
+	"snapshot-mid-copy",
+	"snapshot-after-data",
+	"snapshot-delete-after-intent",
+	"snapshot-delete-after-data",
+}
+
 // Hit kills the process with SIGKILL if name is the armed failpoint.
 func Hit(name string) {
 	if armed == "" || armed != name {

@@ -38,6 +38,11 @@ const (
 	// KeyInodeLimit is a hard limit on the files and directories a
 	// directory volume may hold (XFS and ext4 project quotas).
 	KeyInodeLimit = "inodeLimit"
+	// KeyAllowLiveCopy lets a clone (StorageClass) or a snapshot
+	// (VolumeSnapshotClass) that must be a file-by-file copy be made of a
+	// volume published read-write: "true" accepts a copy that may not be
+	// consistent. Default false: such a request is FAILED_PRECONDITION.
+	KeyAllowLiveCopy = "allowLiveCopy"
 )
 
 // TopologyKey is the topology segment that pins node-local volumes.
@@ -61,13 +66,14 @@ type Params struct {
 	Pool          string
 	FsType        string
 	AllowBlockRWX bool
+	AllowLiveCopy bool
 	PVCName       string
 	PVCNamespace  string
 	SizeLimit     volume.SizeLimit
 	InodeLimit    int64 // 0: none
 }
 
-var known = []string{KeyType, KeyPool, KeyAllowBlockRWX, KeyFsType, KeySizeLimit, KeyInodeLimit, KeyPVCName, KeyPVCNamespace, KeyPVName}
+var known = []string{KeyType, KeyPool, KeyAllowBlockRWX, KeyAllowLiveCopy, KeyFsType, KeySizeLimit, KeyInodeLimit, KeyPVCName, KeyPVCNamespace, KeyPVName}
 
 // Parse validates and parses a parameter map. Defaults: type dir, pool
 // "default", sizeLimit required.
@@ -88,12 +94,16 @@ func Parse(m map[string]string) (Params, error) {
 				return Params{}, fmt.Errorf("parameter %s: %w", untrusted.Quote(k), err)
 			}
 			p.Pool = v
-		case KeyAllowBlockRWX:
-			b, err := strconv.ParseBool(v)
+		case KeyAllowBlockRWX, KeyAllowLiveCopy:
+			b, err := parseBool(k, v)
 			if err != nil {
-				return Params{}, fmt.Errorf("parameter %s: want true or false, got %s", untrusted.Quote(k), untrusted.Quote(v))
+				return Params{}, err
 			}
-			p.AllowBlockRWX = b
+			if k == KeyAllowBlockRWX {
+				p.AllowBlockRWX = b
+			} else {
+				p.AllowLiveCopy = b
+			}
 		case KeyFsType:
 			t, err := fsutil.Check(v)
 			if err != nil {
@@ -121,6 +131,47 @@ func Parse(m map[string]string) (Params, error) {
 			// The PV name is the CSI volume name already.
 		default:
 			return Params{}, fmt.Errorf("unknown parameter %s (known: %s)", untrusted.Quote(k), strings.Join(known, ", "))
+		}
+	}
+	return p, nil
+}
+
+func parseBool(k, v string) (bool, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("parameter %s: want true or false, got %s", untrusted.Quote(k), untrusted.Quote(v))
+	}
+	return b, nil
+}
+
+// Keys the csi-snapshotter adds to CreateSnapshot's parameters with
+// --extra-create-metadata.
+const (
+	KeySnapshotName        = "csi.storage.k8s.io/volumesnapshot/name"
+	KeySnapshotNamespace   = "csi.storage.k8s.io/volumesnapshot/namespace"
+	KeySnapshotContentName = "csi.storage.k8s.io/volumesnapshotcontent/name"
+)
+
+// SnapshotParams are the parsed parameters of a CreateSnapshot (its
+// VolumeSnapshotClass's).
+type SnapshotParams struct {
+	AllowLiveCopy bool
+}
+
+// ParseSnapshot validates and parses CreateSnapshot's parameters.
+func ParseSnapshot(m map[string]string) (SnapshotParams, error) {
+	var p SnapshotParams
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		switch k {
+		case KeyAllowLiveCopy:
+			b, err := parseBool(k, m[k])
+			if err != nil {
+				return SnapshotParams{}, err
+			}
+			p.AllowLiveCopy = b
+		case KeySnapshotName, KeySnapshotNamespace, KeySnapshotContentName:
+		default:
+			return SnapshotParams{}, fmt.Errorf("unknown snapshot parameter %s (known: %s)", untrusted.Quote(k), KeyAllowLiveCopy)
 		}
 	}
 	return p, nil

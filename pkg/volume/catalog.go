@@ -48,6 +48,12 @@ type catalog struct {
 
 	loaded atomic.Bool
 
+	// snapshotStore holds the snapshot records and their index
+	// (snapshot.go); copy is what each pool can do to copy data, by pool
+	// name (pool.DetectCopy at start-up).
+	*snapshotStore
+	copy map[string]pool.CopySupport
+
 	// stateDirs are the state directory's record directories, whose
 	// writability StateDirHealth reports; stateDirMsg is its last reported
 	// condition, to log changes only.
@@ -69,7 +75,11 @@ func newCatalog(nodeID, stateDir string, pools []*pool.Pool) (*catalog, error) {
 	if c.local, err = records.Open(filepath.Join(stateDir, "volumes")); err != nil {
 		return nil, err
 	}
-	c.stateDirs = []string{c.local.Dir()}
+	if c.snapshotStore, err = openSnapshotStore(stateDir); err != nil {
+		return nil, err
+	}
+	c.stateDirs = []string{c.local.Dir(), c.snaps.Dir()}
+	c.copy = detectCopy(pools)
 	for _, p := range pools {
 		if _, dup := c.pools[p.Name]; dup {
 			return nil, fmt.Errorf("pool %q configured twice", p.Name)

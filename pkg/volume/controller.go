@@ -39,6 +39,7 @@ type nodeSide interface {
 	forget(id string) error
 	adopt(v Volume)
 	conditions(v Volume) ([]Condition, error)
+	snapshotUse(v Volume) (snapshotUse, error)
 }
 
 // load reads every record, finishes or rolls back operations a crash
@@ -111,6 +112,15 @@ func (c *Controller) reconcile(s *records.Store, shared bool, v Volume) error {
 	p := c.pools[v.Pool]
 	if p != nil {
 		c.adoptQuota(v)
+	}
+	if v.Frozen != "" {
+		// A clone's reflink a crash cut short: its source stays frozen
+		// until thawed.
+		if err := thaw(v.Frozen); err != nil {
+			klog.ErrorS(err, "Thawing a filesystem a clone left frozen failed", "volumeID", v.ID, "path", v.Frozen)
+		} else {
+			klog.InfoS("Thawed a filesystem a clone interrupted by a restart had frozen", "volumeID", v.ID, "path", v.Frozen)
+		}
 	}
 	switch v.State {
 	case StateReady:

@@ -89,7 +89,7 @@ func compatible(v Volume, req CreateRequest) bool {
 		v.SingleWriter != req.SingleWriter || v.MultiNode != req.MultiNode {
 		return false
 	}
-	if v.CapacityBytes < req.RequiredBytes {
+	if v.CapacityBytes < req.RequiredBytes || v.SourceSnapshotID != req.SourceSnapshotID || v.SourceVolumeID != req.SourceVolumeID {
 		return false
 	}
 	if v.Kind == KindDir && (v.SizeLimit.orOptional() != req.SizeLimit.orOptional() || v.InodeLimit != req.InodeLimit) {
@@ -122,6 +122,10 @@ func (c *Controller) create(req CreateRequest) (Volume, error) {
 	if existing, done, err := c.settleExisting(req); err != nil || done {
 		return existing, err
 	}
+	src, err := c.resolveSource(&req)
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume %s: %w", untrusted.Quote(req.Name), err)
+	}
 	v, limited, err := c.newRecord(p, req)
 	if err != nil {
 		return Volume{}, err
@@ -133,7 +137,7 @@ func (c *Controller) create(req CreateRequest) (Volume, error) {
 	if err := c.promises.reserve(v.ID, p.Name, st.AvailableBytes, v.CapacityBytes); err != nil {
 		return Volume{}, fmt.Errorf("volume %s: %w", untrusted.Quote(req.Name), err)
 	}
-	v, err = c.createDurably(p, v, limited)
+	v, err = c.createDurably(p, v, limited, src)
 	if err != nil {
 		c.promises.drop(v.ID)
 		return Volume{}, err
@@ -214,6 +218,7 @@ func (c *Controller) newRecord(p *pool.Pool, req CreateRequest) (Volume, bool, e
 		CapacityBytes: size, FsType: req.FsType, CreatedBy: c.nodeID,
 		ReaderOnly: req.ReaderOnly, SingleWriter: req.SingleWriter, MultiNode: req.MultiNode,
 		PVCName: req.PVCName, PVCNamespace: req.PVCNamespace, Ephemeral: req.Ephemeral,
+		SourceSnapshotID: req.SourceSnapshotID, SourceVolumeID: req.SourceVolumeID,
 		State: StateCreating, CreatedAt: time.Now().UTC().Truncate(time.Second),
 	}
 	if !p.Shared {
@@ -227,7 +232,7 @@ func (c *Controller) newRecord(p *pool.Pool, req CreateRequest) (Volume, bool, e
 
 // createDurably writes the "creating" record, makes the data and marks the
 // record ready; a failure removes what it made.
-func (c *Controller) createDurably(p *pool.Pool, v Volume, limited bool) (Volume, error) {
+func (c *Controller) createDurably(p *pool.Pool, v Volume, limited bool, src *contentSource) (Volume, error) {
 	s := c.store(p.Name)
 	releaseQuota, err := c.reserveQuota(p, &v, limited)
 	if err != nil {
@@ -238,7 +243,12 @@ func (c *Controller) createDurably(p *pool.Pool, v Volume, limited bool) (Volume
 		return v, err
 	}
 	failpoint.Hit("create-after-intent")
-	if v, err = c.createData(p, v); err != nil {
+	if src != nil {
+		v, err = c.createFromSource(p, v, src)
+	} else {
+		v, err = c.createData(p, v)
+	}
+	if err != nil {
 		c.rollBack(s, p, v)
 		if errors.Is(err, unix.ENOSPC) && !errors.Is(err, ErrNoSpace) {
 			// A full pool (filled outside hostvol's promises) refused a
@@ -249,7 +259,7 @@ func (c *Controller) createDurably(p *pool.Pool, v Volume, limited bool) (Volume
 		return v, err
 	}
 	failpoint.Hit("create-after-data")
-	v.State = StateReady
+	v.State, v.Frozen = StateReady, ""
 	if err := s.Put(v.ID, v); err != nil {
 		c.rollBack(s, p, v)
 		return v, err

@@ -39,6 +39,9 @@ func (c *Controller) delete(id string) error {
 	if v.State == StateCreating && v.CreatedBy != c.nodeID {
 		return fmt.Errorf("%w: %s is being created by node %q", ErrBusy, id, v.CreatedBy)
 	}
+	if c.copying(id) {
+		return fmt.Errorf("%w: a snapshot of %s is being copied from it", ErrBusy, id)
+	}
 	if where, err := c.node.inUse(v); err != nil {
 		return err
 	} else if where != "" {

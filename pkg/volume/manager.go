@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
@@ -45,6 +46,7 @@ type Config struct {
 type Manager struct {
 	Controller *Controller
 	Node       *Node
+	Snapshots  *Snapshots
 	cat        *catalog
 }
 
@@ -66,7 +68,6 @@ func New(cfg Config) (*Manager, error) {
 	}
 	cat.stateDirs = append(cat.stateDirs, nodeStates.Dir())
 	q := newQuotas(cfg.Quota, cfg.Pools)
-	logCopySupport(cfg.Pools)
 	ctrl := &Controller{
 		catalog:  cat,
 		quotas:   q,
@@ -86,6 +87,7 @@ func New(cfg Config) (*Manager, error) {
 		inline:       newInlineBudget(cfg.InlineMaxBytes, cfg.InlineMaxTotalBytes),
 	}
 	ctrl.node = node
+	snaps := &Snapshots{catalog: cat, ctrl: ctrl, node: node, syncWait: 2 * time.Second}
 	if err := node.protect(cfg.StateDir, "the state directory"); err != nil {
 		return nil, err
 	}
@@ -94,7 +96,7 @@ func New(cfg Config) (*Manager, error) {
 			return nil, err
 		}
 	}
-	return &Manager{Controller: ctrl, Node: node, cat: cat}, nil
+	return &Manager{Controller: ctrl, Node: node, Snapshots: snaps, cat: cat}, nil
 }
 
 // Load settles what a restart left behind and marks the manager ready:
@@ -104,12 +106,15 @@ func New(cfg Config) (*Manager, error) {
 // It is the only O(n) step, and it runs once, at start-up.
 func (m *Manager) Load() error {
 	m.Node.reconcileDevices()
+	if err := m.Snapshots.load(); err != nil {
+		return err
+	}
 	if err := m.Controller.load(); err != nil {
 		return err
 	}
 	m.Node.reconcileLeases()
 	m.cat.loaded.Store(true)
-	klog.V(2).InfoS("Volume records loaded", "volumes", m.cat.indexLen())
+	klog.V(2).InfoS("Volume records loaded", "volumes", m.cat.indexLen(), "snapshots", m.Snapshots.SnapshotCount())
 	return nil
 }
 
@@ -120,20 +125,24 @@ func (m *Manager) Ready() bool { return m.cat.loaded.Load() }
 // the last operation.
 func (m *Manager) Close() error { return m.Controller.close() }
 
-// logCopySupport logs, once per pool, how it can copy a volume's data
-// (pool.DetectCopy): what snapshots, restores and clones of its volumes
-// can use. A probe that fails is logged; it does not stop start-up.
-func logCopySupport(pools []*pool.Pool) {
+// detectCopy finds and logs, once per pool, how it can copy a volume's
+// data (pool.DetectCopy): what snapshots, restores and clones of its
+// volumes can use. A probe that fails is logged, and the pool copies data
+// byte by byte; it does not stop start-up.
+func detectCopy(pools []*pool.Pool) map[string]pool.CopySupport {
+	out := make(map[string]pool.CopySupport, len(pools))
 	for _, p := range pools {
 		cs, err := p.DetectCopy()
 		if err != nil {
 			klog.ErrorS(err, "Detecting how the pool copies data failed", "pool", p.Name, "path", p.Path)
 			continue
 		}
+		out[p.Name] = cs
 		kv := []any{"pool", p.Name, "path", p.Path, "btrfs", cs.Btrfs, "reflink", cs.Reflink}
 		if cs.NoReflink != "" {
 			kv = append(kv, "noReflink", cs.NoReflink)
 		}
 		klog.InfoS("Pool copy support", kv...)
 	}
+	return out
 }

@@ -10,6 +10,11 @@ type PoolFigures struct {
 	// PromisedBytes is what the pool's volumes may still grow into (see
 	// promises); it comes from memory and is set even when Err is.
 	PromisedBytes int64
+	// SnapshotCopies is the number of snapshots being copied into the
+	// pool in the background, and SnapshotCopyRemainingBytes what they
+	// still have to copy (from memory).
+	SnapshotCopies             int
+	SnapshotCopyRemainingBytes int64
 	// Err is why the filesystem figures could not be read (statfs failed:
 	// a missing mount, a hung shared filesystem's error).
 	Err error
@@ -20,8 +25,9 @@ type PoolFigures struct {
 func (c *Controller) PoolFigures() []PoolFigures {
 	names := c.poolNames()
 	out := make([]PoolFigures, 0, len(names))
+	copies, remaining := c.copyFigures()
 	for _, n := range names {
-		f := PoolFigures{Name: n, PromisedBytes: c.promises.pooled(n)}
+		f := PoolFigures{Name: n, PromisedBytes: c.promises.pooled(n), SnapshotCopies: copies[n], SnapshotCopyRemainingBytes: remaining[n]}
 		if st, err := c.pools[n].Stats(); err != nil {
 			f.Err = err
 		} else {

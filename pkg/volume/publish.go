@@ -35,6 +35,11 @@ func (n *Node) publish(v Volume, req PublishRequest) error {
 	}
 	readOnly := req.ReadOnly || v.ReaderOnly || !req.Writer
 	want := target{ReadOnly: readOnly, SingleWriter: req.SingleWriter || v.SingleWriter}
+	if !readOnly && n.copying(v.ID) {
+		// A snapshot's file-by-file copy is consistent only while nothing
+		// writes the volume; the kubelet retries.
+		return fmt.Errorf("%w: a snapshot of %s is being copied; it can be published read-write once the copy is done", ErrBusy, req.ID)
+	}
 
 	ns, src, err := n.stateOf(v)
 	if err != nil {

@@ -116,7 +116,15 @@ type Volume struct {
 	// NodePublishVolume of a pod's volume and deleted by its last
 	// NodeUnpublishVolume (ephemeral.go). PVCName and PVCNamespace then
 	// name the pod.
-	Ephemeral bool      `json:"ephemeral,omitempty"`
+	Ephemeral bool `json:"ephemeral,omitempty"`
+	// SourceSnapshotID and SourceVolumeID name what the volume's data
+	// started as: a restore's snapshot, a clone's volume.
+	SourceSnapshotID string `json:"sourceSnapshotID,omitempty"`
+	SourceVolumeID   string `json:"sourceVolumeID,omitempty"`
+	// Frozen is the staging path of a clone source's filesystem while it
+	// is frozen for the clone's reflink, in the clone's "creating"
+	// record: start-up thaws it after a crash.
+	Frozen    string    `json:"frozen,omitempty"`
 	State     State     `json:"state"`
 	CreatedAt time.Time `json:"createdAt"`
 }
@@ -184,6 +192,13 @@ type CreateRequest struct {
 	InodeLimit int64
 	// Ephemeral makes a CSI inline volume (see Volume.Ephemeral).
 	Ephemeral bool
+	// SourceSnapshotID (a restore) or SourceVolumeID (a clone), both
+	// validated, is what the volume's data starts as (restore.go).
+	SourceSnapshotID string
+	SourceVolumeID   string
+	// AllowLiveCopy lets a clone that must be a full copy be made of a
+	// volume published read-write (StorageClass allowLiveCopy).
+	AllowLiveCopy bool
 }
 
 // PublishRequest describes a NodePublishVolume.

@@ -20,9 +20,11 @@ import (
 // csi-sanity itself because hostvol does not advertise the capability):
 //   - ControllerPublishVolume/Unpublish: attachRequired is false; local
 //     volumes need no attach step.
-//   - Snapshots (Create/Delete/ListSnapshots, create from snapshot): not yet
-//     implemented; CREATE_DELETE_SNAPSHOT is not advertised.
-//   - Clone (create from source volume): CLONE_VOLUME is not advertised.
+//   - Snapshots, restores and clones run (CREATE_DELETE_SNAPSHOT,
+//     LIST_SNAPSHOTS, GET_SNAPSHOT, CLONE_VOLUME and
+//     SNAPSHOT_ACCESSIBILITY_CONSTRAINTS are advertised), by the method of
+//     each package's pool: btrfs snapshots (btrfs), reflinks (loopxfs),
+//     copies (real, fake, loopext4, block).
 //   - Expansion runs through NodeExpandVolume alone, as in a cluster: the
 //     node advertises EXPAND_VOLUME and the controller does not (see
 //     ControllerGetCapabilities), so the node grows the image too.

@@ -86,14 +86,22 @@ type Volume struct {
 // staging directory is made (the CO makes it).
 func CreateVolume(t testing.TB, src ClientSource, dir string, k Kind, name string, size int64) *Volume {
 	t.Helper()
+	return CreateVolumeFrom(t, src, dir, k, name, size, nil)
+}
+
+// CreateVolumeFrom is CreateVolume with a content source: a snapshot
+// (SnapshotSource) or a volume (VolumeSource) to restore or clone.
+func CreateVolumeFrom(t testing.TB, src ClientSource, dir string, k Kind, name string, size int64, from *csi.VolumeContentSource) *Volume {
+	t.Helper()
 	if size == 0 {
 		size = k.Size
 	}
 	resp, err := src.CSI().CreateVolume(Ctx(t), &csi.CreateVolumeRequest{
-		Name:               name,
-		CapacityRange:      &csi.CapacityRange{RequiredBytes: size},
-		VolumeCapabilities: []*csi.VolumeCapability{k.Capability()},
-		Parameters:         k.Params,
+		Name:                name,
+		CapacityRange:       &csi.CapacityRange{RequiredBytes: size},
+		VolumeCapabilities:  []*csi.VolumeCapability{k.Capability()},
+		Parameters:          k.Params,
+		VolumeContentSource: from,
 	})
 	require.NoError(t, err, "CreateVolume %s", name)
 	v := &Volume{
