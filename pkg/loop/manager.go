@@ -282,9 +282,14 @@ func (m *manager) attachTo(dev string, backing *os.File, opts AttachOptions) err
 // configure is LOOP_CONFIGURE: backing file, name and flags in one ioctl, so
 // no other process sees a half-configured device.
 func configure(fd, backingFD int, name string, directIO bool) error {
-	cfg := unix.LoopConfig{Fd: uint32(backingFD)}
-	// cfg.Size is the logical block size; 0 lets the kernel choose (512, or
-	// the backing device's for direct I/O).
+	// cfg.Size is the logical block size. 512 always, never the kernel's
+	// choice: with direct I/O it would pick the backing file's direct-I/O
+	// alignment, which is the filesystem block (4096) for a reflinked file
+	// on XFS or a file on a 4Kn disk, and a filesystem made on the image
+	// file with 1 KiB blocks or 512-byte sectors (mkfs.ext4 of a small
+	// image, mkfs.xfs of a file) then no longer mounts ("bad block size").
+	// Where 512 is too small for direct I/O the kernel uses buffered I/O.
+	cfg := unix.LoopConfig{Fd: uint32(backingFD), Size: 512}
 	setFileName(&cfg.Info, name)
 	if directIO {
 		cfg.Info.Flags = unix.LO_FLAGS_DIRECT_IO

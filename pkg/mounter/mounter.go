@@ -79,7 +79,7 @@ var fsFlags = map[string]uintptr{
 }
 
 // fsData are options passed to the filesystem itself.
-var fsData = map[string]bool{"discard": true, "nodiscard": true}
+var fsData = map[string]bool{"discard": true, "nodiscard": true, "nouuid": true}
 
 // syscallFS are the filesystems mounted with mount(2).
 var syscallFS = map[string]bool{"ext4": true, "xfs": true}

@@ -162,7 +162,15 @@ func (n *Node) mountStaging(v Volume, req StageRequest, dev string, undo *undoSt
 	// race: mount-utils' Mounter detects systemd on its first Mount
 	// and caches the answer without synchronization, and different
 	// volumes stage in parallel.
-	if err := n.mounter.MountSensitiveWithoutSystemd(dev, req.StagingPath, v.FsType, append([]string{}, req.MountFlags...), nil); err != nil {
+	opts := append([]string{}, req.MountFlags...)
+	if v.FsType == fsutil.XFS {
+		// A snapshot, its restores and clones are copies of one XFS
+		// filesystem: the same UUID, which XFS refuses to mount twice.
+		// The staging rules already keep an image from being mounted
+		// twice, which is what the check guards against.
+		opts = append(opts, "nouuid")
+	}
+	if err := n.mounter.MountSensitiveWithoutSystemd(dev, req.StagingPath, v.FsType, opts, nil); err != nil {
 		return false, fmt.Errorf("mount %s (%s) at %s: %w", dev, v.ID, req.StagingPath, err)
 	}
 	undo.push(func() {

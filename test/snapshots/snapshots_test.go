@@ -223,15 +223,15 @@ func TestBtrfsSubvolumeSnapshot(t *testing.T) {
 	err := os.WriteFile(filepath.Join(snapDir, "x"), nil, 0o644)
 	require.ErrorIs(t, err, unix.EROFS, "a snapshot is read-only")
 
-	r := testutil.CreateVolumeFrom(t, n, dir, k, "restored", 32*mib, testutil.SnapshotSource(snap.GetSnapshotId()))
+	r := testutil.CreateVolumeFrom(t, n, dir, k, "restored", 96*mib, testutil.SnapshotSource(snap.GetSnapshotId()))
 	r.Up()
 	got, err := os.ReadFile(filepath.Join(r.Target, "data"))
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(data, got), "the restore holds the data at snapshot time")
-	// 8 MiB referenced already; the limit is 32 MiB: a 32 MiB file fails.
+	// 8 MiB referenced already; the limit is 96 MiB: a 96 MiB file fails.
 	f, err := os.Create(filepath.Join(r.Target, "big"))
 	require.NoError(t, err)
-	werr := writeFull(f, 32*mib)
+	werr := writeFull(f, 96*mib)
 	require.NoError(t, f.Close())
 	require.ErrorIs(t, werr, unix.EDQUOT, "the restored volume's qgroup limit holds")
 
