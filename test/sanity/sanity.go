@@ -4,8 +4,10 @@
 package sanity
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
@@ -24,7 +26,17 @@ import (
 //     LIST_SNAPSHOTS, GET_SNAPSHOT, CLONE_VOLUME and
 //     SNAPSHOT_ACCESSIBILITY_CONSTRAINTS are advertised), by the method of
 //     each package's pool: btrfs snapshots (btrfs), reflinks (loopxfs),
-//     copies (real, fake, loopext4, block).
+//     copies (real, fake, loopext4, block). One of their specs is skipped
+//     here, in every package (skipBrokenSpecs): "should succeed when
+//     creating a snapshot with accessibility requirements" compares the
+//     snapshot's accessible topology with NodeGetInfo's using gomega's
+//     Equal, a reflect.DeepEqual of two protobuf messages; NodeGetInfo's
+//     was marshaled into the request since, which fills its internal size
+//     cache, so the two never compare equal however right the answer is
+//     (csi-test v5.6.0, the newest release). pkg/driver's
+//     TestCreateSnapshotTopology checks the same with proto.Equal: the
+//     snapshot's accessible topology is this node's, and a requisite that
+//     excludes it is RESOURCE_EXHAUSTED.
 //   - Expansion runs through NodeExpandVolume alone, as in a cluster: the
 //     node advertises EXPAND_VOLUME and the controller does not (see
 //     ControllerGetCapabilities), so the node grows the image too.
@@ -42,6 +54,7 @@ import (
 //     csi-sanity itself.
 func Config(t *testing.T, endpoint string) sanity.TestConfig {
 	t.Helper()
+	skipBrokenSpecs(t)
 	base := t.TempDir()
 	cfg := sanity.NewTestConfig()
 	cfg.Address = endpoint
@@ -123,4 +136,20 @@ func ConfigFor(t *testing.T, endpoint string, v Volumes) sanity.TestConfig {
 		cfg.TestVolumeSize = v.Size
 	}
 	return cfg
+}
+
+// brokenSpecs are csi-sanity specs that cannot pass against any driver
+// that implements what they test (see Config).
+var brokenSpecs = []string{"should succeed when creating a snapshot with accessibility requirements"}
+
+// skipBrokenSpecs tells Ginkgo to skip brokenSpecs. Ginkgo binds its flags
+// to flag.CommandLine; -ginkgo.skip appends.
+func skipBrokenSpecs(t *testing.T) {
+	t.Helper()
+	for _, s := range brokenSpecs {
+		t.Logf("skipping csi-sanity spec %q: it compares protobuf messages with reflect.DeepEqual (see hvsanity.Config)", s)
+		if err := flag.Set("ginkgo.skip", regexp.QuoteMeta(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
