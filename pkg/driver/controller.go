@@ -262,14 +262,19 @@ func volumeKind(p params.Params, sh volumeShape) (volume.Kind, string, error) {
 // DeleteVolume removes a volume and its data. Per the spec, a volume that
 // does not exist "MUST reply 0 OK".
 func (d *Driver) DeleteVolume(_ context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	id := req.GetVolumeId()
-	if err := checkVolumeID(id); err != nil {
+	return deleteByID(req.GetVolumeId(), checkVolumeID, d.vols.Controller.Delete, &csi.DeleteVolumeResponse{})
+}
+
+// deleteByID is a Delete RPC: the ID checked (one hostvol never makes
+// names nothing, which the spec says "MUST reply 0 OK"), then deleted.
+func deleteByID[R any](id string, check, del func(string) error, ok *R) (*R, error) {
+	if err := check(id); err != nil {
 		if status.Code(err) == codes.NotFound {
-			return &csi.DeleteVolumeResponse{}, nil
+			return ok, nil
 		}
 		return nil, err
 	}
-	return reply(&csi.DeleteVolumeResponse{}, d.vols.Controller.Delete(id))
+	return reply(ok, del(id))
 }
 
 // ValidateVolumeCapabilities confirms the capabilities a volume supports.

@@ -73,14 +73,7 @@ func checkSnapshotID(id string) error {
 // DeleteSnapshot removes a snapshot. Per the spec, a snapshot that does
 // not exist "MUST reply 0 OK".
 func (d *Driver) DeleteSnapshot(_ context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
-	id := req.GetSnapshotId()
-	if err := checkSnapshotID(id); err != nil {
-		if status.Code(err) == codes.NotFound {
-			return &csi.DeleteSnapshotResponse{}, nil
-		}
-		return nil, err
-	}
-	return reply(&csi.DeleteSnapshotResponse{}, d.vols.Snapshots.Delete(id))
+	return deleteByID(req.GetSnapshotId(), checkSnapshotID, d.vols.Snapshots.Delete, &csi.DeleteSnapshotResponse{})
 }
 
 // GetSnapshot returns one snapshot: ready, or still being copied.

@@ -21,9 +21,10 @@ func writeFile(t *testing.T, e *env, id, name, data string) {
 	require.NoError(t, os.WriteFile(filepath.Join(e.pool.DirPath(id), name), []byte(data), 0o644))
 }
 
-func readFile(t *testing.T, e *env, id, name string) string {
+// readA reads the file "a" of a directory volume's data.
+func readA(t *testing.T, e *env, id string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.pool.DirPath(id), name))
+	b, err := os.ReadFile(filepath.Join(e.pool.DirPath(id), "a"))
 	require.NoError(t, err)
 	return string(b)
 }
@@ -63,24 +64,24 @@ func TestSnapshotRestoreAndClone(t *testing.T) {
 
 	restored, err := m.Controller.Create(restoreReq("restored", snap.ID))
 	require.NoError(t, err)
-	require.Equal(t, "before", readFile(t, e, restored.ID, "a"))
+	require.Equal(t, "before", readA(t, e, restored.ID))
 	require.Equal(t, snap.ID, restored.SourceSnapshotID)
 
 	clone := req("clone")
 	clone.SourceVolumeID = src.ID
 	cloned, err := m.Controller.Create(clone)
 	require.NoError(t, err)
-	require.Equal(t, "after", readFile(t, e, cloned.ID, "a"))
+	require.Equal(t, "after", readA(t, e, cloned.ID))
 
 	// The source goes first; the snapshot still restores.
 	require.NoError(t, m.Controller.Delete(src.ID))
 	second, err := m.Controller.Create(restoreReq("second", snap.ID))
 	require.NoError(t, err)
-	require.Equal(t, "before", readFile(t, e, second.ID, "a"))
+	require.Equal(t, "before", readA(t, e, second.ID))
 	// The snapshot goes before the volumes restored from it.
 	require.NoError(t, m.Snapshots.Delete(snap.ID))
 	require.NoError(t, m.Snapshots.Delete(snap.ID), "deleting twice is OK")
-	require.Equal(t, "before", readFile(t, e, restored.ID, "a"))
+	require.Equal(t, "before", readA(t, e, restored.ID))
 	_, err = m.Snapshots.Get(snap.ID)
 	require.ErrorIs(t, err, volume.ErrNotFound)
 	_, err = m.Controller.Create(restoreReq("third", snap.ID))
@@ -271,7 +272,7 @@ func TestSnapshotLoadSettlesRecords(t *testing.T) {
 	}
 	r, err := m.Controller.Create(restoreReq("restored", ready.ID))
 	require.NoError(t, err)
-	require.Equal(t, "data", readFile(t, e, r.ID, "a"))
+	require.Equal(t, "data", readA(t, e, r.ID))
 }
 
 // TestSnapshotCapacity: while it is made, a copy of a directory without a

@@ -29,14 +29,14 @@ import (
 const mib = int64(1) << 20
 
 // node starts a driver on a pool filesystem of its own.
-func node(t *testing.T, o testutil.PoolFSOptions) (*testutil.Node, string, string) {
+func node(t *testing.T, o testutil.PoolFSOptions) (*testutil.Node, string) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	testutil.CleanupUnder(t, dir)
 	pfs := testutil.NewPoolFS(t, t.TempDir(), o)
 	testutil.CleanupUnder(t, testutil.LayoutAt("", pfs.Path).ImagesDir())
-	return testutil.NewNode(t, dir, pfs.Path), dir, pfs.Path
+	return testutil.NewNode(t, dir, pfs.Path), dir
 }
 
 // appender appends numbered lines ("%08d\n") to a file until stopped, as
@@ -122,7 +122,7 @@ func requireLines(t *testing.T, path string, minLines int64) int64 {
 func TestReflinkSnapshotWhileWriting(t *testing.T) {
 	for _, k := range []testutil.Kind{testutil.Ext4Kind, testutil.XFSKind} {
 		t.Run(k.Name, func(t *testing.T) {
-			n, dir, _ := node(t, testutil.PoolFSOptions{Type: "xfs", Size: 8 << 30, Mkfs: []string{"-m", "reflink=1"}})
+			n, dir := node(t, testutil.PoolFSOptions{Type: "xfs", Size: 8 << 30, Mkfs: []string{"-m", "reflink=1"}})
 			v := testutil.CreateVolume(t, n, dir, k, "src", 0)
 			v.Up()
 			log := filepath.Join(v.Target, "log")
@@ -167,7 +167,7 @@ func TestReflinkSnapshotWhileWriting(t *testing.T) {
 // before the FICLONE: what was written to it (buffered, no fsync) is in
 // the snapshot, what was written after is not.
 func TestReflinkSnapshotOfBlockVolume(t *testing.T) {
-	n, dir, _ := node(t, testutil.PoolFSOptions{Type: "xfs", Size: 4 << 30, Mkfs: []string{"-m", "reflink=1"}})
+	n, dir := node(t, testutil.PoolFSOptions{Type: "xfs", Size: 4 << 30, Mkfs: []string{"-m", "reflink=1"}})
 	v := testutil.CreateVolume(t, n, dir, testutil.BlockKind, "blk", 0)
 	v.Up()
 	before, after := make([]byte, mib), make([]byte, mib)
@@ -276,7 +276,7 @@ func requireQgroupsConsistent(t *testing.T, path string) {
 // published read-write unless the class allows it, and taken once the
 // writer is gone; its restore holds the data.
 func TestCopySnapshotRefusesLiveVolume(t *testing.T) {
-	n, dir, _ := node(t, testutil.PoolFSOptions{Type: "ext4", Size: 2 << 30})
+	n, dir := node(t, testutil.PoolFSOptions{Type: "ext4", Size: 2 << 30})
 	for _, k := range []testutil.Kind{testutil.Ext4Kind, {Name: "dir", Params: map[string]string{"sizeLimit": "optional"}, Size: 64 * mib}} {
 		t.Run(k.Name, func(t *testing.T) {
 			v := testutil.CreateVolume(t, n, dir, k, "live-"+k.Name, 0)
