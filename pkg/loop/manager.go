@@ -282,9 +282,14 @@ func (m *manager) attachTo(dev string, backing *os.File, opts AttachOptions) err
 // configure is LOOP_CONFIGURE: backing file, name and flags in one ioctl, so
 // no other process sees a half-configured device.
 func configure(fd, backingFD int, name string, directIO bool) error {
-	cfg := unix.LoopConfig{Fd: uint32(backingFD)}
-	// cfg.Size is the logical block size; 0 lets the kernel choose (512, or
-	// the backing device's for direct I/O).
+	// cfg.Size is the logical block size. Always 512, never 0 (the
+	// kernel's choice): for direct I/O the kernel would pick the backing
+	// file's DIO alignment, which on XFS becomes the filesystem block
+	// (4096) once the image shares blocks with a reflinked snapshot or
+	// clone, and a filesystem made with smaller blocks (mkfs.ext4 makes
+	// 1 KiB blocks below 512 MiB) then no longer mounts from it. With 512
+	// the kernel uses direct I/O only where the file allows it.
+	cfg := unix.LoopConfig{Fd: uint32(backingFD), Size: 512}
 	setFileName(&cfg.Info, name)
 	if directIO {
 		cfg.Info.Flags = unix.LO_FLAGS_DIRECT_IO
