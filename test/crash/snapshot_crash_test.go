@@ -20,6 +20,7 @@ import (
 
 	"github.com/seed3e7d50b2/hostvol/pkg/failpoint"
 	"github.com/seed3e7d50b2/hostvol/pkg/fsutil"
+	"github.com/seed3e7d50b2/hostvol/pkg/quota"
 	"github.com/seed3e7d50b2/hostvol/test/testutil"
 )
 
@@ -229,10 +230,10 @@ var snapCrashCases = func() []snapCrashCase {
 	add("snapshot-delete-after-data", "delete-snapshot", "dir", "btrfs", "block-xfs")
 	add("create-after-intent", "restore", "dir", "btrfs", "block-xfs")
 	add("create-after-data", "restore", "dir", "btrfs", "loop-xfs")
-	add("snapshot-mid-copy", "restore", "dir", "block-xfs")
-	add("create-after-intent", "clone", "dir", "loop-xfs")
+	add("snapshot-mid-copy", "restore", "dir", "loop-xfs", "block-xfs")
+	add("create-after-intent", "clone", "dir", "btrfs", "loop-xfs", "block-xfs")
 	add("create-after-data", "clone", "btrfs", "loop-xfs")
-	add("snapshot-mid-copy", "clone", "dir", "loop-xfs")
+	add("snapshot-mid-copy", "clone", "dir", "loop-xfs", "block-xfs")
 	add("snapshot-frozen", "clone", "loop-xfs")
 	return out
 }()
@@ -461,6 +462,15 @@ func crashSnapshotOp(t *testing.T, tc snapCrashCase) {
 	s := readDisk(t, e)
 	t.Logf("after SIGKILL at %s: %s; snapshot records %+v; snapshot data %v", tc.point, s.summary(), s.snapshots, poolSnapshots(t, e))
 
+	switch tc.op {
+	case "snapshot", "delete-snapshot":
+		// The interrupted snapshot is on record, not ready: start-up must
+		// settle it.
+		require.Len(t, s.snapshots, 1, "snapshot records after SIGKILL at %s", tc.point)
+		for _, r := range s.snapshots {
+			require.NotEqual(t, "ready", r.State, "snapshot record after SIGKILL at %s", tc.point)
+		}
+	}
 	var probe *frozenProbe
 	if tc.frozen() {
 		// The record names the frozen filesystem, so that start-up thaws
@@ -561,4 +571,68 @@ func crashSnapshotOp(t *testing.T, tc snapCrashCase) {
 		require.Empty(t, loops, "loop devices left")
 	}
 	d.stop()
+}
+
+// TestCrashSnapshotRecovery kills the driver again while its start-up
+// rolls back a snapshot an earlier SIGKILL left half-made: after its data
+// is gone, before its qgroup and record are. The next start-up still ends
+// consistent (no qgroup outlives the subvolume) and the CO's retry of
+// CreateSnapshot succeeds.
+func TestCrashSnapshotRecovery(t *testing.T) {
+	testutil.RequireRootAndTools(t, "mkfs.btrfs", "btrfs")
+	for _, source := range []string{"dir", "btrfs"} {
+		t.Run(source, func(t *testing.T) {
+			src := snapSources[source]
+			e := src.newEnv(t)
+			d := e.start("")
+			d.waitReady(e)
+			v := testutil.CreateVolume(t, d, e.dir, src.kind, srcName, src.size)
+			writeSource(t, e, src, v, "")
+			want := readContent(t, e, src, v)
+			d.stop()
+
+			point := "snapshot-after-data"
+			if source == "dir" {
+				point = "snapshot-mid-copy" // a copy has no snapshot-after-data
+			}
+			d = e.start(point)
+			d.waitReady(e)
+			v.Src = d
+			_, err := v.SnapshotErr(snapName, nil)
+			requireConnectionLost(t, err, "CreateSnapshot")
+			d.requireKilled()
+
+			// This start-up dies rolling the snapshot back, before it is ready.
+			d = e.start("snapshot-delete-after-data")
+			d.requireKilled()
+			s := readDisk(t, e)
+			t.Logf("after SIGKILL during start-up: snapshot records %+v; snapshot data %v", s.snapshots, poolSnapshots(t, e))
+			require.Len(t, s.snapshots, 1, "the snapshot's record outlives its data until its qgroup is gone")
+			require.Empty(t, poolSnapshots(t, e), "the rollback removed the data before it was killed")
+			if e.btrfs {
+				// The subvolume's ID went into the record before the
+				// subvolume went: its qgroup, left behind, can be found.
+				qgroups, err := quota.BtrfsQgroups(e.poolDir)
+				require.NoError(t, err)
+				for _, r := range s.snapshots {
+					require.NotZero(t, r.SubvolumeID)
+					require.Contains(t, qgroups, r.SubvolumeID, "qgroups after SIGKILL during start-up")
+				}
+			}
+
+			d = e.start("")
+			d.waitReady(e)
+			v.Src = d
+			snaps, _ := requireSnapshotsConsistent(t, e, d)
+			require.Empty(t, snaps)
+			id := v.Snapshot(snapName).GetSnapshotId()
+			requireSnapshotsConsistent(t, e, d)
+			requireRestores(t, e, d, src, id, want)
+			require.NoError(t, d.deleteSnapshot(id))
+			v.Delete()
+			requireEmpty(t, e, d)
+			require.Empty(t, readSnapshotRecords(t, e), "snapshot records left")
+			d.stop()
+		})
+	}
 }
