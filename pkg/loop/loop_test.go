@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -659,5 +660,39 @@ func directIO(dev string) (bool, error) {
 		return false, nil
 	default:
 		return false, fmt.Errorf("direct I/O %s: unexpected %q in sysfs", dev, v)
+	}
+}
+
+// TestReflinkedImageKeeps512ByteSectors: on XFS with reflink, an image that
+// shares its blocks with a clone only takes direct I/O aligned to the
+// filesystem block (4096). Attached with direct I/O, its device still has
+// 512-byte logical sectors, so that a filesystem made with smaller blocks
+// (mkfs.ext4's 1 KiB blocks for a small image) still mounts from it.
+func TestReflinkedImageKeeps512ByteSectors(t *testing.T) {
+	needs.Root(t)
+	needs.Tools(t, "mkfs.xfs")
+	dir := t.TempDir()
+	pf, _ := newImage(t, dir, "xfs.img", 512*mib)
+	out, err := exec.Command("mkfs.xfs", "-q", "-f", "-K", "-m", "reflink=1", pf.Name()).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	m := New()
+	pdev := attach(t, m, pf, AttachOptions{})
+	mnt := filepath.Join(dir, "mnt")
+	require.NoError(t, os.Mkdir(mnt, 0o755))
+	require.NoError(t, unix.Mount(pdev, mnt, "xfs", 0, ""))
+	t.Cleanup(func() { require.NoError(t, unix.Unmount(mnt, 0)) })
+
+	src, _ := newImage(t, mnt, "src.img", 16*mib)
+	clone, _ := newImage(t, mnt, "clone.img", 0)
+	require.NoError(t, unix.IoctlFileClone(int(clone.Fd()), int(src.Fd())))
+	for _, f := range []*os.File{src, clone} {
+		dev := attach(t, m, f, AttachOptions{DirectIO: true})
+		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		require.NoError(t, err)
+		ssz, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
+		_ = unix.Close(fd)
+		require.NoError(t, err)
+		require.Equal(t, 512, ssz, "logical sector size of %s (%s)", dev, f.Name())
+		require.NoError(t, New().Detach(dev))
 	}
 }

@@ -416,7 +416,10 @@ type record struct {
 	Pool  string `json:"pool"`
 	Kind  string `json:"kind"`
 	State string `json:"state"`
-	Quota *struct {
+	// Frozen is the staging path of a clone's source while a reflink
+	// has it frozen.
+	Frozen string `json:"frozen"`
+	Quota  *struct {
 		Method      string `json:"method"`
 		SubvolumeID uint64 `json:"subvolumeID"`
 	} `json:"quota"`
@@ -431,6 +434,8 @@ type diskState struct {
 	data       map[string][]string // pool data dirs: ID -> top-level entries
 	dataOdd    []string            // entries of the data root that are not directories
 	nodeStates []string            // files in the node states directory
+	// snapshots are the snapshot records (snapshot_crash_test.go), by ID.
+	snapshots map[string]snapRecord
 }
 
 func readDisk(t *testing.T, e *env) diskState {
@@ -480,6 +485,7 @@ func readDisk(t *testing.T, e *env) diskState {
 	for _, en := range ents {
 		s.nodeStates = append(s.nodeStates, en.Name())
 	}
+	s.snapshots = readSnapshotRecords(t, e)
 	return s
 }
 
@@ -548,9 +554,15 @@ func requireConsistent(t *testing.T, e *env, d *driverProc) map[string]record {
 		require.True(t, ok, "data dir %s has no record: %s", e.layout.DataDir(id), s.describe(id))
 	}
 	if e.btrfs {
-		// Exactly the qgroups of the volumes there are (and the top
-		// level's, 0/5): none dangles after a crash at any step.
+		// Exactly the qgroups of the volumes and snapshots there are (and
+		// the top level's, 0/5): none dangles after a crash at any step.
 		want := []uint64{5}
+		for id, sr := range s.snapshots {
+			if sr.SubvolumeID != 0 {
+				require.Equal(t, "ready", sr.State, "snapshot %s", id)
+				want = append(want, sr.SubvolumeID)
+			}
+		}
 		for key, r := range s.records {
 			require.NotNil(t, r.Quota, "volume %s on a btrfs pool has no qgroup limit", key)
 			require.Equal(t, string(quota.BtrfsQgroup), r.Quota.Method)
