@@ -62,10 +62,13 @@ func checkSnapshotMode(cfg *config, set map[string]bool) error {
 		}
 		return nil
 	}
-	for _, name := range []string{"e", "keep-existing", "c"} {
-		if set[name] && !(name == "c" && cfg.c == 1) {
-			return fmt.Errorf("--%s does not apply to --snapshot (rounds run one at a time)", name)
+	for _, name := range []string{"e", "keep-existing"} {
+		if set[name] {
+			return fmt.Errorf("--%s does not apply to --snapshot", name)
 		}
+	}
+	if cfg.c != 1 {
+		return fmt.Errorf("--c must be 1 with --snapshot: rounds run one at a time")
 	}
 	switch {
 	case cfg.copyDir == "":
