@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make bench: drives freshly started hostvol drivers with the load tool
-# (hack/load) and prints medians over several runs. Two modes, MODE="dir
-# loop" by default (both, in that order); MODE=dir or MODE=loop runs one.
+# (hack/load) and prints medians over several runs. Three modes, MODE="dir
+# loop snapshot" by default (all, in that order); MODE=dir, MODE=loop or
+# MODE=snapshot runs one. The snapshot mode is in the default list because
+# it adds only about 70 s (all four methods, three rounds) on a 2-core machine.
 #
 # dir: full cycles of directory volumes (CreateVolume, NodeStage,
 # NodePublish, NodeUnpublish, NodeUnstage, DeleteVolume) at E=10 and E=5000
@@ -16,23 +18,40 @@
 # up (create+stage+publish), down (unpublish+unstage+delete), cycle and each
 # step, hostvol beside the floor, and the ratio hostvol/floor.
 #
-# Needs root (real mounts, loop devices). Knobs: MODE ("dir loop"), N
-# (cycles per run: 1000 dir, 50 loop), R (runs: 3 dir, 5 loop), EXISTING
-# ("10 5000", dir), WORKERS ("1 8", dir), LOOP_SIZE (1Gi), LOOP_FS (ext4),
-# BENCH_DIR (a directory on the disk to measure, default a new one under
-# /var/tmp; kept if given). Exit status 1 if any run had errors.
+# snapshot: snapshot and restore of a 1 GiB volume holding 512 MiB of
+# incompressible data, for each method, beside a plain copy of the same
+# data on the same pool (hostvol-load --snapshot). One driver with three
+# pools, each a filesystem of its own on a sparse image in the work
+# directory: btrfs with quotas (directory volume: subvolume snapshot), XFS
+# with reflink=1 (ext4 loop volume, staged and published: FICLONE under
+# FIFREEZE) and ext4 (background copy of an ext4 loop volume, staged and
+# unpublished; and of a directory volume). R rounds, interleaved across
+# the methods; prints the median over the rounds of snapshot (first
+# CreateSnapshot to ready_to_use), restore (CreateVolume from the snapshot)
+# and the plain copy (cp, then syncfs), and snapshot/copy.
+#
+# Needs root (real mounts, loop devices). Knobs: MODE ("dir loop
+# snapshot"), N (cycles per run: 1000 dir, 50 loop), R (runs: 3 dir, 5
+# loop, 3 snapshot), EXISTING ("10 5000", dir), WORKERS ("1 8", dir),
+# LOOP_SIZE (1Gi), LOOP_FS (ext4), SNAP_SIZE (1Gi), SNAP_FILL (512Mi),
+# SNAP_METHODS ("btrfs reflink copy copy-dir"), BENCH_DIR (a directory on
+# the disk to measure, default a new one under /var/tmp; kept if given).
+# Exit status 1 if any run had errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODE=${MODE:-"dir loop"}
+MODE=${MODE:-"dir loop snapshot"}
 EXISTING=${EXISTING:-"10 5000"}
 WORKERS=${WORKERS:-"1 8"}
 LOOP_SIZE=${LOOP_SIZE:-1Gi}
 LOOP_FS=${LOOP_FS:-ext4}
+SNAP_SIZE=${SNAP_SIZE:-1Gi}
+SNAP_FILL=${SNAP_FILL:-512Mi}
+SNAP_METHODS=${SNAP_METHODS:-"btrfs reflink copy copy-dir"}
 for m in $MODE; do
   case $m in
-    dir | loop) ;;
-    *) echo "bench: MODE must be dir, loop or both (\"dir loop\"), got \"$MODE\"" >&2; exit 2 ;;
+    dir | loop | snapshot) ;;
+    *) echo "bench: MODE must list some of dir, loop and snapshot, got \"$MODE\"" >&2; exit 2 ;;
   esac
 done
 if [ "$(id -u)" -ne 0 ]; then
@@ -64,16 +83,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_driver() { # $1: key, $2: run directory
-  mkdir -p "$2/pool" "$2/state" "$2/targets"
-  bin/hostvol --endpoint "unix://$2/csi.sock" --state-dir "$2/state" \
-    --pool "default=$2/pool" --node-id bench-node -v 1 2>"$2/driver.log" &
-  driver_pid[$1]=$!
+start_driver() { # $1: key, $2: run directory, then --pool flags (default: one pool, "default=$2/pool")
+  local key=$1 dir=$2
+  shift 2
+  [ $# -gt 0 ] || set -- --pool "default=$dir/pool"
+  mkdir -p "$dir/pool" "$dir/state" "$dir/targets"
+  bin/hostvol --endpoint "unix://$dir/csi.sock" --state-dir "$dir/state" \
+    "$@" --node-id bench-node -v 1 2>"$dir/driver.log" &
+  driver_pid[$key]=$!
   for _ in $(seq 100); do
-    bin/hostvol client --endpoint "unix://$2/csi.sock" info >/dev/null 2>&1 && return 0
+    bin/hostvol client --endpoint "unix://$dir/csi.sock" info >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  echo "bench: driver did not start; see $2/driver.log" >&2
+  echo "bench: driver did not start; see $dir/driver.log" >&2
   exit 1
 }
 
@@ -231,6 +253,76 @@ bench_loop() {
   echo
   echo "hostvol/floor, ratio of the medians above: up ${up}x, down ${down}x (target: within 1.3x)"
   echo "hostvol/floor, median of the per-round ratios (less sensitive to drift between rounds): up ${rup}x, down ${rdown}x"
+}
+
+# snap_pool FS DIR [mkfs args...]: a filesystem of its own for the snapshot
+# bench: a sparse image DIR/pool-FS.img, attached to a loop device
+# (remembered in snap_dev for the release), mounted at DIR/FS.
+declare -a snap_dev=()
+snap_pool() {
+  local fs=$1 dir=$2
+  shift 2
+  local img="$dir/pool-$fs.img" mnt="$dir/$fs" dev
+  truncate -s 4G "$img"
+  "mkfs.$fs" "$@" "$img" >/dev/null
+  dev=$(losetup --find --show "$img")
+  snap_dev+=("$dev")
+  mkdir -p "$mnt"
+  mount -t "$fs" "$dev" "$mnt"
+  mkdir -p "$mnt/bench-copy"
+}
+
+bench_snapshot() {
+  local R=${R:-3}
+  local run="$work/snapshot" out="$work/results-snapshot"
+  mkdir -p "$run" "$out"
+  for tool in mkfs.btrfs btrfs mkfs.xfs mkfs.ext4; do
+    command -v "$tool" >/dev/null || { echo "bench: MODE=snapshot needs $tool" >&2; exit 1; }
+  done
+  snap_pool btrfs "$run" -q -f
+  btrfs quota enable "$run/btrfs"
+  btrfs quota rescan -w "$run/btrfs" >/dev/null
+  snap_pool xfs "$run" -q -f -K -m reflink=1
+  snap_pool ext4 "$run" -F -q -m 0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1
+  start_driver snapshot "$run" --pool "btrfs=$run/btrfs" --pool "xfs=$run/xfs" --pool "ext4=$run/ext4"
+  local common=(--endpoint "unix://$run/csi.sock" --snapshot --size "$SNAP_SIZE" --fill "$SNAP_FILL"
+    --target-dir "$run/targets" --timeout 5m)
+  declare -A args=(
+    [btrfs]="--param pool=btrfs --copy-dir $run/btrfs/bench-copy --baseline tree"
+    [reflink]="--param pool=xfs --param type=loop --fs-type ext4 --copy-dir $run/xfs/bench-copy --baseline image"
+    [copy]="--param pool=ext4 --param type=loop --fs-type ext4 --copy-dir $run/ext4/bench-copy --baseline image --snapshot-from staged"
+    [copy-dir]="--param pool=ext4 --param sizeLimit=optional --copy-dir $run/ext4/bench-copy --baseline tree --snapshot-from staged"
+  )
+  for m in $SNAP_METHODS; do
+    [ -n "${args[$m]:-}" ] || { echo "bench: SNAP_METHODS: unknown method $m (btrfs, reflink, copy, copy-dir)" >&2; exit 2; }
+  done
+  echo "bench snapshot: $SNAP_SIZE volumes holding $SNAP_FILL, methods: $SNAP_METHODS, R=$R rounds (interleaved)," \
+    "pools: 4G sparse images on $(df -h --output=source,fstype "$run" | tail -1), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  for r in $(seq "$R"); do
+    for m in $SNAP_METHODS; do
+      # shellcheck disable=SC2086 # args[$m] is split into flags on purpose
+      load "$out/$m-r$r.txt" "${common[@]}" ${args[$m]} --n 1 --name-prefix "snap-$m-r$r"
+      printf '  round %s %-8s %s\n' "$r" "$m" "$(grep '^round=' "$out/$m-r$r.txt" | cut -d' ' -f2- || echo failed)"
+    done
+  done
+  stop_drivers
+  umount "$run/btrfs" "$run/xfs" "$run/ext4"
+  for dev in "${snap_dev[@]}"; do losetup -d "$dev"; done
+  snap_dev=()
+
+  med() { # $1 method, $2 phase: median over the rounds of the phase's time, in s
+    for r in $(seq "$R"); do field "$out/$1-r$r.txt" "$2" p50_ms; done | awk '$1 != "" {printf "%.3f\n", $1/1000}' | median
+  }
+  echo
+  echo "Median over $R rounds, seconds; copy = cp of the same data on the same pool, then syncfs:"
+  echo
+  echo "| method | snapshot s | restore s | plain copy s | snapshot/copy | restore/copy | fill s |"
+  echo "|---|---|---|---|---|---|---|"
+  for m in $SNAP_METHODS; do
+    local sn rs cp
+    sn=$(med "$m" snapshot) rs=$(med "$m" restore) cp=$(med "$m" copy)
+    echo "| $m | $sn | $rs | $cp | $(ratio "$cp" "$sn") | $(ratio "$cp" "$rs") | $(med "$m" fill) |"
+  done
 }
 
 for m in $MODE; do

@@ -63,6 +63,15 @@ type config struct {
 	floor    bool
 	poolDir  string // floor: directory of the image files
 	directIO bool   // floor: losetup --direct-io=on
+
+	// --snapshot: rounds of fill, snapshot, restore and a plain copy
+	// (snapshot.go) instead of cycles.
+	snapshot     bool
+	fill         int64         // bytes written into each source volume
+	copyDir      string        // where the plain copy goes: on the volumes' pool
+	snapshotFrom string        // published, or staged (unpublished first)
+	baseline     string        // image or tree: what the plain copy copies
+	poll         time.Duration // between CreateSnapshot calls until ready
 }
 
 func main() {
@@ -127,7 +136,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	printProbe(stdout, cfg, info, targetDir)
 
 	r := newRunner(cfg, cl, info, targetDir, stderr)
-	res := r.run(ctx)
+	var res *result
+	if cfg.snapshot {
+		printSnapshotMode(stdout, cfg)
+		r.stdout = stdout
+		res = r.runSnapshot(ctx)
+	} else {
+		res = r.run(ctx)
+	}
 	removeTargetDir(stderr)
 
 	return finish(res, stdout, stderr)
@@ -191,6 +207,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if err := checkMode(cfg, set, *ep); err != nil {
 		return nil, err
 	}
+	if err := checkSnapshotMode(cfg, set); err != nil {
+		return nil, err
+	}
 	if err := checkValues(cfg); err != nil {
 		return nil, err
 	}
@@ -225,9 +244,17 @@ func newFlagSet(cfg *config, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs.BoolVar(&cfg.floor, "floor", false, "no plugin: do a loop volume's node work directly (sparse image, mkfs as hostvol, losetup, mount, bind mount, and back) and report it as the floor")
 	fs.StringVar(&cfg.poolDir, "pool-dir", "", "--floor: directory for the image files (default: --target-dir); put it on the disk of the driver's pool")
 	fs.BoolVar(&cfg.directIO, "direct-io", false, "--floor: attach with losetup --direct-io=on (hostvol asks for direct I/O)")
+	fs.BoolVar(&cfg.snapshot, "snapshot", false, "--n rounds, one at a time, of: create a volume, fill it, time a plain copy of its data (cp, then syncfs), CreateSnapshot until ready_to_use, CreateVolume from the snapshot; delete all")
+	cfg.fill = 512 << 20
+	bytesize.Var(fs, &cfg.fill, "fill", "--snapshot: bytes of incompressible data written into each source volume, a quantity such as 512Mi")
+	fs.StringVar(&cfg.copyDir, "copy-dir", "", "--snapshot: directory for the plain copy (required); put it on the volumes' pool")
+	fs.StringVar(&cfg.snapshotFrom, "snapshot-from", fromPublished, "--snapshot: the source's state when snapshotted: published, or staged (unpublished first)")
+	fs.StringVar(&cfg.baseline, "baseline", baselineTree, "--snapshot: what the plain copy copies: tree (the files, cp -a) or image (the loop device's backing file, cp --sparse=always)")
+	fs.DurationVar(&cfg.poll, "poll", 100*time.Millisecond, "--snapshot: interval between CreateSnapshot calls until ready_to_use")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: hostvol-load --endpoint unix:///path/csi.sock [flags]\n")
-		fmt.Fprintf(fs.Output(), "       hostvol-load --floor --size 1Gi [--fs-type ext4] [--pool-dir DIR] [flags]\n\n")
+		fmt.Fprintf(fs.Output(), "       hostvol-load --floor --size 1Gi [--fs-type ext4] [--pool-dir DIR] [flags]\n")
+		fmt.Fprintf(fs.Output(), "       hostvol-load --snapshot --endpoint unix:///path/csi.sock --size 1Gi --fill 512Mi --copy-dir DIR [flags]\n\n")
 		fs.PrintDefaults()
 	}
 	return fs, ep
@@ -236,6 +263,9 @@ func newFlagSet(cfg *config, stderr io.Writer) (*flag.FlagSet, *string) {
 // checkMode checks that the flags set (by name) fit the mode: --floor, or
 // a plugin at endpoint ep, which it stores in cfg.
 func checkMode(cfg *config, set map[string]bool, ep string) error {
+	if cfg.snapshot && cfg.floor {
+		return fmt.Errorf("--snapshot and --floor do not go together")
+	}
 	if cfg.floor {
 		for _, name := range []string{"endpoint", "e", "keep-existing", "param", "access-type", "stage"} {
 			if set[name] {

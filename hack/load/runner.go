@@ -25,7 +25,8 @@ type phase int
 // phDown its second (unpublish, unstage, delete). The existing-* phases only
 // account for the untimed setup/teardown of pre-existing volumes. image to
 // remove are the steps of --floor (see floor.go), which reports create to
-// delete as the spans of the steps that do the same work.
+// delete as the spans of the steps that do the same work. fill to
+// snapshot-delete are the steps of --snapshot (see snapshot.go).
 const (
 	phCreate phase = iota
 	phStage
@@ -47,6 +48,12 @@ const (
 	phUmount
 	phDetach
 	phRemove
+	phFill
+	phSnapshot
+	phRestore
+	phCopy
+	phVerify
+	phSnapshotDelete
 	numPhases
 )
 
@@ -54,6 +61,7 @@ var phaseNames = [numPhases]string{
 	"create", "stage", "publish", "unpublish", "unstage", "delete", "cycle", "up", "down",
 	"existing-create", "existing-delete",
 	"image", "mkfs", "attach", "mount", "bind", "unbind", "umount", "detach", "remove",
+	"fill", "snapshot", "restore", "copy", "verify", "snapshot-delete",
 }
 
 func (p phase) String() string { return phaseNames[p] }
@@ -76,6 +84,7 @@ type runner struct {
 	capRange  *csi.CapacityRange
 	topo      *csi.TopologyRequirement
 	log       *errLog
+	stdout    io.Writer // --snapshot: one line per round as it ends; nil: none
 }
 
 func newRunner(cfg *config, cl *clients, info *pluginInfo, targetDir string, stderr io.Writer) *runner {
