@@ -5,7 +5,8 @@
 # nothing is left. One PASS/FAIL/SKIP line per step; the last line is
 # "N passed, N failed".
 #   E2E_SCENARIOS="01 06"  run only these scenarios
-#   E2E_KEEP=1             leave the cluster up afterwards (down.sh to stop it)
+#   E2E_KEEP=1             leave the cluster up afterwards (down.sh to stop it;
+#                          the next make e2e tears it down before it starts)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 passed=0 failed=0 skipped=0 summary=
@@ -37,6 +38,13 @@ exec 9>/run/hostvol-e2e.lock
 if ! flock -n 9; then
   ts "another make e2e runs on this machine; waiting for it (up to 30 min)"
   flock -w 1800 9 || die "another make e2e still holds /run/hostvol-e2e.lock"
+fi
+# A cluster an earlier run left up (E2E_KEEP=1, or a run killed before its
+# teardown) would hand this run its claims, volumes and pool: tear it down
+# first, so that every run starts from an empty cluster as CI's does.
+if [ -d "$E2E_WORK" ]; then
+  ts "$E2E_WORK exists (a cluster left by an earlier run): tearing it down first"
+  WIPE=1 "$E2E_DIR/down.sh" || die "could not tear down the earlier cluster; see above"
 fi
 trap 'finish; exit $?' EXIT
 trap 'exit 130' INT TERM

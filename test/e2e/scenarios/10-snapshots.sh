@@ -56,9 +56,12 @@ PAD=hostvol-e2e-snapshot-line-0123456789abcdefghijklmnopqrstuvwxyz
 # claim NAME CLASS [SOURCE-KIND SOURCE-NAME]: a 1Gi claim, from a snapshot
 # or a claim when a source is given.
 claim() {
-  local ds=
+  # (No "$(test && echo)" here: under set -e its status would end the
+  # script silently when the test is false.)
+  local ds= group=
+  [ "${3:-}" != VolumeSnapshot ] || group=', apiGroup: snapshot.storage.k8s.io'
   if [ $# -gt 2 ]; then
-    ds="  dataSource: {kind: $3, name: $4$([ "$3" = VolumeSnapshot ] && echo ', apiGroup: snapshot.storage.k8s.io')}"
+    ds="  dataSource: {kind: $3, name: $4$group}"
   fi
   k apply -f - >/dev/null <<Y
 apiVersion: v1

@@ -26,6 +26,14 @@ fail() {
   [ "${E2E_KEEP:-0}" = 1 ] || timeout 180 kubectl delete ns "$NS" --wait=true >/dev/null 2>&1 || true
   exit 1
 }
+# A command that fails outside expect/eventually/fail ends the scenario
+# under set -e: say which, with the diagnostics, never silently.
+set -E
+unexpected() {
+  trap - ERR
+  fail "unexpected: \"$3\" exited $1 (line $2 of $SCENARIO.sh or a helper)"
+}
+trap 'unexpected $? $LINENO "$BASH_COMMAND"' ERR
 # expect DESCRIPTION CMD...: CMD must succeed.
 expect() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
 # eventually TIMEOUT DESCRIPTION CMD...: CMD must succeed within TIMEOUT s.
