@@ -121,7 +121,12 @@ func translate(err error) error {
 // CheckID validates a volume ID from a request: ErrInvalid when it is
 // malformed, ErrNotFound when it is well-formed but not one hostvol makes.
 func CheckID(id string) error {
-	err := volumeid.Validate(id)
+	return idError(volumeid.Validate(id))
+}
+
+// idError maps an ID validation error to the volume layer's: ErrNotFound
+// for an ID hostvol does not make (volumeid.ErrForeign), else ErrInvalid.
+func idError(err error) error {
 	switch {
 	case err == nil:
 		return nil

@@ -214,6 +214,12 @@ func (q *quotas) createLimitedDir(p *pool.Pool, v Volume) (Volume, error) {
 		// and clears what limits it.
 		return v, fmt.Errorf("create data of %s: %w", v.ID, err)
 	}
+	return limitDir(p, enf, v)
+}
+
+// limitDir applies enf's limits at the volume's capacity to the existing
+// data directory of v, and returns v with its quota handle completed.
+func limitDir(p *pool.Pool, enf quota.Enforcer, v Volume) (Volume, error) {
 	dir, err := p.OpenDir(v.ID)
 	if err != nil {
 		return v, fmt.Errorf("open data of %s: %w", v.ID, err)

@@ -210,18 +210,7 @@ func (c *Controller) subvolumeLimited(v Volume) bool {
 // own qgroup (made by the kernel with the subvolume, never inherited), at
 // the volume's capacity.
 func (c *Controller) limitCopiedDir(p *pool.Pool, v Volume) (Volume, error) {
-	enf := c.enforcerOf(v)
-	dir, err := p.OpenDir(v.ID)
-	if err != nil {
-		return v, fmt.Errorf("open data of %s: %w", v.ID, err)
-	}
-	defer dir.Close()
-	h, err := enf.Apply(dir, *v.Quota, limitsOf(enf, v, v.CapacityBytes))
-	if err != nil {
-		return v, fmt.Errorf("limit %s to %d bytes: %w", v.ID, v.CapacityBytes, err)
-	}
-	v.Quota = &h
-	return v, nil
+	return limitDir(p, c.enforcerOf(v), v)
 }
 
 // createEmptyDir makes a directory volume's empty directory (limited when

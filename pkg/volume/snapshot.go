@@ -246,15 +246,7 @@ func (j *copyJob) wait(d time.Duration) (err error, ok bool) {
 // CheckSnapshotID validates a snapshot ID from a request: ErrInvalid when
 // it is malformed, ErrNotFound when it is not one hostvol makes.
 func CheckSnapshotID(id string) error {
-	err := volumeid.ValidateSnapshot(id)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, volumeid.ErrForeign):
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
-	default:
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
+	return idError(volumeid.ValidateSnapshot(id))
 }
 
 // notHere is the error for a valid snapshot ID with no record on this

@@ -99,20 +99,7 @@ Y
 }
 # reader NAME CLAIM NODE: a pod on the claim, placed on NODE by the label
 # topology.hostvol.csi.io/node, as a restore must be (README, "Snapshots").
-reader() {
-  k apply -f - >/dev/null <<Y
-apiVersion: v1
-kind: Pod
-metadata: {name: $1}
-spec:
-  terminationGracePeriodSeconds: 1
-  nodeSelector: {topology.hostvol.csi.io/node: $3}
-  containers:
-    - {name: c, image: "busybox:1.37.0", command: [sleep, "86400"], volumeMounts: [{name: data, mountPath: /data}]}
-  volumes:
-    - {name: data, persistentVolumeClaim: {claimName: $2}}
-Y
-}
+reader() { claim_pod "$@"; }
 # count POD: lines in POD's /data/lines.
 count() { k exec "$1" -- sh -c 'wc -l < /data/lines' | tr -d ' '; }
 # lines POD: N when POD's /data/lines is lines 1..N, each whole; else a

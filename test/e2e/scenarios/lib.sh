@@ -84,14 +84,18 @@ bytes() {
 # the whole file again would also try to set the claim back to its size).
 example_pod() { awk -v RS='\n---\n' '/(^|\n)kind: Pod(\n|$)/' "$1"; }
 # Does an event about OBJECT (kind/name) contain TEXT?
-# claim_pod NAME CLAIM: a busybox pod NAME that mounts claim CLAIM at /data.
+# claim_pod NAME CLAIM [NODE]: a busybox pod NAME that mounts claim CLAIM
+# at /data; on NODE (by the label topology.hostvol.csi.io/node) if given.
 claim_pod() {
+  local sel=
+  [ -z "${3:-}" ] || sel="  nodeSelector: {topology.hostvol.csi.io/node: $3}"
   k apply -f - >/dev/null <<Y
 apiVersion: v1
 kind: Pod
 metadata: {name: $1}
 spec:
   terminationGracePeriodSeconds: 1
+$sel
   containers:
     - {name: c, image: "busybox:1.37.0", command: [sleep, "86400"], volumeMounts: [{name: data, mountPath: /data}]}
   volumes:
